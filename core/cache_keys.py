@@ -1,0 +1,59 @@
+"""The response-cache key: one definition for every cache plugin (DESIGN.md, invariant 7).
+
+The key covers everything that changes the answer and nothing that does not. Rather than list
+what matters (and silently serve a wrong answer when OpenAI adds a parameter), it takes the whole
+request body minus the fields known not to change the output, so a new parameter makes the key
+stricter, never wrong. The stream flag is excluded: a cached answer can be replayed either way.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from .context import RequestContext
+
+__all__ = ["cache_key", "canonical_json", "KEY_VERSION", "NON_OUTPUT_FIELDS"]
+
+KEY_VERSION = "v1"
+"""Bumped whenever the key's definition changes, so old entries are never read with new meaning."""
+
+NON_OUTPUT_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+"""Request fields that do not change the generated answer."""
+
+
+def canonical(value: Any) -> Any:
+    """Normalise a JSON value so equal requests serialise equally.
+
+    Nulls inside objects are dropped (absent and null mean the same to the API), and a float with
+    an integral value becomes an int (``1 == 1.0``). Keys are sorted at serialisation.
+    """
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes of ``value`` (sorted keys, normalised as :func:`canonical` says)."""
+    return orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS)
+
+
+def cache_key(ctx: RequestContext, *, shared: bool = False) -> str:
+    """The cache key of a request: ``hookgate:cache:v1:<namespace>:<sha256>``.
+
+    :param shared: when true, every tenant shares one namespace; otherwise answers are scoped to
+        ``ctx.tenant`` (anonymous requests share the ``anon`` namespace).
+
+    The provider that serves the model is part of the hashed material, so re-routing a model in
+    plugins.toml never replays another provider's answers.
+    """
+    material = {k: v for k, v in ctx.body.items() if k not in NON_OUTPUT_FIELDS}
+    material["__provider__"] = ctx.provider_name
+    digest = hashlib.sha256(canonical_json(material)).hexdigest()
+    namespace = "shared" if shared else (ctx.tenant or "anon")
+    return f"hookgate:cache:{KEY_VERSION}:{namespace}:{digest}"

@@ -1,0 +1,76 @@
+"""The per-request state every hook receives."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+if TYPE_CHECKING:
+    from .provider import Provider
+
+__all__ = ["RequestContext", "CacheStatus"]
+
+CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+
+
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    """One chat request on its way through the hook chain.
+
+    ``body`` is the JSON object the client sent, already validated as a chat request; it is what
+    the provider receives and what the cache key is computed from, so a plugin that rewrites the
+    request edits ``body``. ``state`` is scratch space for plugins: key it by your plugin's name.
+
+    The client's credential is kept in ``api_key`` so that auth plugins can check it; never log
+    it or put it in an error message.
+    """
+
+    request_id: str
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+    api_key: str | None = field(default=None, repr=False)
+    provider: Provider | None = None
+    """The provider that serves ``body["model"]``; set by the core before ``cache_lookup``."""
+    tenant: str | None = None
+    """Whose request this is, for scoping caches and limits. Auth plugins set it; by default it
+    is derived from the client's key (a hash, never the key itself), or None for anonymous."""
+    cache_status: CacheStatus = "BYPASS"
+    """HIT, MISS or BYPASS, sent back as ``x-hookgate-cache``. A cache plugin that decides not to
+    look (``Cache-Control: no-cache``) sets BYPASS."""
+    response_headers: dict[str, str] = field(default_factory=dict)
+    """Extra headers for the client's response. For a stream they must be set before the first
+    chunk: ``after_response`` runs after the headers have gone."""
+    state: dict[str, Any] = field(default_factory=dict)
+    started_at: float = field(default_factory=perf_counter)
+    status: int = 200
+    """The status sent (or about to be sent) to the client."""
+
+    def __post_init__(self) -> None:
+        if self.tenant is None and self.api_key:
+            self.tenant = "key-" + hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+
+    @property
+    def model(self) -> str | None:
+        """The model the client asked for (``body["model"]``; None before the body is parsed)."""
+        return self.body.get("model")
+
+    @property
+    def stream(self) -> bool:
+        """Whether the client asked for server-sent events."""
+        return self.body.get("stream") is True
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streaming client asked for the final usage chunk."""
+        options = self.body.get("stream_options")
+        return bool(options and options.get("include_usage"))
+
+    @property
+    def provider_name(self) -> str:
+        """The name of the routed provider, or ``"none"`` before routing."""
+        return self.provider.name if self.provider is not None else "none"
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request reached the gateway."""
+        return (perf_counter() - self.started_at) * 1000.0

@@ -1,0 +1,90 @@
+"""The request's path through the phases, independent of HTTP.
+
+``before_request`` → routing → ``cache_lookup`` → the ``call_provider`` chain; then
+``after_response`` once the answer is complete, or ``on_error``. The HTTP layer (server.py) reads
+the request, calls :meth:`Gateway.answer`, and writes JSON or SSE.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .config import GatewayConfig
+from .context import RequestContext
+from .errors import GatewayError, InternalError, ModelNotFound
+from .provider import Provider
+from .responses import Completion, ProviderResponse
+from .runner import HookRunner, PipelineError
+
+__all__ = ["Gateway"]
+
+
+class Gateway:
+    """One resolved pipeline: hooks in config order, the provider chain and the model table.
+
+    Built once per app (and, with live reload, once per configuration); requests only read it.
+    """
+
+    __slots__ = ("config", "runner", "providers", "models", "_chain", "_has_cache")
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.runner = HookRunner(config)
+        self.providers: dict[str, Provider] = {}
+        self.models: dict[str, Provider] = {}
+        self.runner.call_startup_hook("register_providers", register=self._register_provider)
+        self._chain = self.runner.build_chain(_call_routed_provider)
+        self._has_cache = bool(self.runner.calls("cache_lookup"))
+
+    def _register_provider(self, provider: Provider) -> None:
+        if not isinstance(provider, Provider):
+            raise PipelineError(f"{provider!r} is not a hookgate Provider (needs name, models() and async complete())")
+        if provider.name in self.providers and self.providers[provider.name] is not provider:
+            raise PipelineError(f"two providers are named {provider.name!r}")
+        self.providers[provider.name] = provider
+        for model in provider.models():
+            other = self.models.get(model)
+            if other is not None and other is not provider:
+                raise PipelineError(f"model {model!r} is served by both {other.name!r} and {provider.name!r}")
+            self.models[model] = provider
+
+    def model_ids(self) -> Iterable[tuple[str, str]]:
+        """(model, provider name) for every routable model."""
+        return ((model, provider.name) for model, provider in self.models.items())
+
+    async def answer(self, ctx: RequestContext) -> ProviderResponse:
+        """Run the request phases up to the provider's answer (complete, or a stream to relay)."""
+        runner = self.runner
+        await runner.each("before_request", ctx=ctx)
+        provider = self.models.get(ctx.body["model"])
+        if provider is None:
+            raise ModelNotFound(f"The model '{ctx.body['model']}' does not exist or is not served by this gateway.", param="model")
+        ctx.provider = provider
+        if self._has_cache:
+            ctx.cache_status = "MISS"
+            hit = await runner.first("cache_lookup", ctx=ctx)
+            if hit is not None:
+                ctx.cache_status = "HIT"
+                return hit
+        return await self._chain(ctx)
+
+    async def finish(self, ctx: RequestContext, completion: Completion) -> None:
+        """Hand the complete answer to ``after_response``."""
+        await self.runner.each("after_response", ctx=ctx, response=completion)
+
+    async def fail(self, ctx: RequestContext, error: GatewayError) -> None:
+        """Tell the ``on_error`` observers; their failures are logged, never raised."""
+        ctx.status = error.status
+        await self.runner.notify("on_error", ctx=ctx, error=error)
+
+
+async def _call_routed_provider(ctx: RequestContext) -> ProviderResponse:
+    """The innermost end of the middleware chain."""
+    return await ctx.provider.complete(ctx)  # type: ignore[union-attr]
+
+
+def as_gateway_error(exc: BaseException, request_id: str) -> GatewayError:
+    """What the client is told about ``exc``: itself if it is a GatewayError, else a 500 that
+    names the request id (the traceback goes to the server log only)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    return InternalError(f"The gateway failed to process this request (request id {request_id}).")

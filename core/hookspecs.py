@@ -1,0 +1,185 @@
+"""Hook specifications: everything a hookgate plugin can implement.
+
+A plugin implements any subset of these, marked with ``@hookimpl`` (``from hookgate import
+hookimpl``), taking only the arguments it needs: pluggy matches them by name.
+
+Two kinds of hooks:
+
+* **Start-up hooks** are plain functions called once while the app is built
+  (``register_providers``, ``register_routes``).
+* **Phase hooks** are ``async def`` and run on every request or at app start/stop. The core awaits
+  them itself, in the order ``plugins.toml`` lists the plugins: pluggy's own calling convention
+  cannot short-circuit or re-invoke coroutines (see docs/architecture.md). A synchronous
+  implementation of a phase hook, a ``wrapper``/``hookwrapper``, or ``tryfirst``/``trylast``
+  is rejected at start-up: order is configuration.
+
+Every hook is documented with a runnable example in ``docs/plugin_hooks.md``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from .markers import hookspec
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .context import RequestContext
+    from .errors import GatewayError
+    from .provider import Provider
+    from .responses import Completion, ProviderResponse
+
+# -------------------------------------------------------------------------------------------------
+# Start-up hooks (synchronous, called once while the app is built)
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_providers(register: Callable[[Provider], None]) -> None:
+    """Register the providers this plugin contributes.
+
+    :param register: call it once per :class:`~hookgate.Provider`. A model name served by two
+        enabled providers is a start-up error naming both.
+
+    Called for every enabled plugin, in pipeline order, while the app is built; the provider's
+    network resources should be opened in :func:`startup`, not here.
+
+    Example::
+
+        @hookimpl
+        def register_providers(self, register):
+            register(self)
+    """
+
+
+@hookspec
+def register_routes(app: web.Application) -> None:
+    """Add HTTP routes to the gateway (``/metrics``, admin endpoints…).
+
+    :param app: the aiohttp application, before it starts; use ``app.router.add_get(...)``.
+
+    Routes added here bypass the chat pipeline; they must answer errors in OpenAI's error shape
+    themselves (raise a :class:`~hookgate.GatewayError`, the core formats it).
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Lifecycle hooks (async, once per app)
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+async def startup(app: web.Application) -> None:
+    """Open this plugin's resources (connection pools, SDK clients) when the app starts.
+
+    :param app: the aiohttp application; keep per-app state on your plugin instance or under an
+        ``aiohttp.web.AppKey``, never in module globals.
+
+    Awaited for every enabled plugin, in pipeline order, before the server accepts requests. If one
+    raises, start-up fails and :func:`shutdown` runs for the plugins that had started.
+    """
+
+
+@hookspec
+async def shutdown(app: web.Application) -> None:
+    """Close what :func:`startup` opened.
+
+    :param app: the aiohttp application.
+
+    Awaited in reverse pipeline order, only for plugins whose ``startup`` completed. An exception
+    is logged and does not stop the other plugins from shutting down.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Request phases (async, per request)
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+async def before_request(ctx: RequestContext) -> None:
+    """Inspect, enrich or reject a validated chat request before anything else happens.
+
+    :param ctx: the request; ``ctx.body`` is the validated JSON body, ``ctx.headers`` the
+        client's headers, ``ctx.api_key`` its bearer token (a secret: never log it).
+
+    Awaited for every enabled plugin, in pipeline order. Raise a :class:`~hookgate.GatewayError`
+    (``AuthenticationFailed``, ``RateLimited``…) to reject the request; the remaining plugins are
+    not called and the client gets that error. The return value is ignored. The model may be
+    rewritten here (``ctx.body["model"] = ...``): routing to a provider happens afterwards.
+    """
+
+
+@hookspec
+async def cache_lookup(ctx: RequestContext) -> Completion | None:
+    """Answer the request from a cache, or return None to let the next cache (or the provider) try.
+
+    :param ctx: the request, already routed (``ctx.provider`` is set).
+    :return: a :class:`~hookgate.Completion` on a hit; None on a miss.
+
+    **Stops at the first non-None result**: later caches are not asked (their coroutines are not
+    even created). On a hit the provider is not called, ``ctx.cache_status`` becomes ``HIT`` and a
+    streaming client gets the answer replayed as SSE. Before the lookup the core sets
+    ``ctx.cache_status`` to ``MISS``; a cache that decides not to look sets ``BYPASS``. Storing
+    belongs in :func:`after_response`.
+    """
+
+
+@hookspec
+async def call_provider(
+    ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
+) -> ProviderResponse:
+    """Middleware around the provider call: wrap, retry, time out or hold the call.
+
+    :param ctx: the request.
+    :param call_next: awaits the rest of the chain (inner middlewares, then the provider).
+    :return: what ``call_next`` returned, or a replacement.
+
+    The chain is built once at start-up; the first plugin listed in ``plugins.toml`` is the
+    outermost. A retry middleware may call ``call_next`` several times, a timeout may cancel it, a
+    semaphore may hold a slot around it. For a stream, ``call_next`` returns a
+    :class:`~hookgate.CompletionStream` once the upstream accepted the request; a middleware that
+    must act on chunks or hold a resource until the stream ends wraps it.
+
+    Example::
+
+        @hookimpl
+        async def call_provider(self, ctx, call_next):
+            async with self.semaphore:
+                return await call_next(ctx)
+    """
+
+
+@hookspec
+async def after_response(ctx: RequestContext, response: Completion) -> None:
+    """Observe a complete answer: log it, count its tokens, store it in a cache.
+
+    :param ctx: the request; ``ctx.cache_status`` says whether the answer came from a cache.
+    :param response: the complete answer. For a stream, the chunks assembled into one
+        ``chat.completion`` after the last chunk (with its usage, if the upstream sent it).
+
+    Awaited for every enabled plugin in pipeline order, once per successful request. For a JSON
+    answer it runs before the response is sent, so it may still set ``ctx.response_headers``; for
+    a stream the client already has every chunk. Not called for errors (see :func:`on_error`) or
+    for a stream cut off before its end.
+    """
+
+
+@hookspec
+async def on_error(ctx: RequestContext, error: GatewayError) -> None:
+    """Observe a failed request (rejected, upstream failure, timeout, client gone mid-stream).
+
+    :param ctx: the request.
+    :param error: what the client was told (an unexpected exception appears here as an
+        :class:`~hookgate.InternalError`).
+
+    Awaited for every enabled plugin in pipeline order. For observers only: it cannot change the
+    error, and an exception raised here is logged and ignored.
+    """
+
+
+PHASE_HOOKS = ("startup", "shutdown", "before_request", "cache_lookup", "call_provider", "after_response", "on_error")
+"""The hooks the core awaits itself; their implementations must be ``async def``."""
+
+STARTUP_HOOKS = ("register_providers", "register_routes")
+"""The hooks called synchronously while the app is built."""

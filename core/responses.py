@@ -1,0 +1,164 @@
+"""What a provider returns: a complete answer, or a stream of chunks.
+
+Both carry OpenAI's wire shapes as plain dicts (``chat.completion`` and ``chat.completion.chunk``)
+so that a body parsed once from the upstream's bytes goes to the client without being rebuilt
+from models. Providers that speak another API translate into these shapes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+__all__ = [
+    "Completion",
+    "CompletionStream",
+    "ProviderResponse",
+    "assemble_stream",
+    "completion_to_chunks",
+    "is_complete",
+]
+
+
+@dataclass(slots=True)
+class Completion:
+    """A complete ``chat.completion`` body."""
+
+    body: dict[str, Any]
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The provider's token usage (``prompt_tokens``, ``completion_tokens``…), if it sent any."""
+        return self.body.get("usage")
+
+
+class CompletionStream:
+    """An upstream answer arriving as ``chat.completion.chunk`` dicts.
+
+    Iterate it once. ``aclose()`` releases the upstream connection; the core always calls it,
+    also when the client went away mid-stream. A middleware that wants to watch or transform
+    chunks wraps the stream: ``CompletionStream(my_generator(stream), close=stream.aclose)``.
+    """
+
+    __slots__ = ("_chunks", "_close")
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[dict[str, Any]],
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._chunks = chunks
+        self._close = close
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        """Release the upstream call. Safe to call more than once."""
+        close, self._close = self._close, None
+        try:
+            if close is not None:
+                await close()
+        finally:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+ProviderResponse = Completion | CompletionStream
+
+
+def assemble_stream(chunks: list[dict[str, Any]]) -> Completion:
+    """Build the ``chat.completion`` that a list of stream chunks amounts to.
+
+    ``after_response`` hooks and caches see streamed answers in this form: content and tool-call
+    arguments concatenated per choice, the last finish reason, and the usage chunk if one came.
+    """
+    first = chunks[0] if chunks else {}
+    choices: dict[int, dict[str, Any]] = {}
+    usage = None
+    for chunk in chunks:
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            slot = choices.get(index)
+            if slot is None:
+                slot = choices[index] = {
+                    "index": index,
+                    "message": {"role": "assistant", "content": None, "refusal": None},
+                    "finish_reason": None,
+                    "logprobs": None,
+                }
+            delta = choice.get("delta") or {}
+            message = slot["message"]
+            if delta.get("content") is not None:
+                message["content"] = (message["content"] or "") + delta["content"]
+            if delta.get("refusal") is not None:
+                message["refusal"] = (message["refusal"] or "") + delta["refusal"]
+            for call in delta.get("tool_calls") or ():
+                _merge_tool_call(message, call)
+            if choice.get("finish_reason") is not None:
+                slot["finish_reason"] = choice["finish_reason"]
+    body: dict[str, Any] = {
+        "id": first.get("id", ""),
+        "object": "chat.completion",
+        "created": first.get("created", 0),
+        "model": first.get("model", ""),
+        "choices": [choices[i] for i in sorted(choices)],
+    }
+    if first.get("system_fingerprint") is not None:
+        body["system_fingerprint"] = first["system_fingerprint"]
+    if usage is not None:
+        body["usage"] = usage
+    return Completion(body)
+
+
+def _merge_tool_call(message: dict[str, Any], call: dict[str, Any]) -> None:
+    calls = message.setdefault("tool_calls", [])
+    index = call.get("index", 0)
+    while len(calls) <= index:
+        calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+    target = calls[index]
+    if call.get("id"):
+        target["id"] = call["id"]
+    if call.get("type"):
+        target["type"] = call["type"]
+    function = call.get("function") or {}
+    if function.get("name"):
+        target["function"]["name"] += function["name"]
+    if function.get("arguments"):
+        target["function"]["arguments"] += function["arguments"]
+
+
+def is_complete(completion: Completion) -> bool:
+    """True when every choice has a finish reason: the answer was not cut off mid-stream."""
+    choices = completion.body.get("choices") or []
+    return bool(choices) and all(c.get("finish_reason") for c in choices)
+
+
+def completion_to_chunks(body: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
+    """Replay a complete answer as stream chunks (a cached answer sent to a streaming client)."""
+    base = {
+        "id": body.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": body.get("created", 0),
+        "model": body.get("model", ""),
+    }
+    if body.get("system_fingerprint") is not None:
+        base["system_fingerprint"] = body["system_fingerprint"]
+    content_choices = []
+    final_choices = []
+    for choice in body.get("choices") or ():
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": message.get("role", "assistant"), "content": message.get("content")}
+        if message.get("refusal") is not None:
+            delta["refusal"] = message["refusal"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        index = choice.get("index", 0)
+        content_choices.append({"index": index, "delta": delta, "finish_reason": None, "logprobs": None})
+        final_choices.append({"index": index, "delta": {}, "finish_reason": choice.get("finish_reason"), "logprobs": None})
+    chunks = [{**base, "choices": content_choices}, {**base, "choices": final_choices}]
+    if include_usage and body.get("usage") is not None:
+        chunks.append({**base, "choices": [], "usage": body["usage"]})
+    return chunks

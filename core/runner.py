@@ -1,0 +1,176 @@
+"""The pipeline of one app: pluggy as the registry, the core awaiting the hooks itself.
+
+pluggy calls hooks synchronously: an ``async def`` implementation returns a coroutine, which
+``firstresult`` takes for an answer and a wrapper can never await twice. So pluggy registers,
+validates and introspects, and :class:`HookRunner` awaits each phase hook over
+``get_hookimpls()`` in the order plugins.toml gives (docs/architecture.md explains why).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any, Awaitable, Callable
+
+import pluggy
+import structlog
+
+from . import hookspecs
+from .config import GatewayConfig
+from .errors import GatewayError
+from .markers import PROJECT_NAME
+
+__all__ = ["HookRunner", "PipelineError", "PluginCrashed"]
+
+log = structlog.get_logger("hookgate.runner")
+
+Call = Callable[..., Awaitable[Any]]
+
+
+class PipelineError(Exception):
+    """The enabled plugins cannot form a pipeline (bad hook implementation, unknown hook…)."""
+
+
+class PluginCrashed(Exception):
+    """A plugin's hook raised something that is not a GatewayError: a bug, reported as a 500."""
+
+    def __init__(self, hook: str, plugin: str) -> None:
+        super().__init__(f"plugin {plugin!r} raised in {hook}")
+        self.hook, self.plugin = hook, plugin
+
+
+@dataclass(frozen=True, slots=True)
+class HookCall:
+    """One implementation of one hook, ready to call with positional arguments."""
+
+    plugin: str
+    function: Call
+    argnames: tuple[str, ...]
+
+
+class HookRunner:
+    """Registers the enabled plugins with pluggy and runs their hooks in pipeline order."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, object] = {}
+        for plugin in config.plugins:
+            instance = plugin.installed.instantiate(plugin.config)
+            try:
+                self.pm.register(instance, name=plugin.name)
+            except pluggy.PluginValidationError as exc:
+                raise PipelineError(f"plugin {plugin.name!r}: {exc}") from None
+            self.plugins[plugin.name] = instance
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PipelineError(str(exc)) from None
+        position = {name: i for i, name in enumerate(self.plugins)}
+        self._calls: dict[str, tuple[HookCall, ...]] = {}
+        for hook_name in (*hookspecs.PHASE_HOOKS, *hookspecs.STARTUP_HOOKS):
+            impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+            for impl in impls:
+                _check_impl(hook_name, impl)
+            ordered = sorted(impls, key=lambda impl: position[impl.plugin_name])
+            calls = tuple(HookCall(i.plugin_name, i.function, tuple(i.argnames)) for i in ordered)
+            if config.gateway.trace_hooks and hook_name in hookspecs.PHASE_HOOKS:
+                calls = tuple(_traced(hook_name, c) for c in calls)
+            self._calls[hook_name] = calls
+
+    def calls(self, hook: str) -> tuple[HookCall, ...]:
+        """The implementations of ``hook``, in pipeline order."""
+        return self._calls[hook]
+
+    def order(self) -> dict[str, list[str]]:
+        """For each hook, the plugins that implement it, in the order they run."""
+        return {hook: [c.plugin for c in calls] for hook, calls in self._calls.items()}
+
+    async def each(self, hook: str, **kwargs: Any) -> None:
+        """Await every implementation of ``hook`` in turn.
+
+        A :class:`GatewayError` stops the loop and propagates (a rejection); anything else is
+        wrapped in :class:`PluginCrashed` naming the plugin.
+        """
+        for call in self._calls[hook]:
+            try:
+                await call.function(*[kwargs[name] for name in call.argnames])
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise PluginCrashed(hook, call.plugin) from exc
+
+    async def first(self, hook: str, **kwargs: Any) -> Any:
+        """Await implementations in turn until one returns non-None; later ones are never called."""
+        for call in self._calls[hook]:
+            try:
+                result = await call.function(*[kwargs[name] for name in call.argnames])
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise PluginCrashed(hook, call.plugin) from exc
+            if result is not None:
+                return result
+        return None
+
+    async def notify(self, hook: str, *, reverse: bool = False, **kwargs: Any) -> None:
+        """Await every implementation, logging and ignoring failures (observers, shutdown)."""
+        calls = reversed(self._calls[hook]) if reverse else self._calls[hook]
+        for call in calls:
+            try:
+                await call.function(*[kwargs[name] for name in call.argnames])
+            except Exception:
+                log.exception("plugin_hook_failed", hook=hook, plugin=call.plugin)
+
+    def call_startup_hook(self, hook: str, **kwargs: Any) -> None:
+        """Call a synchronous start-up hook for every plugin in order."""
+        for call in self._calls[hook]:
+            call.function(*[kwargs[name] for name in call.argnames])
+
+    def build_chain(self, terminal: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        """Compose the ``call_provider`` middlewares around ``terminal``; first listed is outermost."""
+        call_next = terminal
+        for call in reversed(self._calls["call_provider"]):
+            call_next = _bind_middleware(call, call_next)
+        return call_next
+
+
+def _bind_middleware(call: HookCall, call_next: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    function, argnames = call.function, call.argnames
+    if argnames == ("ctx", "call_next"):
+        return lambda ctx: function(ctx, call_next)
+    return lambda ctx: function(*[{"ctx": ctx, "call_next": call_next}[name] for name in argnames])
+
+
+def _check_impl(hook_name: str, impl: pluggy.HookImpl) -> None:
+    where = f"plugin {impl.plugin_name!r}, hook {hook_name}"
+    if impl.hookwrapper or impl.wrapper:
+        raise PipelineError(f"{where}: wrappers are not supported; implement call_provider middleware instead")
+    if impl.tryfirst or impl.trylast:
+        raise PipelineError(f"{where}: tryfirst/trylast are not supported; order plugins in [gateway] pipeline")
+    is_async = inspect.iscoroutinefunction(impl.function)
+    if hook_name in hookspecs.PHASE_HOOKS and not is_async:
+        raise PipelineError(f"{where}: must be 'async def' (the core awaits it)")
+    if hook_name in hookspecs.STARTUP_HOOKS and is_async:
+        raise PipelineError(f"{where}: must be a plain 'def' (it runs once while the app is built)")
+
+
+def _traced(hook_name: str, call: HookCall) -> HookCall:
+    function, plugin = call.function, call.plugin
+
+    async def traced(*args: Any) -> Any:
+        started = perf_counter()
+        outcome = "ok"
+        try:
+            result = await function(*args)
+            if result is not None and hook_name == "cache_lookup":
+                outcome = "hit"
+            return result
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            log.info("hook_trace", hook=hook_name, plugin=plugin, ms=round((perf_counter() - started) * 1000, 3), outcome=outcome)
+
+    return HookCall(plugin, traced, call.argnames)

@@ -1,0 +1,280 @@
+"""The aiohttp application: app factory, handlers, SSE relay and error responses."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+import orjson
+import structlog
+from aiohttp import web
+
+from .chat_request import validate_chat_request
+from .config import GatewayConfig
+from .context import RequestContext
+from .errors import ClientDisconnected, GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from .gateway import Gateway, as_gateway_error
+from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
+
+__all__ = ["create_app", "GATEWAY", "CONFIG"]
+
+log = structlog.get_logger("hookgate.server")
+
+GATEWAY = web.AppKey("hookgate_gateway", Gateway)
+"""The app's resolved pipeline."""
+CONFIG = web.AppKey("hookgate_config", GatewayConfig)
+"""The configuration the app was built from."""
+
+_REQUEST_ID = "hookgate_request_id"
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_SSE_DONE = b"data: [DONE]\n\n"
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    """Build an isolated gateway app: its own plugin instances, providers and state.
+
+    Raises :class:`~hookgate.runner.PipelineError` when the enabled plugins cannot form a
+    pipeline. Plugin resources open when the app starts (``startup``) and close when it stops.
+    """
+    gateway = Gateway(config)
+    app = web.Application(client_max_size=config.gateway.max_body_bytes, middlewares=[_errors_and_request_id])
+    app[CONFIG] = config
+    app[GATEWAY] = gateway
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    gateway.runner.call_startup_hook("register_routes", app=app)
+    app.cleanup_ctx.append(_plugin_lifecycle)
+    return app
+
+
+async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Await each plugin's ``startup`` in order; on stop (or a failed start) ``shutdown`` in reverse
+    for exactly the plugins that started."""
+    runner = app[GATEWAY].runner
+    startups = {call.plugin: call for call in runner.calls("startup")}
+    started: list[str] = []
+    try:
+        for name in runner.plugins:
+            if name in startups:
+                await startups[name].function(*[{"app": app}[a] for a in startups[name].argnames])
+            started.append(name)
+        log.info("gateway_started", pipeline=list(runner.plugins), config=app[CONFIG].source)
+        yield
+    finally:
+        shutdowns = {call.plugin: call for call in runner.calls("shutdown")}
+        for name in reversed(started):
+            if name in shutdowns:
+                try:
+                    await shutdowns[name].function(*[{"app": app}[a] for a in shutdowns[name].argnames])
+                except Exception:
+                    log.exception("plugin_shutdown_failed", plugin=name)
+
+
+# -------------------------------------------------------------------------------------------------
+# Handlers
+# -------------------------------------------------------------------------------------------------
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions``: OpenAI's chat API, through the hook chain."""
+    gateway = request.app[GATEWAY]
+    request_id = request[_REQUEST_ID]
+    ctx = RequestContext(request_id=request_id, body={}, headers=request.headers, api_key=_client_key(request))
+    try:
+        ctx.body = body = await _read_json(request, gateway.config.gateway.max_body_bytes)
+        validate_chat_request(body)
+        response = await gateway.answer(ctx)
+        if isinstance(response, CompletionStream):
+            if ctx.stream:
+                return await _relay_stream(request, gateway, ctx, response)
+            response = await _drain(response)
+        if ctx.stream:
+            return await _replay_as_stream(request, gateway, ctx, response)
+        await gateway.finish(ctx, response)
+        return web.Response(body=orjson.dumps(response.body), content_type="application/json", headers=_headers(ctx))
+    except asyncio.CancelledError:
+        await gateway.fail(ctx, ClientDisconnected("The client closed the connection before the answer was complete."))
+        raise
+    except Exception as exc:
+        error = as_gateway_error(exc, request_id)
+        if not isinstance(exc, GatewayError):
+            log.error("request_failed", request_id=request_id, exc_info=exc)
+        await gateway.fail(ctx, error)
+        return _error_response(error, _headers(ctx))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: every model an enabled provider serves."""
+    data = [
+        {"id": model, "object": "model", "created": 0, "owned_by": provider}
+        for model, provider in request.app[GATEWAY].model_ids()
+    ]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: the process is up and serving."""
+    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+# -------------------------------------------------------------------------------------------------
+# Streams
+# -------------------------------------------------------------------------------------------------
+
+
+async def _relay_stream(
+    request: web.Request, gateway: Gateway, ctx: RequestContext, stream: CompletionStream
+) -> web.StreamResponse:
+    """Send chunks as they arrive; ``after_response`` gets the assembled answer after the last one.
+
+    An error after the first byte cannot change the status any more: the client gets an SSE error
+    event (which the OpenAI SDK raises as an APIError) and a clean end of stream. The upstream is
+    closed in every case, including a client that went away.
+    """
+    response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
+    chunks: list[dict[str, Any]] = []
+    try:
+        await response.prepare(request)
+        async for chunk in stream:
+            chunks.append(chunk)
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = as_gateway_error(exc, ctx.request_id)
+        if not isinstance(exc, GatewayError):
+            log.error("stream_failed", request_id=ctx.request_id, exc_info=exc)
+        await gateway.fail(ctx, error)
+        if response.prepared:
+            await _end_stream(response, orjson.dumps(error.to_body()))
+            return response
+        return _error_response(error, _headers(ctx))
+    finally:
+        await stream.aclose()
+    completion = assemble_stream(chunks)
+    if is_complete(completion):
+        await gateway.finish(ctx, completion)
+    await _end_stream(response)
+    return response
+
+
+async def _replay_as_stream(
+    request: web.Request, gateway: Gateway, ctx: RequestContext, completion: Completion
+) -> web.StreamResponse:
+    """Send a complete answer (a cache hit, or a provider that cannot stream) as SSE chunks."""
+    await gateway.finish(ctx, completion)
+    response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
+    await response.prepare(request)
+    payload = b"".join(
+        b"data: " + orjson.dumps(chunk) + b"\n\n"
+        for chunk in completion_to_chunks(completion.body, include_usage=ctx.include_usage)
+    )
+    await response.write(payload + _SSE_DONE)
+    await response.write_eof()
+    return response
+
+
+async def _drain(stream: CompletionStream) -> Completion:
+    """Collect a whole stream into one answer (a provider streamed to a non-streaming client)."""
+    try:
+        return assemble_stream([chunk async for chunk in stream])
+    finally:
+        await stream.aclose()
+
+
+async def _end_stream(response: web.StreamResponse, error_payload: bytes | None = None) -> None:
+    try:
+        if error_payload is not None:
+            await response.write(b"data: " + error_payload + b"\n\n")
+        await response.write(_SSE_DONE)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client is gone; nothing left to tell it
+
+
+# -------------------------------------------------------------------------------------------------
+# Edges: request parsing, headers, errors
+# -------------------------------------------------------------------------------------------------
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be a JSON object (Content-Type: application/json)."
+        ) from None
+
+
+def _client_key(request: web.Request) -> str | None:
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _headers(ctx: RequestContext) -> dict[str, str]:
+    headers = {"x-request-id": ctx.request_id, "x-hookgate-cache": ctx.cache_status, "x-hookgate-provider": ctx.provider_name}
+    if ctx.response_headers:
+        headers.update(ctx.response_headers)
+    return headers
+
+
+def _error_response(error: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps(error.to_body()),
+        content_type="application/json",
+        headers={**(headers or {}), **error.headers},
+    )
+
+
+def _request_id(request: web.Request) -> str:
+    """The client's ``x-request-id`` when it is a sensible token, else a new one."""
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 128 and given.isascii() and given.isprintable():
+        return given
+    return "req_" + uuid.uuid4().hex
+
+
+@web.middleware
+async def _errors_and_request_id(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Give every response an ``x-request-id`` and every failure OpenAI's error shape."""
+    request_id = request[_REQUEST_ID] = _request_id(request)
+    try:
+        response = await handler(request)
+    except GatewayError as error:
+        response = _error_response(error, {"x-hookgate-cache": "BYPASS", "x-hookgate-provider": "none"})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = _http_error(exc)
+        response = _error_response(error, {"x-hookgate-cache": "BYPASS", "x-hookgate-provider": "none"})
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("request_failed", request_id=request_id, path=request.path, exc_info=exc)
+        response = _error_response(as_gateway_error(exc, request_id))
+    if not response.prepared:
+        response.headers["x-request-id"] = request_id
+    return response
+
+
+def _http_error(exc: web.HTTPException) -> GatewayError:
+    if exc.status == 404:
+        return NotFound("Unknown path. This gateway serves POST /v1/chat/completions and GET /v1/models.", code="not_found")
+    if exc.status == 405:
+        return InvalidRequest("Method not allowed for this path.", status=405, code="method_not_allowed")
+    return GatewayError(exc.reason, status=exc.status)

@@ -1,0 +1,49 @@
+"""Turning a provider's HTTP failure into the error the client should see.
+
+One table for every provider plugin, so that the same upstream condition means the same thing
+to clients whichever provider served them.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .errors import GatewayError, GatewayTimeout, RateLimited, ServiceUnavailable, UpstreamError
+
+__all__ = ["error_from_upstream", "PASSTHROUGH_HEADERS"]
+
+PASSTHROUGH_HEADERS = ("retry-after", "retry-after-ms")
+"""Upstream response headers a client needs to see on a 429/503."""
+
+
+def error_from_upstream(provider: str, status: int, body: Any, headers: Mapping[str, str] | None = None) -> GatewayError:
+    """Map an upstream status and error body to a client-facing :class:`GatewayError`.
+
+    * 400, 404, 409, 422: the request itself is wrong; pass status and message through.
+    * 401, 403: the *gateway's* provider credentials were refused: 502, without any key.
+    * 408 → 504; 429 keeps its code (``insufficient_quota``…) and ``Retry-After``.
+    * 503 and 529 (overloaded) → 503; other 5xx → 502.
+    """
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {}
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    param = error.get("param") if isinstance(error.get("param"), str) else None
+    kept = {name: headers[name] for name in PASSTHROUGH_HEADERS if headers and name in headers}
+    if status in (400, 404, 409, 422):
+        passed = GatewayError(message or f"The {provider} provider rejected the request (status {status}).", param=param, code=code, status=status)
+        passed.type = error.get("type") if isinstance(error.get("type"), str) else "invalid_request_error"  # type: ignore[misc]
+        return passed
+    if status in (401, 403):
+        return UpstreamError(
+            f"The {provider} provider refused the gateway's credentials (upstream status {status}); "
+            "the operator must check the provider key configured for the gateway.",
+            code="upstream_auth_failed",
+        )
+    if status == 408:
+        return GatewayTimeout(f"The {provider} provider timed out (upstream status 408).")
+    if status == 429:
+        return RateLimited(message or f"The {provider} provider is rate limiting requests.", code=code or "rate_limit_exceeded", headers=kept)
+    if status in (503, 529):
+        return ServiceUnavailable(f"The {provider} provider is unavailable or overloaded (upstream status {status}).", headers=kept)
+    return UpstreamError(f"The {provider} provider failed (upstream status {status}).", code="upstream_error")

@@ -1,0 +1,60 @@
+"""``request_log``: one structured log line per request, success or failure.
+
+Fields: request id, model, provider, status, cache result, latency, stream flag and token usage.
+Prompts and answers are left out unless ``log_bodies`` is on, and credentials never appear (the
+context's ``api_key`` is not read here, and the log set-up masks credential-named fields).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from pydantic import Field
+
+from hookgate import Completion, GatewayError, PluginConfig, RequestContext, hookimpl
+
+
+class RequestLogConfig(PluginConfig):
+    """Settings of the request log."""
+
+    log_bodies: bool = Field(False, description="also log the request messages and the answer (may contain personal data)")
+
+
+class RequestLog:
+    """One structured log line per request: id, model, provider, status, cache, latency, tokens."""
+
+    Config = RequestLogConfig
+
+    def __init__(self, config: RequestLogConfig) -> None:
+        self.config = config
+        self.log = structlog.get_logger("hookgate.request")
+
+    @hookimpl
+    async def after_response(self, ctx: RequestContext, response: Completion) -> None:
+        usage = response.usage or {}
+        fields = self._common(ctx)
+        fields["prompt_tokens"] = usage.get("prompt_tokens")
+        fields["completion_tokens"] = usage.get("completion_tokens")
+        if self.config.log_bodies:
+            fields["messages"] = ctx.body.get("messages")
+            fields["answer"] = [c.get("message", {}).get("content") for c in response.body.get("choices", ())]
+        self.log.info("request", **fields)
+
+    @hookimpl
+    async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
+        fields = self._common(ctx)
+        fields["status"] = error.status
+        fields["error_code"] = error.code
+        fields["error"] = error.message
+        self.log.warning("request", **fields)
+
+    def _common(self, ctx: RequestContext) -> dict[str, Any]:
+        return {
+            "request_id": ctx.request_id,
+            "model": ctx.model,
+            "provider": ctx.provider_name,
+            "status": ctx.status,
+            "cache": ctx.cache_status,
+            "stream": ctx.stream,
+            "latency_ms": round(ctx.elapsed_ms(), 2),
+        }
