@@ -146,7 +146,7 @@ def _plugins(args: argparse.Namespace) -> None:
                 "name": name,
                 "distribution": plugin.distribution,
                 "version": plugin.version,
-                "entry_point": plugin.entry_point.value,
+                "entry_point": plugin.reference,
                 "enabled": name in position,
                 "position": position.get(name),
                 "description": plugin.description,

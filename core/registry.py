@@ -31,19 +31,32 @@ class InstalledPlugin:
     """
 
     name: str
-    entry_point: EntryPoint
+    entry_point: EntryPoint | None
     distribution: str
     version: str
     _target: Any = field(default=None, repr=False)
 
+    @classmethod
+    def local(cls, name: str, target: type | ModuleType) -> InstalledPlugin:
+        """A plugin given as an object rather than an entry point (tests, embedding applications)."""
+        return cls(name, None, "<local>", "-", target)
+
+    @property
+    def reference(self) -> str:
+        """Where the plugin comes from: ``module:attribute`` of its entry point."""
+        if self.entry_point is not None:
+            return self.entry_point.value
+        return f"{getattr(self._target, '__module__', '?')}:{getattr(self._target, '__qualname__', self._target)}"
+
     def load(self) -> type | ModuleType:
         """Import the plugin (once)."""
         if self._target is None:
+            assert self.entry_point is not None
             try:
                 self._target = self.entry_point.load()
             except Exception as exc:  # an import error in someone's plugin must not read as ours
                 raise PluginLoadError(
-                    f"plugin {self.name!r} ({self.entry_point.value}, from {self.distribution}) failed to import: "
+                    f"plugin {self.name!r} ({self.reference}, from {self.distribution}) failed to import: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
         return self._target
@@ -74,7 +87,7 @@ def installed_plugins() -> dict[str, InstalledPlugin]:
     for ep in entry_points(group=PROJECT_NAME):
         dist = ep.dist
         plugin = InstalledPlugin(ep.name, ep, dist.name if dist else "?", dist.version if dist else "?")
-        if ep.name in found and found[ep.name].entry_point.value != ep.value:
+        if ep.name in found and found[ep.name].reference != ep.value:
             other = found[ep.name]
             raise PluginLoadError(
                 f"plugin name {ep.name!r} is installed twice: by {other.distribution} and by {plugin.distribution}"

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr
 from hookgate import (
     Completion,
     CompletionStream,
+    GatewayError,
     GatewayTimeout,
     PluginConfig,
     RequestContext,
@@ -104,12 +105,8 @@ class OpenAIProvider:
                 return await self._stream(client, params, extra)
             raw = await client.chat.completions.with_raw_response.create(**params, extra_body=extra or None)
             content = raw.http_response.content
-        except openai.APIStatusError as exc:
-            raise error_from_upstream(self.name, exc.status_code, exc.body if isinstance(exc.body, dict) else {"error": exc.body}, exc.response.headers) from None
-        except openai.APITimeoutError:
-            raise GatewayTimeout(f"The {self.name} provider did not answer in time.") from None
-        except openai.APIConnectionError:
-            raise UpstreamError(f"Could not connect to the {self.name} provider.", code="upstream_unreachable") from None
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -120,7 +117,10 @@ class OpenAIProvider:
 
     async def _stream(self, client: openai.AsyncOpenAI, params: dict[str, Any], extra: dict[str, Any]) -> CompletionStream:
         manager = client.chat.completions.with_streaming_response.create(**params, extra_body=extra or None)
-        response = await manager.__aenter__()  # raises for a non-2xx status, before any byte reaches the client
+        try:
+            response = await manager.__aenter__()  # raises for a non-2xx status, before any byte reaches the client
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
 
         async def close() -> None:
             await manager.__aexit__(None, None, None)
@@ -139,11 +139,42 @@ class OpenAIProvider:
                 if "error" in chunk:
                     raise error_from_upstream(self.name, 500, chunk)
                 yield chunk
-        except openai.APIConnectionError:
-            raise UpstreamError(f"The connection to the {self.name} provider broke mid-stream.", code="upstream_disconnected") from None
-        except (OSError, EOFError) as exc:
-            raise UpstreamError(f"The connection to the {self.name} provider broke mid-stream ({type(exc).__name__}).", code="upstream_disconnected") from None
+        except GatewayError:
+            raise
+        except Exception as exc:
+            # The SDK does not wrap transport errors raised while a streamed body is read (they
+            # arrive as its HTTP library's ReadError, which differs between SDK versions).
+            raise UpstreamError(
+                f"The connection to the {self.name} provider broke mid-stream ({type(exc).__name__}).", code="upstream_disconnected"
+            ) from None
         raise UpstreamError(f"The {self.name} provider ended the stream without [DONE].", code="upstream_disconnected")
+
+    def _translate(self, exc: openai.APIError) -> GatewayError:
+        """The client-facing error for an SDK exception."""
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body if isinstance(exc.body, dict) else {}
+            if "error" not in body:
+                body = {"error": body}  # the SDK hands over the inner error object
+            return error_from_upstream(self.name, exc.status_code, body, exc.response.headers)
+        if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
+            return GatewayTimeout(f"The {self.name} provider did not answer in time.")
+        if isinstance(exc, openai.APIConnectionError):
+            return UpstreamError(f"Could not connect to the {self.name} provider.", code="upstream_unreachable")
+        return UpstreamError(f"The {self.name} provider failed ({type(exc).__name__}).")
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when a 'timeout' is really a refused connection.
+
+    The SDK's aiohttp transport maps every aiohttp connection error, a refused connection
+    included, to a connect *timeout*; the cause chain still tells them apart.
+    """
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, ConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _split_params(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
