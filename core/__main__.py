@@ -1,0 +1,4 @@
+"""``python -m hookgate`` is the ``hookgate`` command."""
+from .cli import main
+
+main()
