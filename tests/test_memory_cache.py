@@ -1,0 +1,140 @@
+"""memory_cache as a client sees it: HIT/MISS/BYPASS, TTL, LRU, Cache-Control, what is never stored."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import ECHO_CACHED, openai_upstream
+from hookgate import Completion, hookimpl
+from hookgate.testing.openai_emulator import Fault
+
+GOOD = {"model": "echo", "messages": [{"role": "user", "content": "cache me"}]}
+
+
+async def cache_of(client, body=GOOD, headers=None) -> str:
+    response = await client.post("/v1/chat/completions", json=body, headers=headers or {})
+    assert response.status == 200
+    await response.read()
+    return response.headers["x-hookgate-cache"]
+
+
+async def test_miss_then_hit_with_age(gateway):
+    client = await gateway(ECHO_CACHED)
+    assert await cache_of(client) == "MISS"
+    response = await client.post("/v1/chat/completions", json=GOOD)
+    assert response.headers["x-hookgate-cache"] == "HIT"
+    assert response.headers["age"] == "0"
+
+
+async def test_entries_expire_after_the_ttl(gateway):
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "echo"]\n[plugins.memory_cache]\nttl_seconds = 0.2')
+    assert await cache_of(client) == "MISS"
+    assert await cache_of(client) == "HIT"
+    await asyncio.sleep(0.3)
+    assert await cache_of(client) == "MISS"
+
+
+async def test_least_recently_used_entries_are_evicted(gateway):
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "echo"]\n[plugins.memory_cache]\nmax_entries = 2')
+    bodies = [{"model": "echo", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(3)]
+    await cache_of(client, bodies[0])
+    await cache_of(client, bodies[1])
+    assert await cache_of(client, bodies[0]) == "HIT"  # q0 is now the most recent
+    await cache_of(client, bodies[2])  # evicts q1
+    assert await cache_of(client, bodies[0]) == "HIT"
+    assert await cache_of(client, bodies[1]) == "MISS"
+
+
+async def test_cache_control_no_cache_and_no_store(gateway):
+    client = await gateway(ECHO_CACHED)
+    assert await cache_of(client, headers={"Cache-Control": "no-store"}) == "MISS"
+    assert await cache_of(client) == "MISS", "no-store: nothing was written"
+    assert await cache_of(client, headers={"Cache-Control": "no-cache"}) == "BYPASS"
+    assert await cache_of(client) == "HIT"
+
+
+async def test_answers_are_scoped_per_client_key_unless_shared(gateway):
+    client = await gateway(ECHO_CACHED)
+    assert await cache_of(client, headers={"Authorization": "Bearer sk-alice"}) == "MISS"
+    assert await cache_of(client, headers={"Authorization": "Bearer sk-bob"}) == "MISS"
+    assert await cache_of(client, headers={"Authorization": "Bearer sk-alice"}) == "HIT"
+    shared = await gateway('[gateway]\npipeline = ["memory_cache", "echo"]\n[plugins.memory_cache]\nshared = true')
+    await cache_of(shared, headers={"Authorization": "Bearer sk-alice"})
+    assert await cache_of(shared, headers={"Authorization": "Bearer sk-bob"}) == "HIT"
+
+
+async def test_errors_are_never_stored(gateway, emulator):
+    client = await gateway(openai_upstream(emulator, pipeline='"memory_cache", "openai"'))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+    emulator.script(Fault(status=500))
+    assert (await client.post("/v1/chat/completions", json=body)).status == 502
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status == 200 and response.headers["x-hookgate-cache"] == "MISS"
+    assert emulator.stats.calls == 2
+
+
+async def test_a_stream_cut_off_midway_is_never_stored(gateway, emulator):
+    client = await gateway(openai_upstream(emulator, pipeline='"memory_cache", "openai"'))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a b c d e"}], "stream": True}
+    emulator.script(Fault(drop_after=2))
+    broken = await client.post("/v1/chat/completions", json=body)
+    assert b'"error"' in await broken.read()
+    again = await client.post("/v1/chat/completions", json=body)
+    await again.read()
+    assert again.headers["x-hookgate-cache"] == "MISS"
+    assert emulator.stats.calls == 2
+
+
+@pytest.mark.parametrize(("finish_reason", "stored"), [("stop", True), ("content_filter", False)])
+async def test_only_configured_finish_reasons_are_stored(gateway, finish_reason, stored):
+    class Fixed:
+        name = "fixed"
+
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        def register_providers(self, register):
+            register(self)
+
+        def models(self):
+            return ["fixed"]
+
+        async def complete(self, ctx):
+            return Completion({"id": "x", "object": "chat.completion", "created": 0, "model": "fixed", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "...", "refusal": None}, "finish_reason": finish_reason, "logprobs": None}
+            ]})
+
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "fixed"]', local={"fixed": Fixed})
+    body = {"model": "fixed", "messages": [{"role": "user", "content": "x"}]}
+    await cache_of(client, body)
+    assert await cache_of(client, body) == ("HIT" if stored else "MISS")
+
+
+async def test_entries_above_the_size_cap_are_not_stored(gateway):
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "echo"]\n[plugins.memory_cache]\nmax_entry_bytes = 600')
+    small = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    large = {"model": "echo", "messages": [{"role": "user", "content": "word " * 200}]}
+    await cache_of(client, small)
+    await cache_of(client, large)
+    assert await cache_of(client, small) == "HIT"
+    assert await cache_of(client, large) == "MISS"
+
+
+async def test_a_hit_cannot_be_corrupted_by_a_later_plugin(gateway):
+    class Exclaim:
+        """Edits every answer it sees; with a shared cached object the edits would pile up."""
+
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        async def after_response(self, ctx, response):
+            response.body["choices"][0]["message"]["content"] += "!"
+
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "exclaim", "echo"]', local={"exclaim": Exclaim})
+    for _ in range(3):
+        response = await client.post("/v1/chat/completions", json=GOOD)
+        assert (await response.json())["choices"][0]["message"]["content"] == "echo: cache me!"
+    assert response.headers["x-hookgate-cache"] == "HIT"
