@@ -1,0 +1,53 @@
+"""word_guard: an example third-party hookgate plugin.
+
+It shows the whole public contract in one place: a config model (typed, bounded, described,
+overridable from the environment as ``HOOKGATE_WORD_GUARD__BANNED_WORDS='["x"]'``), a hook that
+rejects requests with an OpenAI-shaped error, and a hook that adds a response header.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from hookgate import Completion, InvalidRequest, PluginConfig, RequestContext, hookimpl
+
+__all__ = ["WordGuard", "WordGuardConfig"]
+
+
+class WordGuardConfig(PluginConfig):
+    """Settings of ``[plugins.word_guard]``."""
+
+    banned_words: list[str] = Field(default_factory=list, description="requests whose messages contain any of these (case-insensitive) are rejected")
+    header_value: str = Field("checked", min_length=1, max_length=64, description="value of the x-word-guard response header")
+
+
+class WordGuard:
+    """Rejects requests containing banned words; stamps x-word-guard on answers."""
+
+    Config = WordGuardConfig
+
+    def __init__(self, config: WordGuardConfig) -> None:
+        self.config = config
+        self._banned = [word.lower() for word in config.banned_words]
+
+    @hookimpl
+    async def before_request(self, ctx: RequestContext) -> None:
+        for index, message in enumerate(ctx.body["messages"]):
+            text = _text(message.get("content")).lower()
+            for word in self._banned:
+                if word in text:
+                    raise InvalidRequest(
+                        f"Message {index} contains a blocked word.", param=f"messages[{index}].content", code="content_blocked"
+                    )
+        ctx.response_headers["x-word-guard"] = self.config.header_value
+
+    @hookimpl
+    async def after_response(self, ctx: RequestContext, response: Completion) -> None:
+        ctx.state["word_guard.answered"] = True
+
+
+def _text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
