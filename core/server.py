@@ -26,7 +26,7 @@ GATEWAY = web.AppKey("hookgate_gateway", Gateway)
 CONFIG = web.AppKey("hookgate_config", GatewayConfig)
 """The configuration the app was built from."""
 
-_REQUEST_ID = "hookgate_request_id"
+_REQUEST_ID = web.RequestKey("hookgate_request_id", str)
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _SSE_DONE = b"data: [DONE]\n\n"
 
