@@ -13,7 +13,7 @@ from aiohttp import web
 from .chat_request import validate_chat_request
 from .config import GatewayConfig
 from .context import RequestContext
-from .errors import ClientDisconnected, GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from .errors import ClientDisconnected, GatewayError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
 from .gateway import Gateway, as_gateway_error
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
 
@@ -129,17 +129,21 @@ async def _relay_stream(
 ) -> web.StreamResponse:
     """Send chunks as they arrive; ``after_response`` gets the assembled answer after the last one.
 
-    An error after the first byte cannot change the status any more: the client gets an SSE error
-    event (which the OpenAI SDK raises as an APIError) and a clean end of stream. The upstream is
-    closed in every case, including a client that went away.
+    The response is started only once the first chunk is in hand, so a failure before it is still
+    an ordinary HTTP error with its status. After the first byte the status cannot change: the
+    client gets an SSE error event (which the OpenAI SDK raises as an APIError) and a clean end
+    of stream. The upstream is closed in every case, including a client that went away.
     """
     response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
     chunks: list[dict[str, Any]] = []
     try:
-        await response.prepare(request)
         async for chunk in stream:
+            if not chunks:
+                await response.prepare(request)
             chunks.append(chunk)
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        if not chunks:
+            await response.prepare(request)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -156,6 +160,8 @@ async def _relay_stream(
     completion = assemble_stream(chunks)
     if is_complete(completion):
         await gateway.finish(ctx, completion)
+    else:
+        await gateway.fail(ctx, UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete"))
     await _end_stream(response)
     return response
 
