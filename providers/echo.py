@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 from pydantic import Field
 
 from hookgate import Completion, CompletionStream, PluginConfig, RequestContext, hookimpl
+from hookgate.messages import last_user_text, message_text
 
 ECHO_PREFIX = "echo: "
 
@@ -42,8 +43,8 @@ class EchoProvider:
         return list(self.config.models)
 
     async def complete(self, ctx: RequestContext) -> Completion | CompletionStream:
-        answer = ECHO_PREFIX + _last_user_text(ctx.body["messages"])
-        prompt_tokens = sum(_count_words(_text_of(m.get("content"))) for m in ctx.body["messages"])
+        answer = ECHO_PREFIX + last_user_text(ctx.body["messages"])
+        prompt_tokens = sum(_count_words(message_text(m.get("content"))) for m in ctx.body["messages"])
         usage = _usage(prompt_tokens, _count_words(answer))
         completion_id = "chatcmpl-echo-" + hashlib.sha256(answer.encode()).hexdigest()[:24]
         created = int(time.time())
@@ -84,21 +85,6 @@ class EchoProvider:
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]}
         if include_usage:
             yield {**base, "choices": [], "usage": usage}
-
-
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return _text_of(message.get("content"))
-    return ""
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
-    return ""
 
 
 def _count_words(text: str) -> int:

@@ -119,3 +119,38 @@ async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> Non
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+def provider_plugin(model: str, complete: Callable[[Any], Awaitable[Any]]) -> type:
+    """A plugin class registering a provider named and serving ``model``, answering with
+    ``await complete(ctx)``; pass it to the ``gateway`` fixture's ``local``."""
+    from hookgate import hookimpl
+
+    class LocalProvider:
+        name = model
+
+        def __init__(self, config: Any) -> None:
+            pass
+
+        @hookimpl
+        def register_providers(self, register):
+            register(self)
+
+        def models(self) -> list[str]:
+            return [model]
+
+        async def complete(self, ctx):
+            return await complete(ctx)
+
+    return LocalProvider
+
+
+def completion(content: str, *, model: str = "test", finish_reason: str = "stop"):
+    """A minimal valid ``chat.completion`` answer."""
+    from hookgate import Completion
+
+    return Completion({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                     "finish_reason": finish_reason, "logprobs": None}],
+    })

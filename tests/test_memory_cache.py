@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from conftest import ECHO_CACHED, openai_upstream
-from hookgate import Completion, hookimpl
+from conftest import ECHO_CACHED, completion, openai_upstream, provider_plugin
+from hookgate import hookimpl
 from hookgate.testing.openai_emulator import Fault
 
 GOOD = {"model": "echo", "messages": [{"role": "user", "content": "cache me"}]}
@@ -88,25 +88,10 @@ async def test_a_stream_cut_off_midway_is_never_stored(gateway, emulator):
 
 @pytest.mark.parametrize(("finish_reason", "stored"), [("stop", True), ("content_filter", False)])
 async def test_only_configured_finish_reasons_are_stored(gateway, finish_reason, stored):
-    class Fixed:
-        name = "fixed"
+    async def fixed(ctx):
+        return completion("...", finish_reason=finish_reason)
 
-        def __init__(self, config):
-            pass
-
-        @hookimpl
-        def register_providers(self, register):
-            register(self)
-
-        def models(self):
-            return ["fixed"]
-
-        async def complete(self, ctx):
-            return Completion({"id": "x", "object": "chat.completion", "created": 0, "model": "fixed", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "...", "refusal": None}, "finish_reason": finish_reason, "logprobs": None}
-            ]})
-
-    client = await gateway('[gateway]\npipeline = ["memory_cache", "fixed"]', local={"fixed": Fixed})
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "fixed"]', local={"fixed": provider_plugin("fixed", fixed)})
     body = {"model": "fixed", "messages": [{"role": "user", "content": "x"}]}
     await cache_of(client, body)
     assert await cache_of(client, body) == ("HIT" if stored else "MISS")

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from hookgate import Completion, PluginConfig, RateLimited, hookimpl
+from conftest import completion, provider_plugin
+from hookgate import PluginConfig, RateLimited, hookimpl
 from hookgate.gateway import Gateway
 from hookgate.runner import PipelineError
 
@@ -70,9 +71,7 @@ async def test_first_stops_at_the_first_answer_and_later_caches_never_run(gatewa
         @hookimpl
         async def cache_lookup(self, ctx):
             ran.append("hit")
-            return Completion({"id": "cached", "object": "chat.completion", "created": 0, "model": "echo", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "from cache", "refusal": None}, "finish_reason": "stop", "logprobs": None}
-            ]})
+            return completion("from cache")
 
     class Later:
         def __init__(self, config):
@@ -102,26 +101,11 @@ async def test_a_miss_falls_through_every_cache_to_the_provider(gateway):
 async def test_a_middleware_can_call_the_rest_of_the_chain_again(gateway):
     attempts: list[int] = []
 
-    class FlakyProvider:
-        name = "flaky"
-
-        def __init__(self, config):
-            pass
-
-        @hookimpl
-        def register_providers(self, register):
-            register(self)
-
-        def models(self):
-            return ["flaky"]
-
-        async def complete(self, ctx):
-            attempts.append(1)
-            if len(attempts) < 3:
-                raise RateLimited("try again")
-            return Completion({"id": "x", "object": "chat.completion", "created": 0, "model": "flaky", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": f"attempt {len(attempts)}", "refusal": None}, "finish_reason": "stop", "logprobs": None}
-            ]})
+    async def flaky(ctx):
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RateLimited("try again")
+        return completion(f"attempt {len(attempts)}")
 
     class Retry:
         def __init__(self, config):
@@ -136,7 +120,7 @@ async def test_a_middleware_can_call_the_rest_of_the_chain_again(gateway):
                     continue
             raise RateLimited("gave up")
 
-    client = await gateway('[gateway]\npipeline = ["retry", "flaky"]', local={"retry": Retry, "flaky": FlakyProvider})
+    client = await gateway('[gateway]\npipeline = ["retry", "flaky"]', local={"retry": Retry, "flaky": provider_plugin("flaky", flaky)})
     response = await client.post("/v1/chat/completions", json={**GOOD, "model": "flaky"})
     assert response.status == 200
     assert (await response.json())["choices"][0]["message"]["content"] == "attempt 3"
@@ -146,25 +130,12 @@ async def test_a_middleware_can_call_the_rest_of_the_chain_again(gateway):
 async def test_a_middleware_can_cancel_the_call_and_the_provider_sees_it(gateway):
     seen: list[str] = []
 
-    class SlowProvider:
-        name = "slow"
-
-        def __init__(self, config):
-            pass
-
-        @hookimpl
-        def register_providers(self, register):
-            register(self)
-
-        def models(self):
-            return ["slow"]
-
-        async def complete(self, ctx):
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                seen.append("cancelled")
-                raise
+    async def slow(ctx):
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
 
     class Deadline:
         def __init__(self, config):
@@ -179,7 +150,7 @@ async def test_a_middleware_can_cancel_the_call_and_the_provider_sees_it(gateway
             except TimeoutError:
                 raise GatewayTimeout("too slow") from None
 
-    client = await gateway('[gateway]\npipeline = ["deadline", "slow"]', local={"deadline": Deadline, "slow": SlowProvider})
+    client = await gateway('[gateway]\npipeline = ["deadline", "slow"]', local={"deadline": Deadline, "slow": provider_plugin("slow", slow)})
     response = await client.post("/v1/chat/completions", json={**GOOD, "model": "slow"})
     assert response.status == 504
     assert seen == ["cancelled"]
@@ -284,21 +255,8 @@ def test_an_unknown_hook_name_is_rejected(make_config):
 
 
 def test_two_providers_claiming_one_model_is_rejected(make_config):
-    class Echo2:
-        name = "echo2"
-
-        def __init__(self, config):
-            pass
-
-        @hookimpl
-        def register_providers(self, register):
-            register(self)
-
-        def models(self):
-            return ["echo"]
-
-        async def complete(self, ctx):
-            raise AssertionError
+    echo2 = provider_plugin("echo", completion)
+    echo2.name = "echo2"
 
     with pytest.raises(PipelineError, match="served by both"):
-        Gateway(make_config('[gateway]\npipeline = ["echo", "echo2"]', local={"echo2": Echo2}))
+        Gateway(make_config('[gateway]\npipeline = ["echo", "echo2"]', local={"echo2": echo2}))

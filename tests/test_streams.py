@@ -7,7 +7,7 @@ import asyncio
 import orjson
 from structlog.testing import capture_logs
 
-from conftest import assert_conforms, eventually
+from conftest import assert_conforms, eventually, provider_plugin
 from hookgate import CompletionStream, GatewayError, RateLimited, UpstreamError, hookimpl
 
 CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "scripted", "choices": [
@@ -16,34 +16,23 @@ CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "s
 
 
 def scripted_provider(fail_after: int | None, error: GatewayError, closed: list[str], delay: float = 0.0):
-    class Scripted:
-        name = "scripted"
+    """A provider streaming five chunks and a finish, raising ``error`` before chunk ``fail_after``."""
 
-        def __init__(self, config):
-            pass
+    async def complete(ctx):
+        async def chunks():
+            for i in range(5):
+                if fail_after is not None and i == fail_after:
+                    raise error
+                await asyncio.sleep(delay)
+                yield CHUNK
+            yield {**CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]}
 
-        @hookimpl
-        def register_providers(self, register):
-            register(self)
+        async def close():
+            closed.append("closed")
 
-        def models(self):
-            return ["scripted"]
+        return CompletionStream(chunks(), close=close)
 
-        async def complete(self, ctx):
-            async def chunks():
-                for i in range(5):
-                    if fail_after is not None and i == fail_after:
-                        raise error
-                    await asyncio.sleep(delay)
-                    yield CHUNK
-                yield {**CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]}
-
-            async def close():
-                closed.append("closed")
-
-            return CompletionStream(chunks(), close=close)
-
-    return Scripted
+    return provider_plugin("scripted", complete)
 
 
 class Observer:

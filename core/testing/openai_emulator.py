@@ -36,6 +36,8 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ..messages import last_user_text, message_text
+
 __all__ = [
     "DEFAULT_MODELS",
     "REPLY_PREFIX",
@@ -406,24 +408,12 @@ class OpenAIEmulator:
 
 def reply_for(messages: Sequence[Mapping[str, Any]]) -> str:
     """The emulator's deterministic answer: ``REPLY_PREFIX`` + the last user message's text."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return REPLY_PREFIX + _text_of(message.get("content"))
-    return REPLY_PREFIX
+    return REPLY_PREFIX + last_user_text(messages)
 
 
 def count_tokens(text: str) -> int:
     """Emulated token count: whitespace-separated words, so tests can predict usage exactly."""
     return len(text.split())
-
-
-def _text_of(content: Any) -> str:
-    """Message content is a string or a list of parts; only text parts carry words."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def _pieces(text: str) -> list[str]:
@@ -433,7 +423,7 @@ def _pieces(text: str) -> list[str]:
 
 
 def _usage(messages: Sequence[Mapping[str, Any]], text: str) -> dict[str, int]:
-    prompt = sum(count_tokens(_text_of(m.get("content"))) for m in messages)
+    prompt = sum(count_tokens(message_text(m.get("content"))) for m in messages)
     completion = count_tokens(text)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from hookgate import Completion, InvalidRequest, PluginConfig, RequestContext, hookimpl
+from hookgate.messages import message_text
 
 __all__ = ["WordGuard", "WordGuardConfig"]
 
@@ -32,7 +33,7 @@ class WordGuard:
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:
         for index, message in enumerate(ctx.body["messages"]):
-            text = _text(message.get("content")).lower()
+            text = message_text(message.get("content")).lower()
             for word in self._banned:
                 if word in text:
                     raise InvalidRequest(
@@ -43,11 +44,3 @@ class WordGuard:
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
         ctx.state["word_guard.answered"] = True
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
