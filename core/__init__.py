@@ -22,6 +22,7 @@ from .errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from .health import Readiness
 from .markers import hookimpl, hookspec
 from .provider import Provider
 from .responses import Completion, CompletionStream, ProviderResponse, assemble_stream, completion_to_chunks, is_complete
@@ -35,6 +36,7 @@ __all__ = [
     "RequestContext",
     "CacheStatus",
     "Provider",
+    "Readiness",
     "Completion",
     "CompletionStream",
     "ProviderResponse",

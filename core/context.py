@@ -38,6 +38,9 @@ class RequestContext:
     cache_status: CacheStatus = "BYPASS"
     """HIT, MISS or BYPASS, sent back as ``x-hookgate-cache``. A cache plugin that decides not to
     look (``Cache-Control: no-cache``) sets BYPASS."""
+    cache_source: str | None = None
+    """On a HIT, the name of the cache plugin that answered (so an earlier cache can fill itself
+    from a later one's hit)."""
     response_headers: dict[str, str] = field(default_factory=dict)
     """Extra headers for the client's response. For a stream they must be set before the first
     chunk: ``after_response`` runs after the headers have gone."""

@@ -61,9 +61,10 @@ class Gateway:
         ctx.provider = provider
         if self._has_cache:
             ctx.cache_status = "MISS"
-            hit = await runner.first("cache_lookup", ctx=ctx)
+            source, hit = await runner.first("cache_lookup", ctx=ctx)
             if hit is not None:
                 ctx.cache_status = "HIT"
+                ctx.cache_source = source
                 return hit
         return await self._chain(ctx)
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .context import RequestContext
     from .errors import GatewayError
+    from .health import Readiness
     from .provider import Provider
     from .responses import Completion, ProviderResponse
 
@@ -88,6 +89,19 @@ async def shutdown(app: web.Application) -> None:
 
     Awaited in reverse pipeline order, only for plugins whose ``startup`` completed. An exception
     is logged and does not stop the other plugins from shutting down.
+    """
+
+
+@hookspec
+async def check_ready(app: web.Application) -> Readiness | None:
+    """Report whether this plugin's dependencies (Redis, provider credentials…) are usable.
+
+    :param app: the aiohttp application.
+    :return: a :class:`~hookgate.Readiness`, or None when the plugin has nothing to report.
+
+    Awaited for every enabled plugin on each ``GET /readyz``. The answer is 503 when any plugin is
+    ``unavailable``, else 200 (``degraded`` plugins are listed). Keep it fast and bounded: a load
+    balancer may call it every second. An exception counts as ``unavailable``.
     """
 
 
@@ -178,7 +192,7 @@ async def on_error(ctx: RequestContext, error: GatewayError) -> None:
     """
 
 
-PHASE_HOOKS = ("startup", "shutdown", "before_request", "cache_lookup", "call_provider", "after_response", "on_error")
+PHASE_HOOKS = ("startup", "shutdown", "check_ready", "before_request", "cache_lookup", "call_provider", "after_response", "on_error")
 """The hooks the core awaits itself; their implementations must be ``async def``."""
 
 STARTUP_HOOKS = ("register_providers", "register_routes")

@@ -101,8 +101,11 @@ class HookRunner:
             except Exception as exc:
                 raise PluginCrashed(hook, call.plugin) from exc
 
-    async def first(self, hook: str, **kwargs: Any) -> Any:
-        """Await implementations in turn until one returns non-None; later ones are never called."""
+    async def first(self, hook: str, **kwargs: Any) -> tuple[str | None, Any]:
+        """Await implementations in turn until one returns non-None; later ones are never called.
+
+        Returns ``(plugin name, result)``, or ``(None, None)`` when every implementation said None.
+        """
         for call in self._calls[hook]:
             try:
                 result = await call.function(*[kwargs[name] for name in call.argnames])
@@ -111,8 +114,18 @@ class HookRunner:
             except Exception as exc:
                 raise PluginCrashed(hook, call.plugin) from exc
             if result is not None:
-                return result
-        return None
+                return call.plugin, result
+        return None, None
+
+    async def collect(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Await every implementation; return ``(plugin, result or exception)`` for each, in order."""
+        results: list[tuple[str, Any]] = []
+        for call in self._calls[hook]:
+            try:
+                results.append((call.plugin, await call.function(*[kwargs[name] for name in call.argnames])))
+            except Exception as exc:
+                results.append((call.plugin, exc))
+        return results
 
     async def notify(self, hook: str, *, reverse: bool = False, **kwargs: Any) -> None:
         """Await every implementation, logging and ignoring failures (observers, shutdown)."""

@@ -15,6 +15,7 @@ from .config import GatewayConfig
 from .context import RequestContext
 from .errors import ClientDisconnected, GatewayError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
 from .gateway import Gateway, as_gateway_error
+from .health import Readiness
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
 
 __all__ = ["create_app", "GATEWAY", "CONFIG"]
@@ -44,6 +45,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     gateway.runner.call_startup_hook("register_routes", app=app)
     app.cleanup_ctx.append(_plugin_lifecycle)
     return app
@@ -117,6 +119,24 @@ async def list_models(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: the process is up and serving."""
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: every plugin's readiness; 503 while any is unavailable."""
+    checks: dict[str, dict[str, str]] = {}
+    for plugin, result in await request.app[GATEWAY].runner.collect("check_ready", app=request.app):
+        if isinstance(result, Readiness):
+            checks[plugin] = {"status": result.status, "detail": result.detail}
+        elif isinstance(result, Exception):
+            log.error("readiness_check_failed", plugin=plugin, exc_info=result)
+            checks[plugin] = {"status": "unavailable", "detail": f"readiness check failed ({type(result).__name__})"}
+    statuses = {check["status"] for check in checks.values()}
+    overall = "unavailable" if "unavailable" in statuses else "degraded" if "degraded" in statuses else "ready"
+    return web.Response(
+        status=503 if overall == "unavailable" else 200,
+        body=orjson.dumps({"status": overall, "checks": checks}),
+        content_type="application/json",
+    )
 
 
 # -------------------------------------------------------------------------------------------------

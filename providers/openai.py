@@ -24,6 +24,7 @@ from hookgate import (
     GatewayError,
     GatewayTimeout,
     PluginConfig,
+    Readiness,
     RequestContext,
     ServiceUnavailable,
     UpstreamError,
@@ -83,6 +84,12 @@ class OpenAIProvider:
             timeout=self.config.request_timeout_seconds,
             http_client=openai.DefaultAioHttpClient(),
         )
+
+    @hookimpl
+    async def check_ready(self):
+        if self.client is None:
+            return Readiness("degraded", f"no API key: set {self.config.api_key_env}; requests for its models get 503")
+        return Readiness("ok")
 
     @hookimpl
     async def shutdown(self):

@@ -2,10 +2,12 @@
 conformance validator for OpenAI's published schema."""
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -16,6 +18,7 @@ from hookgate.config import GatewayConfig, load_config
 from hookgate.registry import InstalledPlugin, installed_plugins
 from hookgate.server import create_app
 from hookgate.testing.openai_emulator import OpenAIEmulator
+from servers import GatewayProcess, RedisServer, start_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
@@ -154,3 +157,53 @@ def completion(content: str, *, model: str = "test", finish_reason: str = "stop"
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
                      "finish_reason": finish_reason, "logprobs": None}],
     })
+
+
+# ----------------------------------------------------------------------------- real servers ---
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: ``$REDIS_URL`` when set, else a server started for this test session.
+
+    Tests sharing it must namespace their keys with the ``redis_prefix`` fixture and never flush.
+    """
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"hgtest:{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server owned by this test alone, which it may kill and restart."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gateway_process() -> Iterator[Callable[..., GatewayProcess]]:
+    """Start ``hookgate serve`` processes from config text; all are stopped after the test."""
+    started: list[GatewayProcess] = []
+
+    def start(config_text: str, **kwargs: Any) -> GatewayProcess:
+        gateway = start_gateway(textwrap.dedent(config_text), **kwargs)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-
-HOOKGATE = str(Path(sys.executable).with_name("hookgate"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from servers import HOOKGATE, free_port
 
 def run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([HOOKGATE, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})

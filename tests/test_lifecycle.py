@@ -101,3 +101,48 @@ async def test_two_apps_in_one_process_keep_separate_state(make_config):
         await one.post("/v1/chat/completions", json=body)
         assert (await one.post("/v1/chat/completions", json=body)).headers["x-hookgate-cache"] == "HIT"
         assert (await two.post("/v1/chat/completions", json=body)).headers["x-hookgate-cache"] == "MISS"
+
+
+async def test_readyz_reports_each_plugin_and_fails_while_one_is_unavailable(gateway, monkeypatch):
+    from hookgate import Readiness
+
+    monkeypatch.delenv("HOOKGATE_TEST_NO_KEY", raising=False)
+    state = {"status": "ok"}
+
+    class Dependency:
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        async def check_ready(self, app):
+            return Readiness(state["status"], f"database is {state['status']}")
+
+    class Crashing:
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        async def check_ready(self):
+            if state["status"] == "crash":
+                raise ConnectionError("boom")
+
+    toml = '[gateway]\npipeline = ["dep", "crashing", "echo", "openai"]\n[plugins.openai]\napi_key_env = "HOOKGATE_TEST_NO_KEY"'
+    client = await gateway(toml, local={"dep": Dependency, "crashing": Crashing})
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert response.status == 200 and body["status"] == "degraded"
+    assert body["checks"]["dep"] == {"status": "ok", "detail": "database is ok"}
+    assert body["checks"]["openai"]["status"] == "degraded" and "HOOKGATE_TEST_NO_KEY" in body["checks"]["openai"]["detail"]
+    state["status"] = "unavailable"
+    response = await client.get("/readyz")
+    assert response.status == 503 and (await response.json())["status"] == "unavailable"
+    state["status"] = "crash"
+    body = await (await client.get("/readyz")).json()
+    assert body["checks"]["crashing"]["status"] == "unavailable"
+    assert "boom" not in str(body)
+
+
+async def test_readyz_is_ready_when_nothing_reports(gateway):
+    client = await gateway('[gateway]\npipeline = ["echo"]')
+    response = await client.get("/readyz")
+    assert response.status == 200 and await response.json() == {"status": "ready", "checks": {}}

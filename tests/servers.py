@@ -1,0 +1,125 @@
+"""Real servers for tests: Redis servers the test owns, and gateway processes.
+
+Redis tests use a real server: the one in ``REDIS_URL`` when it is set, else one started here on
+a free port. Tests that must kill and restart Redis always start their own. In CI (``CI=true``) a
+missing ``redis-server`` is a failure, never a skip.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+HOOKGATE = str(Path(sys.executable).with_name("hookgate"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+@dataclass
+class RedisServer:
+    """A redis-server owned by one test: it can be stopped and started again on the same port."""
+
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="hookgate-redis-"))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (Debian package redis-server); .ci/run installs it"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.workdir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if not _wait_port(self.port, 10):
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@dataclass
+class GatewayProcess:
+    """A ``hookgate serve`` process on its own port."""
+
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        """Stop the process and return what it logged."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.stderr.read() if self.process.stderr else ""
+
+
+def start_gateway(config_text: str, *, env: dict[str, str] | None = None, port: int | None = None) -> GatewayProcess:
+    """Write ``config_text`` to a temp file and run ``hookgate serve`` on it until /healthz is 200."""
+    port = port or free_port()
+    config = Path(tempfile.mkdtemp(prefix="hookgate-gw-")) / "plugins.toml"
+    config.write_text(config_text)
+    process = subprocess.Popen(
+        [HOOKGATE, "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    gateway = GatewayProcess(port, process)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gateway exited with {process.returncode}: {gateway.stop()}")
+        try:
+            with urllib.request.urlopen(f"{gateway.url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return gateway
+        except OSError:
+            time.sleep(0.05)
+    gateway.stop(signal.SIGKILL)
+    raise AssertionError("gateway did not become healthy within 20 s")
