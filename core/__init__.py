@@ -6,7 +6,7 @@ The public surface for plugin authors is what this module exports; everything el
 """
 from .cache_keys import cache_key, canonical_json
 from .config import PluginConfig
-from .context import CacheStatus, RequestContext
+from .context import Attempt, CacheStatus, RequestContext
 from .errors import (
     AuthenticationFailed,
     ClientDisconnected,
@@ -25,7 +25,15 @@ from .errors import (
 from .health import Readiness
 from .markers import hookimpl, hookspec
 from .provider import Provider
-from .responses import Completion, CompletionStream, ProviderResponse, assemble_stream, completion_to_chunks, is_complete
+from .responses import (
+    Completion,
+    CompletionStream,
+    ProviderResponse,
+    assemble_stream,
+    completion_to_chunks,
+    is_complete,
+    with_first_chunk,
+)
 
 __version__ = "0.1.0"
 
@@ -43,6 +51,8 @@ __all__ = [
     "assemble_stream",
     "completion_to_chunks",
     "is_complete",
+    "with_first_chunk",
+    "Attempt",
     "cache_key",
     "canonical_json",
     "GatewayError",

@@ -9,9 +9,19 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 if TYPE_CHECKING:
     from .provider import Provider
 
-__all__ = ["RequestContext", "CacheStatus"]
+__all__ = ["RequestContext", "CacheStatus", "Attempt"]
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream attempt: how it ended (``ok``, ``timeout``, ``http_503``…), its upstream
+    status if any, and how long it took."""
+
+    outcome: str
+    status: int | None
+    duration_ms: float
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +56,11 @@ class RequestContext:
     chunk: ``after_response`` runs after the headers have gone."""
     state: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=perf_counter)
+    deadline: float | None = None
+    """When the whole request must be answered, on the ``perf_counter()`` clock; None for no
+    deadline. The timeout plugin sets it; retry and other middlewares read it via :meth:`remaining`."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """Upstream attempts made so far, recorded by the middleware that owns retries."""
     status: int = 200
     """The status sent (or about to be sent) to the client."""
 
@@ -73,6 +88,10 @@ class RequestContext:
     def provider_name(self) -> str:
         """The name of the routed provider, or ``"none"`` before routing."""
         return self.provider.name if self.provider is not None else "none"
+
+    def remaining(self) -> float:
+        """Seconds left before ``deadline`` (infinite without one; negative once it passed)."""
+        return float("inf") if self.deadline is None else self.deadline - perf_counter()
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request reached the gateway."""

@@ -48,8 +48,12 @@ class GatewayError(Exception):
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
         status: int | None = None,
+        upstream_status: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.upstream_status = upstream_status
+        """The provider's own HTTP status when this error reports an upstream answer: what the
+        retry and circuit-breaker plugins judge, since e.g. an upstream 401 is sent as a 502."""
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code

@@ -13,6 +13,7 @@ __all__ = [
     "Completion",
     "CompletionStream",
     "ProviderResponse",
+    "with_first_chunk",
     "assemble_stream",
     "completion_to_chunks",
     "is_complete",
@@ -39,15 +40,19 @@ class CompletionStream:
     chunks wraps the stream: ``CompletionStream(my_generator(stream), close=stream.aclose)``.
     """
 
-    __slots__ = ("_chunks", "_close")
+    __slots__ = ("_chunks", "_close", "first_chunk_received")
 
     def __init__(
         self,
         chunks: AsyncIterator[dict[str, Any]],
         close: Callable[[], Awaitable[None]] | None = None,
+        *,
+        first_chunk_received: bool = False,
     ) -> None:
         self._chunks = chunks
         self._close = close
+        self.first_chunk_received = first_chunk_received
+        """True once :func:`with_first_chunk` has the first chunk in hand (nothing sent yet)."""
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._chunks
@@ -65,6 +70,34 @@ class CompletionStream:
 
 
 ProviderResponse = Completion | CompletionStream
+
+
+async def with_first_chunk(stream: CompletionStream) -> CompletionStream:
+    """Wait for a stream's first chunk, and return a stream that yields it and then the rest.
+
+    Until the first chunk reaches the client a stream can still be retried or turned into a
+    plain HTTP error, so reliability middlewares call this inside their attempt: an upstream that
+    accepted the request and then failed or stalled before its first chunk fails *here*. The
+    upstream is closed when that happens. Idempotent: a stream already primed is returned as is.
+    """
+    if stream.first_chunk_received:
+        return stream
+    iterator = stream.__aiter__()
+    try:
+        first: dict[str, Any] | None = await anext(iterator)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stream.aclose()
+        raise
+
+    async def replay() -> AsyncIterator[dict[str, Any]]:
+        if first is not None:
+            yield first
+        async for chunk in iterator:
+            yield chunk
+
+    return CompletionStream(replay(), close=stream.aclose, first_chunk_received=True)
 
 
 def assemble_stream(chunks: list[dict[str, Any]]) -> Completion:

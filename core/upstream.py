@@ -5,11 +5,20 @@ to clients whichever provider served them.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 from .errors import GatewayError, GatewayTimeout, RateLimited, ServiceUnavailable, UpstreamError
 
-__all__ = ["error_from_upstream", "PASSTHROUGH_HEADERS"]
+__all__ = ["error_from_upstream", "is_retriable", "is_upstream_failure", "retry_after_seconds", "PASSTHROUGH_HEADERS"]
+
+RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+"""Upstream statuses worth another attempt."""
+TRANSIENT_CODES = frozenset({"upstream_unreachable", "upstream_disconnected", "timeout"})
+"""Error codes meaning the upstream could not be reached or did not answer in time."""
+EXHAUSTED_CODES = frozenset({"insufficient_quota", "budget_exceeded"})
+"""429 codes meaning quota or spend is used up: waiting does not help."""
 
 PASSTHROUGH_HEADERS = ("retry-after", "retry-after-ms")
 """Upstream response headers a client needs to see on a 429/503."""
@@ -23,6 +32,12 @@ def error_from_upstream(provider: str, status: int, body: Any, headers: Mapping[
     * 408 → 504; 429 keeps its code (``insufficient_quota``…) and ``Retry-After``.
     * 503 and 529 (overloaded) → 503; other 5xx → 502.
     """
+    client_error = _client_error(provider, status, body, headers)
+    client_error.upstream_status = status
+    return client_error
+
+
+def _client_error(provider: str, status: int, body: Any, headers: Mapping[str, str] | None) -> GatewayError:
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         error = {}
@@ -47,3 +62,42 @@ def error_from_upstream(provider: str, status: int, body: Any, headers: Mapping[
     if status in (503, 529):
         return ServiceUnavailable(f"The {provider} provider is unavailable or overloaded (upstream status {status}).", headers=kept)
     return UpstreamError(f"The {provider} provider failed (upstream status {status}).", code="upstream_error")
+
+
+def is_retriable(error: GatewayError) -> bool:
+    """Whether another attempt may succeed: a transient upstream status (408, 429, 5xx, 529),
+    a connection failure or a timeout; never a 4xx about the request, never exhausted quota."""
+    if error.code in EXHAUSTED_CODES:
+        return False
+    if error.upstream_status is not None:
+        return error.upstream_status in RETRIABLE_STATUSES
+    return error.code in TRANSIENT_CODES
+
+
+def is_upstream_failure(error: GatewayError) -> bool:
+    """Whether ``error`` says the upstream itself is failing (for circuit breakers): transient
+    errors other than rate limiting, which is the upstream working as designed."""
+    return is_retriable(error) and error.upstream_status != 429
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait an upstream asked for: ``retry-after-ms``, else ``Retry-After`` in seconds or as
+    an HTTP date; None when absent or unreadable."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lowered:
+        try:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None

@@ -1,6 +1,7 @@
 """``request_log``: one structured log line per request, success or failure.
 
-Fields: request id, model, provider, status, cache result, latency, stream flag and token usage.
+Fields: request id, model, provider, status, cache result, latency, stream flag, token usage
+and, when the retry plugin ran, each upstream attempt's outcome.
 Prompts and answers are left out unless ``log_bodies`` is on, and credentials never appear (the
 context's ``api_key`` is not read here, and the log set-up masks credential-named fields).
 """
@@ -49,7 +50,7 @@ class RequestLog:
         self.log.warning("request", **fields)
 
     def _common(self, ctx: RequestContext) -> dict[str, Any]:
-        return {
+        fields = {
             "request_id": ctx.request_id,
             "model": ctx.model,
             "provider": ctx.provider_name,
@@ -58,3 +59,6 @@ class RequestLog:
             "stream": ctx.stream,
             "latency_ms": round(ctx.elapsed_ms(), 2),
         }
+        if ctx.attempts:
+            fields["attempts"] = [attempt.outcome for attempt in ctx.attempts]
+        return fields

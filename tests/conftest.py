@@ -207,3 +207,32 @@ def gateway_process() -> Iterator[Callable[..., GatewayProcess]]:
     yield start
     for gateway in started:
         gateway.stop()
+
+
+def pipeline_config(pipeline: list[str], **sections: dict[str, Any]) -> str:
+    """plugins.toml text for a pipeline and its plugin tables."""
+    lines = ["[gateway]", f"pipeline = {toml_value(pipeline)}"]
+    for name, values in sections.items():
+        lines.append(f"[plugins.{name}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for strings, numbers, booleans, lists and (inline) tables."""
+    import json
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def upstream_config(emulator: OpenAIEmulator, pipeline: list[str], **sections: dict[str, Any]) -> str:
+    """A pipeline ending in the openai provider pointed at the emulator (model gpt-4o-mini)."""
+    openai_section = {"base_url": emulator.base_url, "api_key": "sk-upstream-secret-123", "models": ["gpt-4o-mini"]}
+    return pipeline_config([*pipeline, "openai"], **sections, openai=openai_section)
+
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello reliable world"}]}

@@ -129,7 +129,7 @@ def test_check_config_accepts_the_repository_config():
     result = run("check-config", "plugins.toml")
     assert result.returncode == 0, result.stderr
     assert "plugins.toml: OK" in result.stdout
-    assert "pipeline: request_log -> memory_cache -> echo -> openai" in result.stdout
+    assert "pipeline: request_log -> memory_cache -> retry -> circuit_breaker -> concurrency -> timeout -> echo -> openai" in result.stdout
 
 
 def test_plugins_lists_installed_enabled_order_and_schemas(tmp_path):

@@ -172,6 +172,8 @@ class RecordedRequest:
     """Case-insensitive: ``headers["authorization"] == "Bearer sk-test"``."""
     body: Any
     """The decoded JSON body, or None when it was not JSON."""
+    received_at: float = 0.0
+    """``time.monotonic()`` when the call arrived: to assert on the spacing of retries."""
 
 
 @final
@@ -321,7 +323,7 @@ class OpenAIEmulator:
         except orjson.JSONDecodeError:
             body = None
         if settings.record_requests:
-            stats.requests.append(RecordedRequest(CIMultiDict(request.headers), body))
+            stats.requests.append(RecordedRequest(CIMultiDict(request.headers), body, time.monotonic()))
 
         fault = self._script.popleft() if self._script else settings.fault
         delay = settings.latency + (fault.delay if fault else 0.0)

@@ -1,0 +1,147 @@
+"""``circuit_breaker``: stop sending requests to a route that keeps failing, and recover by itself.
+
+One breaker per route (provider and model). It opens after ``failure_threshold`` consecutive
+upstream failures, or when at least ``min_requests`` calls in the last ``window_seconds`` failed
+at ``error_ratio`` or more. While open, requests fail fast with a 503 and ``Retry-After`` (so
+retry does not hammer the route either). After ``open_seconds`` it lets ``half_open_probes``
+requests through: a success closes it, a failure opens it again.
+
+Only upstream trouble counts (5xx, 529, timeouts, connection errors); a 4xx about the request or
+an upstream 429 says nothing about the route's health. State is per instance. Place it inside
+retry and outside concurrency: each attempt is judged, and a rejected request takes no slot.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Awaitable, Callable, Literal
+
+import structlog
+from pydantic import Field
+
+from hookgate import GatewayError, PluginConfig, ProviderResponse, RequestContext, ServiceUnavailable, hookimpl
+from hookgate.upstream import is_upstream_failure
+
+log = structlog.get_logger("hookgate.circuit_breaker")
+
+
+class CircuitBreakerConfig(PluginConfig):
+    """Settings of the circuit breaker."""
+
+    failure_threshold: int = Field(5, ge=1, description="consecutive upstream failures that open the breaker")
+    error_ratio: float = Field(0.5, gt=0, le=1, description="failure share over the window that opens it")
+    min_requests: int = Field(20, ge=1, description="calls needed in the window before error_ratio applies")
+    window_seconds: float = Field(30.0, gt=0, description="the rolling window for error_ratio")
+    open_seconds: float = Field(30.0, gt=0, description="how long it stays open before probing")
+    half_open_probes: int = Field(1, ge=1, description="requests let through at once to probe a recovering route")
+
+
+@dataclass
+class Breaker:
+    """The state of one route."""
+
+    config: CircuitBreakerConfig
+    state: Literal["closed", "open", "half_open"] = "closed"
+    consecutive_failures: int = 0
+    opened_at: float = 0.0
+    probes_in_flight: int = 0
+    outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, failed)
+
+    def allow(self) -> bool:
+        if self.state == "open":
+            if monotonic() - self.opened_at < self.config.open_seconds:
+                return False
+            self.state, self.probes_in_flight = "half_open", 0
+        if self.state == "half_open":
+            if self.probes_in_flight >= self.config.half_open_probes:
+                return False
+            self.probes_in_flight += 1
+        return True
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.config.open_seconds - (monotonic() - self.opened_at)))
+
+    def record(self, failed: bool) -> str | None:
+        """Record one outcome; return the new state when it changed."""
+        now = monotonic()
+        self.outcomes.append((now, failed))
+        while self.outcomes and self.outcomes[0][0] < now - self.config.window_seconds:
+            self.outcomes.popleft()
+        if self.state == "half_open":
+            self.probes_in_flight = max(0, self.probes_in_flight - 1)
+            if failed:
+                return self._open(now)
+            self.state, self.consecutive_failures = "closed", 0
+            self.outcomes.clear()
+            return "closed"
+        if not failed:
+            self.consecutive_failures = 0
+            return None
+        self.consecutive_failures += 1
+        failures = sum(1 for _, f in self.outcomes if f)
+        ratio_tripped = len(self.outcomes) >= self.config.min_requests and failures / len(self.outcomes) >= self.config.error_ratio
+        if self.state == "closed" and (self.consecutive_failures >= self.config.failure_threshold or ratio_tripped):
+            return self._open(now)
+        return None
+
+    def forget_probe(self) -> None:
+        """A probe ended without a verdict (cancelled, or a 4xx): let another one through."""
+        if self.state == "half_open":
+            self.probes_in_flight = max(0, self.probes_in_flight - 1)
+
+    def _open(self, now: float) -> str:
+        self.state, self.opened_at, self.consecutive_failures = "open", now, 0
+        return "open"
+
+
+class CircuitBreaker:
+    """Fails fast on routes that keep failing; half-open probes close the breaker again."""
+
+    Config = CircuitBreakerConfig
+
+    def __init__(self, config: CircuitBreakerConfig) -> None:
+        self.config = config
+        self.breakers: dict[str, Breaker] = {}
+
+    def breaker(self, route: str) -> Breaker:
+        breaker = self.breakers.get(route)
+        if breaker is None:
+            breaker = self.breakers[route] = Breaker(self.config)
+        return breaker
+
+    @hookimpl
+    async def call_provider(
+        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
+    ) -> ProviderResponse:
+        route = f"{ctx.provider_name}/{ctx.model}"
+        breaker = self.breaker(route)
+        if not breaker.allow():
+            raise ServiceUnavailable(
+                f"The route {route} is failing; requests to it are paused (circuit open).",
+                code="circuit_open",
+                headers={"Retry-After": str(breaker.retry_after())},
+            )
+        try:
+            response = await call_next(ctx)
+        except GatewayError as error:
+            if is_upstream_failure(error):
+                self._record(route, breaker, failed=True)
+            else:
+                breaker.forget_probe()
+            raise
+        except asyncio.CancelledError:
+            breaker.forget_probe()
+            raise
+        except Exception:
+            self._record(route, breaker, failed=True)
+            raise
+        self._record(route, breaker, failed=False)
+        return response
+
+    def _record(self, route: str, breaker: Breaker, *, failed: bool) -> None:
+        change = breaker.record(failed)
+        if change is not None:
+            log.warning("circuit_" + change, route=route)

@@ -1,0 +1,267 @@
+"""``concurrency``: a limit on upstream calls in flight, per instance or across every instance.
+
+The seed's ``asyncio.Semaphore``, grown up. The limit applies per ``scope``: the whole instance,
+each provider, each model or each API key (tenant). With ``distributed = true`` the same limit is
+held across every gateway instance sharing one Redis, as a counting semaphore with leases (Redis
+in Action, §6.3): a holder is a member of a sorted set scored by its last refresh on Redis's
+clock, so the slots of a crashed instance come back once its leases expire, and a running call
+(a long stream) refreshes its lease. If Redis cannot be reached the plugin falls back to the
+per-instance limit and says so in the log once per interval.
+
+A request that waits longer than ``max_wait_seconds`` for a slot gets a 429 with ``Retry-After``
+(or a 503, ``reject_status``). A slot is released on success, error, timeout, cancellation and
+client disconnect; for a stream, when the stream ends. Place it inside retry, so that no slot is
+held while retry sleeps between attempts (or before retry, to hold it across attempts).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from time import monotonic, perf_counter
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal
+
+import structlog
+from pydantic import Field
+
+from hookgate import (
+    CompletionStream,
+    GatewayError,
+    PluginConfig,
+    ProviderResponse,
+    RateLimited,
+    Readiness,
+    RequestContext,
+    ServiceUnavailable,
+    hookimpl,
+)
+
+log = structlog.get_logger("hookgate.concurrency")
+
+# Acquire a slot if fewer than ARGV[1] unexpired holders exist. Scores are Redis's own clock (ms),
+# so instances with skewed clocks agree on which leases have expired.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - lease)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], lease * 2)
+  return 1
+end
+return 0
+"""
+# Extend a held lease; 0 means it had already expired and the slot may be someone else's.
+_REFRESH = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return 1
+"""
+
+
+class ConcurrencyConfig(PluginConfig):
+    """Settings of the concurrency limit."""
+
+    limit: int = Field(64, ge=1, description="upstream calls in flight at once, per scope")
+    scope: Literal["instance", "provider", "model", "api_key"] = Field("instance", description="what the limit is counted per")
+    max_wait_seconds: float = Field(10.0, ge=0, description="how long a request may wait for a slot")
+    reject_status: Literal[429, 503] = Field(429, description="status for a request that waited too long")
+    retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with that rejection")
+    distributed: bool = Field(False, description="hold the limit across every instance through Redis")
+    redis_url: str | None = Field(None, description="Redis for distributed mode; default $REDIS_URL")
+    key_prefix: str = Field("hookgate:concurrency", description="prefix of the Redis keys")
+    lease_seconds: float = Field(30.0, gt=0, description="a crashed instance's slots come back after this long")
+    poll_seconds: float = Field(0.02, gt=0, description="how often a waiting request asks Redis for a slot")
+    redis_timeout_seconds: float = Field(0.25, gt=0, description="limit of one Redis operation")
+
+
+class Concurrency:
+    """Limits upstream calls in flight, per instance/provider/model/key, optionally across instances."""
+
+    Config = ConcurrencyConfig
+
+    def __init__(self, config: ConcurrencyConfig) -> None:
+        self.config = config
+        self.local = KeyedSemaphore(config.limit)
+        self.redis: Any = None
+        self._fallback_logged_at = float("-inf")
+
+    @hookimpl
+    async def startup(self) -> None:
+        if self.config.distributed:
+            import redis.asyncio as aioredis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            url = self.config.redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+            timeout = self.config.redis_timeout_seconds
+            self.redis = aioredis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),  # fail fast: a slow Redis falls back to the local limit
+                health_check_interval=0,
+            )
+            self._acquire = self.redis.register_script(_ACQUIRE)
+            self._refresh = self.redis.register_script(_REFRESH)
+
+    @hookimpl
+    async def shutdown(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    @hookimpl
+    async def check_ready(self) -> Readiness | None:
+        if self.redis is None:
+            return None
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            return Readiness("degraded", f"Redis unreachable ({type(exc).__name__}); limiting per instance")
+        return Readiness("ok")
+
+    @hookimpl
+    async def call_provider(
+        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
+    ) -> ProviderResponse:
+        key = self._scope_key(ctx)
+        started = perf_counter()
+        release = await self._acquire_slot(key)
+        ctx.state["concurrency.wait_ms"] = (perf_counter() - started) * 1000
+        try:
+            response = await call_next(ctx)
+        except BaseException:
+            await release()
+            raise
+        if isinstance(response, CompletionStream):
+            return CompletionStream(_holding(response), close=_then(response.aclose, release), first_chunk_received=response.first_chunk_received)
+        await release()
+        return response
+
+    def _scope_key(self, ctx: RequestContext) -> str:
+        scope = self.config.scope
+        if scope == "provider":
+            return f"provider:{ctx.provider_name}"
+        if scope == "model":
+            return f"model:{ctx.model}"
+        if scope == "api_key":
+            return f"tenant:{ctx.tenant or 'anon'}"
+        return "instance"
+
+    async def _acquire_slot(self, key: str) -> Callable[[], Awaitable[None]]:
+        if self.redis is not None:
+            try:
+                return await self._acquire_distributed(key)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                self._log_fallback(exc)
+        if not await self.local.acquire(key, self.config.max_wait_seconds):
+            raise self._rejection()
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.local.release(key)
+
+        return release
+
+    async def _acquire_distributed(self, key: str) -> Callable[[], Awaitable[None]]:
+        redis_key = f"{self.config.key_prefix}:{{{key}}}"
+        holder = uuid.uuid4().hex
+        lease_ms = int(self.config.lease_seconds * 1000)
+        give_up = monotonic() + self.config.max_wait_seconds
+        while not await self._acquire(keys=[redis_key], args=[self.config.limit, lease_ms, holder]):
+            if monotonic() >= give_up:
+                raise self._rejection()
+            await asyncio.sleep(min(self.config.poll_seconds, max(0.0, give_up - monotonic())))
+        refresher = asyncio.create_task(self._keep_lease(redis_key, holder, lease_ms))
+
+        async def release() -> None:
+            if refresher.done():
+                return
+            refresher.cancel()
+            try:
+                await asyncio.shield(self.redis.zrem(redis_key, holder))
+            except Exception as exc:  # the lease expires by itself
+                self._log_fallback(exc)
+
+        return release
+
+    async def _keep_lease(self, redis_key: str, holder: str, lease_ms: int) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            try:
+                if not await self._refresh(keys=[redis_key], args=[holder, lease_ms]):
+                    log.warning("concurrency_lease_lost", key=redis_key)
+                    return
+            except Exception as exc:
+                self._log_fallback(exc)
+
+    def _rejection(self) -> GatewayError:
+        message = f"Too many requests in flight (limit {self.config.limit}); no slot freed within {self.config.max_wait_seconds} s."
+        headers = {"Retry-After": str(self.config.retry_after_seconds)}
+        if self.config.reject_status == 503:
+            return ServiceUnavailable(message, code="concurrency_limit", headers=headers)
+        return RateLimited(message, code="concurrency_limit", headers=headers)
+
+    def _log_fallback(self, exc: BaseException) -> None:
+        now = monotonic()
+        if now - self._fallback_logged_at >= 30:
+            self._fallback_logged_at = now
+            log.warning("concurrency_redis_unavailable", error=type(exc).__name__, fallback="per-instance limit")
+
+
+class KeyedSemaphore:
+    """One asyncio semaphore per key, dropped again when nobody holds or waits for it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphores: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    async def acquire(self, key: str, timeout: float) -> bool:
+        entry = self._semaphores.get(key)
+        if entry is None:
+            entry = self._semaphores[key] = (asyncio.Semaphore(self.limit), [0])
+        semaphore, users = entry
+        users[0] += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await semaphore.acquire()
+            return True
+        except TimeoutError:
+            self._leave(key, users)
+            return False
+        except BaseException:
+            self._leave(key, users)
+            raise
+
+    def release(self, key: str) -> None:
+        semaphore, users = self._semaphores[key]
+        semaphore.release()
+        self._leave(key, users)
+
+    def _leave(self, key: str, users: list[int]) -> None:
+        users[0] -= 1
+        if users[0] == 0:
+            del self._semaphores[key]
+
+
+async def _holding(stream: CompletionStream) -> AsyncIterator[dict[str, Any]]:
+    async for chunk in stream:
+        yield chunk
+
+
+def _then(first: Callable[[], Awaitable[None]], second: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    async def both() -> None:
+        try:
+            await first()
+        finally:
+            await second()
+
+    return both

@@ -1,0 +1,155 @@
+"""``retry``: the one owner of retries, with exponential backoff, full jitter and a budget.
+
+At most ``max_attempts`` attempts in total. Between attempts it sleeps
+``random(0, min(cap, base * 2**n))`` (tenacity's ``wait_random_exponential``: full jitter), or
+longer when the upstream asked for it with ``retry-after-ms``/``Retry-After``. Only transient
+failures are retried (upstream 408, 429, 500, 502, 503, 504, 529, connection errors, timeouts);
+never a 4xx about the request, never a 429 meaning quota is exhausted (``insufficient_quota``).
+
+It never waits past the request's deadline (set by the timeout plugin): when the wait the upstream
+asked for does not fit, the client gets the 429 at once, with ``Retry-After`` passed on. A retry
+budget per instance (retries at most ``budget_ratio`` of requests over ``budget_window_seconds``,
+with a floor of ``budget_min_retries``) keeps an upstream outage from multiplying the load on it.
+
+Streams are retried only until their first chunk: once a byte may have reached the client, a
+failure ends the stream instead. Responses say how many attempts were made
+(``x-hookgate-attempts``) and ``ctx.attempts`` records each one's outcome for the request log.
+Place it outermost among the reliability middlewares, so no concurrency slot is held while it
+sleeps.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from time import monotonic, perf_counter
+from typing import Awaitable, Callable
+
+import structlog
+from pydantic import Field
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from hookgate import (
+    Attempt,
+    CompletionStream,
+    GatewayError,
+    PluginConfig,
+    ProviderResponse,
+    RequestContext,
+    hookimpl,
+    with_first_chunk,
+)
+from hookgate.upstream import is_retriable, retry_after_seconds
+
+log = structlog.get_logger("hookgate.retry")
+
+
+class RetryConfig(PluginConfig):
+    """Settings of the retry plugin."""
+
+    max_attempts: int = Field(3, ge=1, le=10, description="attempts in total, the first included")
+    backoff_base_seconds: float = Field(0.5, gt=0, description="full-jitter window of the first retry; it doubles per retry")
+    backoff_cap_seconds: float = Field(8.0, gt=0, description="largest backoff window")
+    max_retry_after_seconds: float = Field(60.0, ge=0, description="never wait longer than this for an upstream's Retry-After")
+    budget_ratio: float = Field(0.2, ge=0, le=10, description="retries allowed as a share of requests over the window")
+    budget_window_seconds: float = Field(10.0, gt=0, description="the rolling window of the retry budget")
+    budget_min_retries: int = Field(10, ge=0, description="retries always allowed per window, however few the requests")
+
+
+class RetryBudget:
+    """Counts requests and retries over a rolling window, in one-second buckets."""
+
+    def __init__(self, ratio: float, window_seconds: float, min_retries: int) -> None:
+        self.ratio, self.window, self.min_retries = ratio, window_seconds, min_retries
+        self._buckets: deque[list[float]] = deque()  # [second, requests, retries]
+        self._requests = 0.0
+        self._retries = 0.0
+
+    def _bucket(self) -> list[float]:
+        now = monotonic()
+        second = float(int(now))
+        while self._buckets and self._buckets[0][0] <= now - self.window:
+            _, requests, retries = self._buckets.popleft()
+            self._requests -= requests
+            self._retries -= retries
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append([second, 0.0, 0.0])
+        return self._buckets[-1]
+
+    def record_request(self) -> None:
+        self._bucket()[1] += 1
+        self._requests += 1
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False when it is used up."""
+        bucket = self._bucket()
+        if self._retries >= max(self.min_retries, self.ratio * self._requests):
+            return False
+        bucket[2] += 1
+        self._retries += 1
+        return True
+
+
+class Retry:
+    """Retries transient upstream failures with full-jitter backoff, within deadline and budget."""
+
+    Config = RetryConfig
+
+    def __init__(self, config: RetryConfig) -> None:
+        self.config = config
+        self.budget = RetryBudget(config.budget_ratio, config.budget_window_seconds, config.budget_min_retries)
+        self._jitter = wait_random_exponential(multiplier=config.backoff_base_seconds, max=config.backoff_cap_seconds)
+
+    @hookimpl
+    async def call_provider(
+        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
+    ) -> ProviderResponse:
+        self.budget.record_request()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, GatewayError) and is_retriable(exc)),
+            wait=self._wait,
+            stop=stop_after_attempt(self.config.max_attempts) | (lambda state: self._must_stop(ctx, state)),
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(ctx, call_next)
+        finally:
+            ctx.response_headers["x-hookgate-attempts"] = str(len(ctx.attempts))
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _attempt(self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]) -> ProviderResponse:
+        started = perf_counter()
+        try:
+            response = await call_next(ctx)
+            if isinstance(response, CompletionStream):
+                # Retrying is allowed only until the first chunk: wait for it inside the attempt.
+                response = await with_first_chunk(response)
+        except GatewayError as error:
+            outcome = f"http_{error.upstream_status}" if error.upstream_status else (error.code or type(error).__name__)
+            ctx.attempts.append(Attempt(outcome, error.upstream_status, (perf_counter() - started) * 1000))
+            raise
+        except asyncio.CancelledError:
+            ctx.attempts.append(Attempt("cancelled", None, (perf_counter() - started) * 1000))
+            raise
+        ctx.attempts.append(Attempt("ok", None, (perf_counter() - started) * 1000))
+        return response
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Full jitter, or the upstream's Retry-After when it asks for longer."""
+        jitter = self._jitter(state)
+        error = state.outcome.exception() if state.outcome else None
+        asked = retry_after_seconds(error.headers) if isinstance(error, GatewayError) else None
+        return max(jitter, asked) if asked is not None else jitter
+
+    def _must_stop(self, ctx: RequestContext, state: RetryCallState) -> bool:
+        """Stop when the next wait would not leave time for an attempt, or the budget is spent."""
+        sleep = state.upcoming_sleep
+        if sleep > self.config.max_retry_after_seconds or sleep >= ctx.remaining():
+            log.info("retry_skipped", request_id=ctx.request_id, reason="wait does not fit the deadline", wait_s=round(sleep, 3))
+            return True
+        if not self.budget.try_spend():
+            log.warning("retry_budget_exhausted", request_id=ctx.request_id)
+            return True
+        return False

@@ -1,0 +1,116 @@
+"""``timeout``: one deadline per request, a budget per attempt, and stream-aware limits.
+
+Every request gets an absolute deadline (``deadline_seconds``, per model in ``per_model``, or per
+request with the ``x-hookgate-timeout`` header, capped by ``max_deadline_seconds``). Each attempt
+through this middleware gets ``min(per_attempt_seconds, time left)``, and none starts with less
+than ``min_attempt_seconds`` left: a doomed attempt only loads the upstream.
+
+Streams are limited differently, since a long answer may rightly take minutes: the attempt must
+produce its first chunk within ``first_token_seconds`` (and the attempt budget), then no gap
+between chunks may exceed ``chunk_gap_seconds``, and the whole stream must end by the deadline.
+
+On expiry the upstream call is cancelled (its connection closed) and the client gets a 504 in
+OpenAI's error shape, or mid-stream an SSE error event and a clean end. Place it innermost, right
+before the providers, so that retry and concurrency wrap each attempt.
+"""
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from pydantic import Field, model_validator
+
+from hookgate import (
+    CompletionStream,
+    GatewayTimeout,
+    InvalidRequest,
+    PluginConfig,
+    ProviderResponse,
+    RequestContext,
+    hookimpl,
+    with_first_chunk,
+)
+
+
+class TimeoutConfig(PluginConfig):
+    """Settings of the timeout plugin (all in seconds)."""
+
+    deadline_seconds: float = Field(60.0, gt=0, description="time a whole request may take, attempts and waits included")
+    per_model: dict[str, float] = Field(default_factory=dict, description="deadline per public model name, overriding deadline_seconds")
+    max_deadline_seconds: float = Field(600.0, gt=0, description="largest deadline a client may ask for with the request header")
+    request_header: str = Field("x-hookgate-timeout", description="request header with a client's own deadline in seconds")
+    per_attempt_seconds: float = Field(30.0, gt=0, description="limit of one upstream attempt (for a stream: until its first chunk)")
+    min_attempt_seconds: float = Field(0.25, ge=0, description="no attempt starts with less time than this left")
+    first_token_seconds: float = Field(30.0, gt=0, description="streams: time from the attempt's start to its first chunk")
+    chunk_gap_seconds: float = Field(30.0, gt=0, description="streams: longest silence allowed between two chunks")
+
+    @model_validator(mode="after")
+    def _sane(self) -> TimeoutConfig:
+        for model, seconds in self.per_model.items():
+            if seconds <= 0:
+                raise ValueError(f"per_model[{model!r}] must be positive")
+        return self
+
+
+class Timeout:
+    """Per-request deadline, per-attempt limit, time-to-first-token and chunk-gap limits."""
+
+    Config = TimeoutConfig
+
+    def __init__(self, config: TimeoutConfig) -> None:
+        self.config = config
+
+    @hookimpl
+    async def before_request(self, ctx: RequestContext) -> None:
+        seconds = self.config.per_model.get(ctx.model or "", self.config.deadline_seconds)
+        asked = ctx.headers.get(self.config.request_header)
+        if asked is not None:
+            try:
+                seconds = float(asked)
+            except ValueError:
+                seconds = -1.0
+            if not 0 < seconds < float("inf"):
+                raise InvalidRequest(f"The {self.config.request_header} header must be a positive number of seconds.", code="invalid_timeout")
+            seconds = min(seconds, self.config.max_deadline_seconds)
+        deadline = ctx.started_at + seconds
+        ctx.deadline = deadline if ctx.deadline is None else min(ctx.deadline, deadline)
+
+    @hookimpl
+    async def call_provider(
+        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
+    ) -> ProviderResponse:
+        remaining = ctx.remaining()
+        if remaining < self.config.min_attempt_seconds:
+            raise GatewayTimeout("The request's deadline passed before the provider could be asked again.", code="timeout")
+        budget = min(self.config.per_attempt_seconds, remaining)
+        if ctx.stream:
+            budget = min(budget, self.config.first_token_seconds)
+        try:
+            async with asyncio.timeout(budget):
+                response = await call_next(ctx)
+                if isinstance(response, CompletionStream):
+                    response = await with_first_chunk(response)
+        except TimeoutError:
+            raise GatewayTimeout(f"The provider did not answer within {budget:.2f} s.", code="timeout") from None
+        if isinstance(response, CompletionStream):
+            return CompletionStream(self._limited(ctx, response), close=response.aclose, first_chunk_received=True)
+        return response
+
+    async def _limited(self, ctx: RequestContext, stream: CompletionStream) -> AsyncIterator[dict[str, Any]]:
+        """Relay chunks, failing when one is late or the deadline passes."""
+        iterator = stream.__aiter__()
+        gap = self.config.chunk_gap_seconds
+        while True:
+            wait = min(gap, ctx.remaining())
+            started = perf_counter()
+            try:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                waited = perf_counter() - started
+                reason = "the request's deadline passed" if wait < gap else f"no chunk arrived for {waited:.2f} s"
+                raise GatewayTimeout(f"The provider's stream stopped: {reason}.", code="timeout") from None
+            yield chunk
