@@ -230,6 +230,9 @@ class KeyedSemaphore:
             entry = self._semaphores[key] = (asyncio.Semaphore(self.limit), [0])
         semaphore, users = entry
         users[0] += 1
+        if not semaphore.locked():
+            await semaphore.acquire()  # a free slot: no timer needed
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await semaphore.acquire()
