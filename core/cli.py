@@ -3,6 +3,7 @@
     hookgate serve [--config PATH] [--host HOST] [--port PORT]
     hookgate plugins [--config PATH] [--json]
     hookgate check-config PATH
+    hookgate <plugin command> ...      commands plugins add (entry-point group ``hookgate.commands``)
 
 The config path defaults to ``$HOOKGATE_CONFIG``, else ``./plugins.toml`` when it exists, else
 the built-in defaults (logging, in-memory cache, the ``echo`` demo model). A bad configuration
@@ -22,8 +23,18 @@ __all__ = ["main"]
 EXIT_CONFIG = 1
 
 
+COMMANDS_GROUP = "hookgate.commands"
+"""Entry-point group for commands that plugins add: ``keys = "my_plugin.cli:main"`` makes
+``hookgate keys ...`` call ``main(["..."])`` with the remaining arguments."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plugin_commands = _plugin_commands()
+    if argv and argv[0] in plugin_commands:
+        plugin_commands[argv[0]].load()(argv[1:])
+        return
+    parser = _parser(sorted(plugin_commands))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -31,8 +42,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.run(args)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hookgate", description="An LLM gateway whose every feature is a plugin.")
+def _plugin_commands() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    builtins = {"serve", "plugins", "check-config"}
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in builtins}
+
+
+def _parser(plugin_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
+    epilog = f"commands added by plugins: {', '.join(plugin_commands)}" if plugin_commands else None
+    parser = argparse.ArgumentParser(prog="hookgate", description="An LLM gateway whose every feature is a plugin.", epilog=epilog)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the gateway")

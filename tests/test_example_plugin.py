@@ -56,3 +56,16 @@ async def test_switching_it_off_needs_no_code_change(gateway):
     client = await gateway(PIPELINE + "enabled = false\n")
     response = await client.post("/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "password"}]})
     assert response.status == 200 and "x-word-guard" not in response.headers
+
+
+def test_a_plugin_can_add_a_command_to_the_hookgate_cli():
+    import subprocess
+
+    from servers import HOOKGATE
+
+    blocked = subprocess.run([HOOKGATE, "word-guard", "my password", "--banned", "password"], capture_output=True, text=True, timeout=30)
+    assert (blocked.returncode, blocked.stdout.strip()) == (1, "blocked: password")
+    allowed = subprocess.run([HOOKGATE, "word-guard", "hello", "--banned", "password"], capture_output=True, text=True, timeout=30)
+    assert (allowed.returncode, allowed.stdout.strip()) == (0, "allowed")
+    listed = subprocess.run([HOOKGATE, "--help"], capture_output=True, text=True, timeout=30)
+    assert "commands added by plugins: word-guard" in listed.stdout

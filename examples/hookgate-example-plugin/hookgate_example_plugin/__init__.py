@@ -11,7 +11,7 @@ from pydantic import Field
 from hookgate import Completion, InvalidRequest, PluginConfig, RequestContext, hookimpl
 from hookgate.messages import message_text
 
-__all__ = ["WordGuard", "WordGuardConfig"]
+__all__ = ["WordGuard", "WordGuardConfig", "command"]
 
 
 class WordGuardConfig(PluginConfig):
@@ -44,3 +44,16 @@ class WordGuard:
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
         ctx.state["word_guard.answered"] = True
+
+
+def command(argv: list[str]) -> None:
+    """``hookgate word-guard TEXT --banned WORD...``: check a text as the plugin would."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="hookgate word-guard", description="Check a text against banned words.")
+    parser.add_argument("text")
+    parser.add_argument("--banned", nargs="+", default=[])
+    args = parser.parse_args(argv)
+    hits = [word for word in args.banned if word.lower() in args.text.lower()]
+    print(f"blocked: {', '.join(hits)}" if hits else "allowed")
+    raise SystemExit(1 if hits else 0)
