@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 if TYPE_CHECKING:
     from .provider import Provider
+    from .routing import Route
 
 __all__ = ["RequestContext", "CacheStatus", "Attempt"]
 
@@ -42,6 +43,9 @@ class RequestContext:
     api_key: str | None = field(default=None, repr=False)
     provider: Provider | None = None
     """The provider that serves ``body["model"]``; set by the core before ``cache_lookup``."""
+    route: Route | None = None
+    """The route being tried: provider, upstream model name, default parameters. Set with
+    ``provider``; changes when the core falls back to another route."""
     tenant: str | None = None
     """Whose request this is, for scoping caches and limits. Auth plugins set it; by default it
     is derived from the client's key (a hash, never the key itself), or None for anonymous."""
