@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .context import RequestContext
+from .routing import upstream_body
 
 __all__ = ["cache_key", "canonical_json", "KEY_VERSION", "NON_OUTPUT_FIELDS"]
 
@@ -49,10 +50,11 @@ def cache_key(ctx: RequestContext, *, shared: bool = False) -> str:
     :param shared: when true, every tenant shares one namespace; otherwise answers are scoped to
         ``ctx.tenant`` (anonymous requests share the ``anon`` namespace).
 
-    The provider that serves the model is part of the hashed material, so re-routing a model in
-    plugins.toml never replays another provider's answers.
+    The material is the body as the routed provider receives it (upstream model name, route
+    defaults applied), plus the provider's name: aliases of one route share answers, and
+    re-routing a model in plugins.toml never replays another provider's answers.
     """
-    material = {k: v for k, v in ctx.body.items() if k not in NON_OUTPUT_FIELDS}
+    material = {k: v for k, v in upstream_body(ctx).items() if k not in NON_OUTPUT_FIELDS}
     material["__provider__"] = ctx.provider_name
     digest = hashlib.sha256(canonical_json(material)).hexdigest()
     namespace = "shared" if shared else (ctx.tenant or "anon")

@@ -142,7 +142,7 @@ def _new_event_loop():
 
 def _check_config(args: argparse.Namespace) -> None:
     config, gateway = _build(args.path)
-    models = ", ".join(sorted(gateway.models)) or "none"
+    models = ", ".join(sorted(model for model, _ in gateway.model_ids())) or "none"
     print(f"{args.path}: OK")
     print(f"pipeline: {' -> '.join(config.pipeline) or '(empty)'}")
     print(f"models: {models}")

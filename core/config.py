@@ -12,16 +12,25 @@ reason, which the command line prints before exiting non-zero.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .registry import InstalledPlugin, PluginLoadError, installed_plugins
 
-__all__ = ["PluginConfig", "GatewaySettings", "GatewayConfig", "EnabledPlugin", "ConfigError", "load_config", "DEFAULT_PIPELINE"]
+__all__ = [
+    "PluginConfig",
+    "GatewaySettings",
+    "GatewayConfig",
+    "EnabledPlugin",
+    "ModelRouteConfig",
+    "ConfigError",
+    "load_config",
+    "DEFAULT_PIPELINE",
+]
 
 DEFAULT_PIPELINE = ("request_log", "memory_cache", "echo")
 """What runs when there is no plugins.toml at all: logging, an in-memory cache, the demo model."""
@@ -98,6 +107,22 @@ class GatewaySettings(_EnvFirstSettings):
         return names
 
 
+class ModelRouteConfig(BaseModel):
+    """One ``[models.NAME]`` table: where a public model name goes.
+
+    ``NAME`` may end in ``/*`` for a pattern route: ``[models."groq/*"]`` sends
+    ``groq/llama-3.1-8b-instant`` to the groq provider as ``llama-3.1-8b-instant``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(description="name of the enabled provider that serves it")
+    model: str | None = Field(None, min_length=1, description="the upstream model name (default: the public name)")
+    params: dict[str, Any] = Field(default_factory=dict, description="default request parameters; the client's own values win")
+    aliases: list[str] = Field(default_factory=list, description="further public names for this route")
+    fallbacks: list[str] = Field(default_factory=list, description="public model names tried in order when this route fails")
+
+
 @dataclass(frozen=True, slots=True)
 class EnabledPlugin:
     """One plugin of the resolved pipeline."""
@@ -116,6 +141,8 @@ class GatewayConfig:
     plugins: tuple[EnabledPlugin, ...]
     disabled: tuple[str, ...]
     """Plugins listed in the pipeline but switched off with ``enabled = false``."""
+    models: dict[str, ModelRouteConfig] = field(default_factory=dict)
+    """The ``[models]`` routes, by public name (or ``prefix/*`` pattern)."""
 
     @property
     def pipeline(self) -> tuple[str, ...]:
@@ -137,10 +164,14 @@ def load_config(
     source = str(path) if path is not None else "<built-in defaults>"
     document = _read_toml(Path(path)) if path is not None else {}
     for section in document:
-        if section not in ("gateway", "plugins"):
-            raise ConfigError(source, "unknown section (expected [gateway] and [plugins.NAME] tables)", section=section)
+        if section not in ("gateway", "plugins", "models"):
+            raise ConfigError(source, "unknown section (expected [gateway], [plugins.NAME] and [models.NAME] tables)", section=section)
     gateway_table = _table(document, "gateway", source)
     plugins_table = _table(document, "plugins", source)
+    models = {
+        name: _validate_model(ModelRouteConfig, values, source, f"models.{name}")
+        for name, values in _table(document, "models", source).items()
+    }
 
     gateway = _validate(GatewaySettings, gateway_table, source, "gateway")
     if overrides:
@@ -171,7 +202,7 @@ def load_config(
             enabled.append(EnabledPlugin(name, installed, config))
         else:
             disabled.append(name)
-    return GatewayConfig(source, gateway, tuple(enabled), tuple(disabled))
+    return GatewayConfig(source, gateway, tuple(enabled), tuple(disabled), models)
 
 
 def plugin_env_prefix(name: str) -> str:
@@ -198,7 +229,13 @@ def _table(document: dict[str, Any], name: str, source: str) -> dict[str, Any]:
     return value
 
 
-def _validate(model: type[BaseSettings], values: dict[str, Any], source: str, section: str, **settings_kwargs: Any):
+def _validate_model(model: type[BaseModel], values: Any, source: str, section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(source, "must be a table", section=section)
+    return _validate(model, values, source, section)
+
+
+def _validate(model: type[BaseModel], values: dict[str, Any], source: str, section: str, **settings_kwargs: Any):
     try:
         kwargs = {f"_{k}": v for k, v in settings_kwargs.items()}
         return model(**kwargs, **values)

@@ -8,30 +8,39 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .config import GatewayConfig
+import structlog
+
+from .config import ConfigError, GatewayConfig
 from .context import RequestContext
 from .errors import GatewayError, InternalError, ModelNotFound
 from .provider import Provider
-from .responses import Completion, ProviderResponse
+from .responses import Completion, CompletionStream, ProviderResponse, with_first_chunk
+from .routing import Route, RoutingError, RoutingTable
 from .runner import HookRunner, PipelineError
+from .upstream import is_retriable
+
+log = structlog.get_logger("hookgate.gateway")
 
 __all__ = ["Gateway"]
 
 
 class Gateway:
-    """One resolved pipeline: hooks in config order, the provider chain and the model table.
+    """One resolved pipeline: hooks in config order, the provider chain and the routing table.
 
     Built once per app (and, with live reload, once per configuration); requests only read it.
     """
 
-    __slots__ = ("config", "runner", "providers", "models", "_chain", "_has_cache")
+    __slots__ = ("config", "runner", "providers", "routes", "_chain", "_has_cache")
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.runner = HookRunner(config)
         self.providers: dict[str, Provider] = {}
-        self.models: dict[str, Provider] = {}
         self.runner.call_startup_hook("register_providers", register=self._register_provider)
+        try:
+            self.routes = RoutingTable(self.providers, config.models)
+        except RoutingError as exc:
+            raise ConfigError(config.source, exc.reason, section=exc.section, key=exc.key) from None
         self._chain = self.runner.build_chain(_call_routed_provider)
         self._has_cache = bool(self.runner.calls("cache_lookup"))
 
@@ -41,24 +50,19 @@ class Gateway:
         if provider.name in self.providers and self.providers[provider.name] is not provider:
             raise PipelineError(f"two providers are named {provider.name!r}")
         self.providers[provider.name] = provider
-        for model in provider.models():
-            other = self.models.get(model)
-            if other is not None and other is not provider:
-                raise PipelineError(f"model {model!r} is served by both {other.name!r} and {provider.name!r}")
-            self.models[model] = provider
 
     def model_ids(self) -> Iterable[tuple[str, str]]:
-        """(model, provider name) for every routable model."""
-        return ((model, provider.name) for model, provider in self.models.items())
+        """(model, provider name) for every routable model name."""
+        return self.routes.listed()
 
     async def answer(self, ctx: RequestContext) -> ProviderResponse:
         """Run the request phases up to the provider's answer (complete, or a stream to relay)."""
         runner = self.runner
         await runner.each("before_request", ctx=ctx)
-        provider = self.models.get(ctx.body["model"])
-        if provider is None:
+        route = self.routes.resolve(ctx.body["model"])
+        if route is None:
             raise ModelNotFound(f"The model '{ctx.body['model']}' does not exist or is not served by this gateway.", param="model")
-        ctx.provider = provider
+        ctx.route, ctx.provider = route, route.provider
         if self._has_cache:
             ctx.cache_status = "MISS"
             source, hit = await runner.first("cache_lookup", ctx=ctx)
@@ -66,7 +70,28 @@ class Gateway:
                 ctx.cache_status = "HIT"
                 ctx.cache_source = source
                 return hit
-        return await self._chain(ctx)
+        if not route.fallbacks:
+            return await self._chain(ctx)
+        return await self._answer_with_fallbacks(ctx, self.routes.with_fallbacks(route))
+
+    async def _answer_with_fallbacks(self, ctx: RequestContext, routes: list[Route]) -> ProviderResponse:
+        """Try each route in turn while the previous one failed with a retriable error.
+
+        A stream counts as answered once its first chunk is in hand: after that the client may
+        have bytes, and a failure ends the stream instead of moving to another route.
+        """
+        for index, route in enumerate(routes):
+            ctx.route, ctx.provider = route, route.provider
+            try:
+                response = await self._chain(ctx)
+                if isinstance(response, CompletionStream):
+                    response = await with_first_chunk(response)
+                return response
+            except GatewayError as error:
+                if index == len(routes) - 1 or not is_retriable(error):
+                    raise
+                log.warning("route_fallback", request_id=ctx.request_id, failed=route.model, next=routes[index + 1].model, status=error.status)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def finish(self, ctx: RequestContext, completion: Completion) -> None:
         """Hand the complete answer to ``after_response``."""

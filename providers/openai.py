@@ -30,6 +30,7 @@ from hookgate import (
     UpstreamError,
     hookimpl,
 )
+from hookgate.routing import upstream_body
 from hookgate.sse import iter_sse_data
 from hookgate.upstream import error_from_upstream
 
@@ -104,7 +105,7 @@ class OpenAIProvider:
                 f"or [plugins.{self.name}] api_key.",
                 code="provider_not_configured",
             )
-        payload = orjson.dumps(ctx.body)
+        payload = orjson.dumps(upstream_body(ctx))
         try:
             if ctx.stream:
                 response = await client.post("/chat/completions", cast_to=httpx2.Response, content=payload, options={"headers": _STREAMED})

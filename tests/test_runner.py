@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 from conftest import completion, provider_plugin
 from hookgate import PluginConfig, RateLimited, hookimpl
 from hookgate.gateway import Gateway
+from hookgate.config import ConfigError
 from hookgate.runner import PipelineError
 
 GOOD = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
@@ -258,5 +259,7 @@ def test_two_providers_claiming_one_model_is_rejected(make_config):
     echo2 = provider_plugin("echo", completion)
     echo2.name = "echo2"
 
-    with pytest.raises(PipelineError, match="served by both"):
+    with pytest.raises(ConfigError, match="served by both 'echo' and 'echo2'; choose one"):
         Gateway(make_config('[gateway]\npipeline = ["echo", "echo2"]', local={"echo2": echo2}))
+    resolved = Gateway(make_config('[gateway]\npipeline = ["echo", "echo2"]\n[models.echo]\nprovider = "echo2"', local={"echo2": echo2}))
+    assert resolved.routes.resolve("echo").provider.name == "echo2"
