@@ -208,11 +208,20 @@ class OpenAIEmulator:
     can serve it, point a client at :attr:`base_url`, and inspect :attr:`stats` afterwards.
     """
 
-    __slots__ = ("settings", "stats", "_script", "_ids", "_models_body", "_base_url")
+    __slots__ = ("settings", "stats", "_script", "_ids", "_models_body", "_base_url", "_api_prefix", "_base_path")
 
     def __init__(
-        self, settings: EmulatorSettings | None = None, *, models: Sequence[str] = DEFAULT_MODELS
+        self,
+        settings: EmulatorSettings | None = None,
+        *,
+        models: Sequence[str] = DEFAULT_MODELS,
+        api_prefix: str = "/v1",
+        base_path: str = "/v1",
     ) -> None:
+        """``api_prefix`` is where the routes live and ``base_path`` what :attr:`base_url` ends
+        with: OpenAI's SDK takes ``…/v1``; Groq serves the same API under ``/openai/v1`` and its
+        SDK takes the bare host (see ``hookgate.testing.groq_emulator``)."""
+        self._api_prefix, self._base_path = api_prefix, base_path
         self.settings: EmulatorSettings = settings if settings is not None else EmulatorSettings()
         self.stats: EmulatorStats = EmulatorStats()
         self._script: deque[Fault | None] = deque()
@@ -255,8 +264,8 @@ class OpenAIEmulator:
     def make_app(self) -> web.Application:
         """A fresh aiohttp application backed by this emulator's settings, script and stats."""
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat_completions)
-        app.router.add_get("/v1/models", self._list_models)
+        app.router.add_post(f"{self._api_prefix}/chat/completions", self._chat_completions)
+        app.router.add_get(f"{self._api_prefix}/models", self._list_models)
         return app
 
     @asynccontextmanager
@@ -279,7 +288,7 @@ class OpenAIEmulator:
             bound_host, bound_port = runner.addresses[0][:2]
             if ":" in bound_host:  # IPv6 literals are bracketed in URLs
                 bound_host = f"[{bound_host}]"
-            self._base_url = f"http://{bound_host}:{bound_port}/v1"
+            self._base_url = f"http://{bound_host}:{bound_port}{self._base_path}"
             yield self
         finally:
             self._base_url = None

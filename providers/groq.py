@@ -1,0 +1,61 @@
+"""The ``groq`` provider: Groq's OpenAI-shaped API through the official ``groq`` SDK.
+
+Built on :mod:`hookgate.providers.sdk_provider` (``max_retries=0``, aiohttp transport, raw
+``post()``); Groq answers in OpenAI's wire format, so chunks are relayed unchanged.
+"""
+from __future__ import annotations
+
+import groq
+import httpx
+from pydantic import Field
+
+from hookgate import Readiness, hookimpl
+from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKTransport
+
+
+class GroqConfig(SDKProviderConfig):
+    """Settings of the groq provider."""
+
+    base_url: str | None = Field("https://api.groq.com", description="API base URL (the SDK adds /openai/v1)")
+    api_key_env: str = Field("GROQ_API_KEY", description="environment variable holding the API key")
+    models: list[str] = Field(
+        ["llama-3.3-70b-versatile", "llama-3.1-8b-instant"],
+        description='model names this provider serves (more via [models], e.g. a "groq/*" pattern)',
+    )
+
+
+class GroqProvider:
+    """Groq's chat completions API (official groq SDK, max_retries=0)."""
+
+    Config = GroqConfig
+
+    def __init__(self, config: GroqConfig) -> None:
+        self.config = config
+
+        def make_client(key: str) -> groq.AsyncGroq:
+            return groq.AsyncGroq(
+                api_key=key,
+                base_url=config.base_url,
+                max_retries=0,
+                timeout=config.request_timeout_seconds,
+                http_client=groq.DefaultAioHttpClient(),
+            )
+
+        self.transport = SDKTransport("groq", config, sdk=groq, response_type=httpx.Response, make_client=make_client)
+        self.chat = OpenAIShapedProvider("groq", self.transport, "/openai/v1/chat/completions", config.models)
+
+    @hookimpl
+    def register_providers(self, register):
+        register(self.chat)
+
+    @hookimpl
+    async def startup(self):
+        await self.transport.start()
+
+    @hookimpl
+    async def check_ready(self) -> Readiness:
+        return self.transport.readiness()
+
+    @hookimpl
+    async def shutdown(self):
+        await self.transport.close()

@@ -1,0 +1,81 @@
+"""``openai_compatible``: any server that speaks OpenAI's API (vLLM, Ollama, LM Studio, Together…).
+
+Several named servers can be configured; each becomes a provider of its own, with its own base
+URL, key and models, through the official ``openai`` SDK (``max_retries=0``)::
+
+    [plugins.openai_compatible.servers.local-vllm]
+    base_url = "http://127.0.0.1:8000/v1"
+    models = ["llama-3.1-8b"]
+
+    [plugins.openai_compatible.servers.together]
+    base_url = "https://api.together.xyz/v1"
+    api_key_env = "TOGETHER_API_KEY"
+    models = ["meta-llama/Llama-3.3-70B-Instruct-Turbo"]
+
+A server without ``api_key``/``api_key_env`` is called without a key (local servers need none);
+one that names a key variable which is unset gets 503s naming it.
+"""
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from hookgate import PluginConfig, Readiness, hookimpl
+from hookgate.providers.openai import openai_transport
+from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig
+
+
+class ServerConfig(SDKProviderConfig):
+    """One OpenAI-compatible server."""
+
+    base_url: str = Field(description="the server's OpenAI-style base URL, e.g. http://127.0.0.1:8000/v1")
+    models: list[str] = Field(min_length=1, description="model names served by this server")
+
+
+class OpenAICompatibleConfig(PluginConfig):
+    """Settings of openai_compatible: a table per server under ``servers``."""
+
+    servers: dict[str, ServerConfig] = Field(default_factory=dict, description="named servers; each name becomes a provider name")
+
+    @field_validator("servers")
+    @classmethod
+    def _names(cls, servers: dict[str, ServerConfig]) -> dict[str, ServerConfig]:
+        for name in servers:
+            if not name or any(c.isspace() for c in name):
+                raise ValueError(f"server name {name!r} must be a non-empty word")
+        return servers
+
+
+class OpenAICompatible:
+    """Any OpenAI-compatible server, several named instances (official openai SDK)."""
+
+    Config = OpenAICompatibleConfig
+
+    def __init__(self, config: OpenAICompatibleConfig) -> None:
+        self.config = config
+        servers = {name: server for name, server in config.servers.items() if server.enabled}
+        self.transports = {
+            name: openai_transport(name, server, key_required=bool(server.api_key or server.api_key_env)) for name, server in servers.items()
+        }
+        self.providers = [OpenAIShapedProvider(name, self.transports[name], "/chat/completions", server.models) for name, server in servers.items()]
+
+    @hookimpl
+    def register_providers(self, register):
+        for provider in self.providers:
+            register(provider)
+
+    @hookimpl
+    async def startup(self):
+        for transport in self.transports.values():
+            await transport.start()
+
+    @hookimpl
+    async def check_ready(self) -> Readiness:
+        degraded = [name for name, transport in self.transports.items() if transport.readiness().status != "ok"]
+        if degraded:
+            return Readiness("degraded", f"no API key for: {', '.join(degraded)}")
+        return Readiness("ok")
+
+    @hookimpl
+    async def shutdown(self):
+        for transport in self.transports.values():
+            await transport.close()
