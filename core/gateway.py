@@ -17,7 +17,7 @@ from .provider import Provider
 from .responses import Completion, CompletionStream, ProviderResponse, with_first_chunk
 from .routing import Route, RoutingError, RoutingTable
 from .runner import HookRunner, PipelineError
-from .upstream import is_retriable
+from .upstream import should_fall_back
 
 log = structlog.get_logger("hookgate.gateway")
 
@@ -75,7 +75,8 @@ class Gateway:
         return await self._answer_with_fallbacks(ctx, self.routes.with_fallbacks(route))
 
     async def _answer_with_fallbacks(self, ctx: RequestContext, routes: list[Route]) -> ProviderResponse:
-        """Try each route in turn while the previous one failed with a retriable error.
+        """Try each route in turn while the previous one failed with a retriable error, an open
+        circuit or a missing provider key.
 
         A stream counts as answered once its first chunk is in hand: after that the client may
         have bytes, and a failure ends the stream instead of moving to another route.
@@ -88,7 +89,7 @@ class Gateway:
                     response = await with_first_chunk(response)
                 return response
             except GatewayError as error:
-                if index == len(routes) - 1 or not is_retriable(error):
+                if index == len(routes) - 1 or not should_fall_back(error):
                     raise
                 log.warning("route_fallback", request_id=ctx.request_id, failed=route.model, next=routes[index + 1].model, status=error.status)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from .errors import GatewayError, GatewayTimeout, RateLimited, ServiceUnavailable, UpstreamError
 
-__all__ = ["error_from_upstream", "is_retriable", "is_upstream_failure", "retry_after_seconds", "PASSTHROUGH_HEADERS"]
+__all__ = ["error_from_upstream", "is_retriable", "is_upstream_failure", "should_fall_back", "retry_after_seconds", "PASSTHROUGH_HEADERS"]
 
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 """Upstream statuses worth another attempt."""
@@ -72,6 +72,16 @@ def is_retriable(error: GatewayError) -> bool:
     if error.upstream_status is not None:
         return error.upstream_status in RETRIABLE_STATUSES
     return error.code in TRANSIENT_CODES
+
+
+FALLBACK_CODES = frozenset({"circuit_open", "provider_not_configured"})
+"""Gateway-side refusals that another route may not share: a paused route, a provider without a key."""
+
+
+def should_fall_back(error: GatewayError) -> bool:
+    """Whether another route may answer where this one failed: a retriable upstream failure, an
+    open circuit, or a provider that is not configured."""
+    return is_retriable(error) or error.code in FALLBACK_CODES
 
 
 def is_upstream_failure(error: GatewayError) -> bool:

@@ -3,7 +3,7 @@
 One breaker per route (provider and model). It opens after ``failure_threshold`` consecutive
 upstream failures, or when at least ``min_requests`` calls in the last ``window_seconds`` failed
 at ``error_ratio`` or more. While open, requests fail fast with a 503 and ``Retry-After`` (so
-retry does not hammer the route either). After ``open_seconds`` it lets ``half_open_probes``
+retry does not hammer the route either), or go to the model's fallback route when it has one. After ``open_seconds`` it lets ``half_open_probes``
 requests through: a success closes it, a failure opens it again.
 
 Only upstream trouble counts (5xx, 529, timeouts, connection errors); a 4xx about the request or
@@ -116,7 +116,7 @@ class CircuitBreaker:
     async def call_provider(
         self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
     ) -> ProviderResponse:
-        route = f"{ctx.provider_name}/{ctx.model}"
+        route = f"{ctx.provider_name}/{ctx.route.upstream_model if ctx.route else ctx.model}"
         breaker = self.breaker(route)
         if not breaker.allow():
             raise ServiceUnavailable(

@@ -125,3 +125,31 @@ def test_an_unknown_key_in_a_route_is_a_config_error(make_config):
     with pytest.raises(ConfigError) as caught:
         make_config('[gateway]\npipeline = ["echo"]\n[models.x]\nprovider = "echo"\nfallback = ["y"]\n')
     assert (caught.value.section, caught.value.key) == ("models.x", "fallback")
+
+
+async def test_an_open_circuit_sends_requests_to_the_fallback(gateway, emulator, second_emulator):
+    config = pipeline_config(
+        ["circuit_breaker", "openai", "openai_compatible"],
+        circuit_breaker={"failure_threshold": 1, "open_seconds": 30},
+        openai={"base_url": emulator.base_url, "api_key": "sk-primary", "models": ["gpt-4o-mini"]},
+        openai_compatible={"servers": {"backup": {"base_url": second_emulator.base_url, "models": ["backup-model"]}}},
+    ) + models_toml({"smart": {"provider": "openai", "model": "gpt-4o-mini", "fallbacks": ["backup-model"]}})
+    client = await gateway(config)
+    emulator.settings.fault = Fault(status=500)
+    for _ in range(3):
+        response = await client.post("/v1/chat/completions", json={**CHAT, "model": "smart"})
+        assert response.status == 200 and response.headers["x-hookgate-provider"] == "backup"
+    assert emulator.stats.calls == 1, "after the first failure the open circuit skips the primary"
+    assert second_emulator.stats.calls == 3
+
+
+async def test_a_provider_without_a_key_falls_back(gateway, second_emulator, monkeypatch):
+    monkeypatch.delenv("HOOKGATE_TEST_NO_KEY", raising=False)
+    config = pipeline_config(
+        ["openai", "openai_compatible"],
+        openai={"api_key_env": "HOOKGATE_TEST_NO_KEY", "models": ["gpt-4o-mini"]},
+        openai_compatible={"servers": {"backup": {"base_url": second_emulator.base_url, "models": ["backup-model"]}}},
+    ) + models_toml({"smart": {"provider": "openai", "model": "gpt-4o-mini", "fallbacks": ["backup-model"]}})
+    client = await gateway(config)
+    response = await client.post("/v1/chat/completions", json={**CHAT, "model": "smart"})
+    assert response.status == 200 and response.headers["x-hookgate-provider"] == "backup"
