@@ -65,6 +65,12 @@ class RequestContext:
     deadline. The timeout plugin sets it; retry and other middlewares read it via :meth:`remaining`."""
     attempts: list[Attempt] = field(default_factory=list)
     """Upstream attempts made so far, recorded by the middleware that owns retries."""
+    upstream_seconds: float = 0.0
+    """Time spent waiting for providers (every attempt; for a stream, waiting for its chunks
+    too), measured by the core: the gateway's own overhead is the rest."""
+    first_byte_at: float | None = None
+    """``perf_counter()`` when the first byte of the answer went to the client (for a stream: its
+    first chunk, so ``first_byte_at - started_at`` is the time to first token)."""
     status: int = 200
     """The status sent (or about to be sent) to the client."""
 

@@ -6,6 +6,7 @@ the request, calls :meth:`Gateway.answer`, and writes JSON or SSE.
 """
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Iterable
 
 import structlog
@@ -105,8 +106,12 @@ class Gateway:
 
 
 async def _call_routed_provider(ctx: RequestContext) -> ProviderResponse:
-    """The innermost end of the middleware chain."""
-    return await ctx.provider.complete(ctx)  # type: ignore[union-attr]
+    """The innermost end of the middleware chain; the time spent here is upstream time."""
+    started = perf_counter()
+    try:
+        return await ctx.provider.complete(ctx)  # type: ignore[union-attr]
+    finally:
+        ctx.upstream_seconds += perf_counter() - started
 
 
 def as_gateway_error(exc: BaseException, request_id: str) -> GatewayError:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
+from time import perf_counter
 from typing import Any, AsyncIterator
 
 import orjson
@@ -95,7 +95,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if ctx.stream:
             return await _replay_as_stream(request, gateway, ctx, response)
         await gateway.finish(ctx, response)
-        return web.Response(body=orjson.dumps(response.body), content_type="application/json", headers=_headers(ctx))
+        body = orjson.dumps(response.body)
+        ctx.first_byte_at = perf_counter()
+        return web.Response(body=body, content_type="application/json", headers=_headers(ctx))
     except asyncio.CancelledError:
         await gateway.fail(ctx, ClientDisconnected("The client closed the connection before the answer was complete."))
         raise
@@ -154,16 +156,24 @@ async def _relay_stream(
     client gets an SSE error event (which the OpenAI SDK raises as an APIError) and a clean end
     of stream. The upstream is closed in every case, including a client that went away.
     """
-    response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
+    response: web.StreamResponse | None = None
     chunks: list[dict[str, Any]] = []
+    iterator = stream.__aiter__()
     try:
-        async for chunk in stream:
-            if not chunks:
-                await response.prepare(request)
+        while True:
+            waited_from = perf_counter()
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            finally:
+                ctx.upstream_seconds += perf_counter() - waited_from
+            if response is None:
+                response = await _start_stream(request, ctx)
             chunks.append(chunk)
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        if not chunks:
-            await response.prepare(request)
+        if response is None:
+            response = await _start_stream(request, ctx)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -171,7 +181,7 @@ async def _relay_stream(
         if not isinstance(exc, GatewayError):
             log.error("stream_failed", request_id=ctx.request_id, exc_info=exc)
         await gateway.fail(ctx, error)
-        if response.prepared:
+        if response is not None:
             await _end_stream(response, orjson.dumps(error.to_body()))
             return response
         return _error_response(error, _headers(ctx))
@@ -186,13 +196,20 @@ async def _relay_stream(
     return response
 
 
+async def _start_stream(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    """Send the SSE response's headers: the first byte of the answer."""
+    response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
+    await response.prepare(request)
+    ctx.first_byte_at = perf_counter()
+    return response
+
+
 async def _replay_as_stream(
     request: web.Request, gateway: Gateway, ctx: RequestContext, completion: Completion
 ) -> web.StreamResponse:
     """Send a complete answer (a cache hit, or a provider that cannot stream) as SSE chunks."""
     await gateway.finish(ctx, completion)
-    response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
-    await response.prepare(request)
+    response = await _start_stream(request, ctx)
     payload = b"".join(
         b"data: " + orjson.dumps(chunk) + b"\n\n"
         for chunk in completion_to_chunks(completion.body, include_usage=ctx.include_usage)
@@ -250,7 +267,13 @@ def _client_key(request: web.Request) -> str | None:
 
 
 def _headers(ctx: RequestContext) -> dict[str, str]:
-    headers = {"x-request-id": ctx.request_id, "x-hookgate-cache": ctx.cache_status, "x-hookgate-provider": ctx.provider_name}
+    overhead_ms = (perf_counter() - ctx.started_at - ctx.upstream_seconds) * 1000.0
+    headers = {
+        "x-request-id": ctx.request_id,
+        "x-hookgate-cache": ctx.cache_status,
+        "x-hookgate-provider": ctx.provider_name,
+        "x-hookgate-overhead-ms": f"{overhead_ms:.3f}",
+    }
     if ctx.response_headers:
         headers.update(ctx.response_headers)
     return headers

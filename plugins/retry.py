@@ -53,6 +53,9 @@ class RetryConfig(PluginConfig):
     budget_ratio: float = Field(0.2, ge=0, le=10, description="retries allowed as a share of requests over the window")
     budget_window_seconds: float = Field(10.0, gt=0, description="the rolling window of the retry budget")
     budget_min_retries: int = Field(10, ge=0, description="retries always allowed per window, however few the requests")
+    deadline_margin_seconds: float = Field(
+        0.25, ge=0, description="a backoff is shortened so that at least this much of the deadline is left for the next attempt"
+    )
 
 
 class RetryBudget:
@@ -106,7 +109,7 @@ class Retry:
         self.budget.record_request()
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, GatewayError) and is_retriable(exc)),
-            wait=self._wait,
+            wait=lambda state: self._wait(state, ctx),
             stop=stop_after_attempt(self.config.max_attempts) | (lambda state: self._must_stop(ctx, state)),
             sleep=asyncio.sleep,
             reraise=True,
@@ -136,9 +139,13 @@ class Retry:
         ctx.attempts.append(Attempt("ok", None, (perf_counter() - started) * 1000))
         return response
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Full jitter, or the upstream's Retry-After when it asks for longer."""
+    def _wait(self, state: RetryCallState, ctx: RequestContext | None = None) -> float:
+        """Full jitter, shortened to leave the deadline's last moments for the next attempt, or
+        the upstream's Retry-After when it asks for longer (never shortened: it is the upstream's
+        demand, and :meth:`_must_stop` gives up instead when it does not fit)."""
         jitter = self._jitter(state)
+        if ctx is not None:
+            jitter = min(jitter, max(0.0, ctx.remaining() - self.config.deadline_margin_seconds))
         error = state.outcome.exception() if state.outcome else None
         asked = retry_after_seconds(error.headers) if isinstance(error, GatewayError) else None
         return max(jitter, asked) if asked is not None else jitter
@@ -146,7 +153,10 @@ class Retry:
     def _must_stop(self, ctx: RequestContext, state: RetryCallState) -> bool:
         """Stop when the next wait would not leave time for an attempt, or the budget is spent."""
         sleep = state.upcoming_sleep
-        if sleep > self.config.max_retry_after_seconds or sleep >= ctx.remaining():
+        room = ctx.remaining() - self.config.deadline_margin_seconds
+        # A jittered wait was already shortened to fit (the tolerance absorbs the clock moving on
+        # since); only an upstream's Retry-After, or a deadline already spent, fails this.
+        if sleep > self.config.max_retry_after_seconds or room <= 0 or sleep > room + 0.01:
             log.info("retry_skipped", request_id=ctx.request_id, reason="wait does not fit the deadline", wait_s=round(sleep, 3))
             return True
         if not self.budget.try_spend():

@@ -241,3 +241,15 @@ async def test_concurrent_requests_do_not_mix(gateway, sdk, emulator):
 
     answers = await asyncio.gather(*(ask(i) for i in range(50)))
     assert answers == [f"emulated: number {i}" for i in range(50)]
+
+
+async def test_overhead_header_excludes_upstream_time(gateway, emulator):
+    client = await gateway(openai_upstream(emulator))
+    emulator.settings.latency = 0.3
+    for body in ({"model": "gpt-4o-mini", "messages": MESSAGES}, {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}):
+        response = await client.post("/v1/chat/completions", json=body)
+        await response.read()
+        overhead = float(response.headers["x-hookgate-overhead-ms"])
+        assert 0 < overhead < 100, overhead
+    bad = await client.post("/v1/chat/completions", json={"model": "nope", "messages": MESSAGES})
+    assert float(bad.headers["x-hookgate-overhead-ms"]) >= 0
