@@ -1,6 +1,7 @@
 """The ``hookgate`` command line: a contract that scripts and deployments rely on.
 
-    hookgate serve [--config PATH] [--host HOST] [--port PORT]
+    hookgate serve [--config PATH] [--host HOST] [--port PORT] [--workers N] [--pid-file PATH]
+    hookgate reload (--pid-file PATH | --pid N)
     hookgate plugins [--config PATH] [--json]
     hookgate check-config PATH
     hookgate <plugin command> ...      commands plugins add (entry-point group ``hookgate.commands``)
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _plugin_commands() -> dict[str, Any]:
     from importlib.metadata import entry_points
 
-    builtins = {"serve", "plugins", "check-config"}
+    builtins = {"serve", "plugins", "check-config", "reload"}
     return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in builtins}
 
 
@@ -58,7 +59,14 @@ def _parser(plugin_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     serve.add_argument("--config", help="plugins.toml to use (default: $HOOKGATE_CONFIG or ./plugins.toml)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1, or $HOOKGATE_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080, or $HOOKGATE_PORT)")
+    serve.add_argument("--workers", type=int, default=1, help="processes serving the one port (SO_REUSEPORT), each with its own event loop")
+    serve.add_argument("--pid-file", help="write the server's process id here, for `hookgate reload`")
     serve.set_defaults(run=_serve)
+
+    reload = commands.add_parser("reload", help="make a running server re-read its plugins.toml (SIGHUP)")
+    reload.add_argument("--pid-file", help="the file `hookgate serve --pid-file` wrote")
+    reload.add_argument("--pid", type=int, help="the server's process id")
+    reload.set_defaults(run=_reload)
 
     plugins = commands.add_parser("plugins", help="list installed plugins, the pipeline, hook order and config schemas")
     plugins.add_argument("--config", help="plugins.toml to resolve the pipeline from")
@@ -101,33 +109,137 @@ def _build(path: str | None, overrides: dict[str, Any] | None = None):
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from aiohttp import web
-
     from .logs import configure_logging
-    from .server import create_app
 
     path = _config_path(args.config)
-    config, _ = _build(path, {"host": args.host, "port": args.port})
+    overrides = {"host": args.host, "port": args.port}
+    config, _ = _build(path, overrides)
     configure_logging(config.gateway.log_level, config.gateway.log_format)
-    app = create_app(config)
-    loop = _new_event_loop()
+    if args.workers < 1:
+        _fail("--workers must be at least 1")
+    with _pid_file(args.pid_file):
+        if args.workers == 1:
+            _run_server(path, overrides, reuse_port=False, config=config)
+        else:
+            _run_workers(args.workers, path, overrides)
+
+
+def _run_server(path: str | None, overrides: dict[str, Any], *, reuse_port: bool, config: Any = None) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+    import asyncio
+    import signal
 
     import structlog
+    from aiohttp import web
 
+    from .pipelines import Pipelines, ReloadFailed
+    from .server import PIPELINES, create_app
+
+    if config is None:
+        config, _ = _build(path, overrides)
+    grace = config.gateway.shutdown_grace_seconds
+    app = create_app(config, pipelines=lambda gateway: Pipelines.from_file(gateway, path, overrides, grace_seconds=grace))
     log = structlog.get_logger("hookgate")
 
+    async def reload() -> None:
+        try:
+            await app[PIPELINES].reload(app)
+        except ReloadFailed:
+            pass  # logged with its reason; the running pipeline stays
+
+    async def listen_for_reload(app: web.Application) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+
+    app.on_startup.append(listen_for_reload)
+
     def announce(_message: str) -> None:
-        log.info("listening", url=f"http://{config.gateway.host}:{config.gateway.port}", pipeline=list(config.pipeline))
+        log.info("listening", url=f"http://{config.gateway.host}:{config.gateway.port}", pid=os.getpid(), pipeline=list(config.pipeline))
 
     web.run_app(
         app,
         host=config.gateway.host,
         port=config.gateway.port,
+        reuse_port=reuse_port,
+        shutdown_timeout=grace,  # SIGTERM: stop accepting, let running requests and streams finish
         handler_cancellation=True,  # a client that goes away cancels its handler and the upstream call
         access_log=None,  # the request_log plugin owns request logging
         print=announce,
-        loop=loop,
+        loop=_new_event_loop(),
     )
+
+
+def _run_workers(count: int, path: str | None, overrides: dict[str, Any]) -> None:
+    """Run ``count`` server processes on one port and relay signals to them."""
+    import multiprocessing
+    import signal
+    import tempfile
+
+    # prometheus-client's multiprocess mode needs one directory shared by the workers.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hookgate-metrics-"))
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(path, overrides), name=f"hookgate-worker-{i}") for i in range(count)]
+    for worker in workers:
+        worker.start()
+
+    relayed: set[int] = set()
+
+    def relay(signum: int, _frame: Any) -> None:
+        relayed.add(signum)
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, relay)
+    for worker in workers:
+        worker.join()
+    # A worker stopped by the signal it was sent before its server was up stopped as asked.
+    failed = {worker.name: worker.exitcode for worker in workers if worker.exitcode not in (0, *(-s for s in relayed))}
+    if failed:
+        print(f"hookgate: error: workers exited abnormally: {failed}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _worker(path: str | None, overrides: dict[str, Any]) -> None:
+    from .logs import configure_logging
+
+    config, _ = _build(path, overrides)
+    configure_logging(config.gateway.log_level, config.gateway.log_format)
+    _run_server(path, overrides, reuse_port=True, config=config)
+
+
+class _pid_file:
+    """Write the process id to ``path`` while serving, and remove it after."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+
+    def __enter__(self) -> None:
+        if self.path is not None:
+            self.path.write_text(f"{os.getpid()}\n")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _reload(args: argparse.Namespace) -> None:
+    import signal
+
+    if args.pid is not None:
+        pid = args.pid
+    elif args.pid_file:
+        try:
+            pid = int(Path(args.pid_file).read_text().strip())
+        except (OSError, ValueError) as exc:
+            _fail(f"{args.pid_file}: cannot read a process id ({exc})")
+    else:
+        _fail("say which server: --pid-file PATH (as given to `hookgate serve --pid-file`) or --pid N")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        _fail(f"no process {pid}")
+    print(f"asked process {pid} to reload its configuration (its log says whether it did)")
 
 
 def _new_event_loop():
@@ -149,32 +261,12 @@ def _check_config(args: argparse.Namespace) -> None:
 
 
 def _plugins(args: argparse.Namespace) -> None:
+    from .introspection import pipeline_report
     from .registry import installed_plugins
 
     path = _config_path(args.config)
     config, gateway = _build(path)
-    installed = installed_plugins()
-    position = {name: i + 1 for i, name in enumerate(config.pipeline)}
-    effective = {p.name: p.config for p in config.plugins}
-    report = {
-        "config": config.source,
-        "pipeline": list(config.pipeline),
-        "hooks": {hook: names for hook, names in gateway.runner.order().items()},
-        "plugins": [
-            {
-                "name": name,
-                "distribution": plugin.distribution,
-                "version": plugin.version,
-                "entry_point": plugin.reference,
-                "enabled": name in position,
-                "position": position.get(name),
-                "description": plugin.description,
-                "config_schema": plugin.config_model().model_json_schema(),
-                "config": _masked(effective[name]) if name in effective else None,
-            }
-            for name, plugin in sorted(installed.items(), key=lambda item: (position.get(item[0], 10**6), item[0]))
-        ],
-    }
+    report = pipeline_report(config, gateway, installed_plugins())
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return
@@ -194,8 +286,3 @@ def _plugins(args: argparse.Namespace) -> None:
             kind = spec.get("type") or "/".join(s.get("type", "?") for s in spec.get("anyOf", [])) or "object"
             default = f" = {json.dumps(spec['default'], default=str)}" if "default" in spec else ""
             print(f"    {field}: {kind}{default}  {spec.get('description', '')}")
-
-
-def _masked(config: Any) -> dict[str, Any]:
-    """Effective values with secrets masked (pydantic's SecretStr dumps as '**********')."""
-    return json.loads(config.model_dump_json())

@@ -95,6 +95,9 @@ class GatewaySettings(_EnvFirstSettings):
         "auto", description="json for machines, console for people; auto picks console on a terminal"
     )
     trace_hooks: bool = Field(False, description="log every hook call with its duration (for plugin authors)")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="on SIGTERM (or a reload), how long running requests and streams may take to finish"
+    )
 
     @field_validator("pipeline")
     @classmethod

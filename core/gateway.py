@@ -10,6 +10,7 @@ from time import perf_counter
 from typing import Iterable
 
 import structlog
+from aiohttp import web
 
 from .config import ConfigError, GatewayConfig
 from .context import RequestContext
@@ -31,7 +32,7 @@ class Gateway:
     Built once per app (and, with live reload, once per configuration); requests only read it.
     """
 
-    __slots__ = ("config", "runner", "providers", "routes", "_chain", "_has_cache")
+    __slots__ = ("config", "runner", "providers", "routes", "plugin_router", "in_flight", "_started", "_chain", "_has_cache")
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -42,8 +43,42 @@ class Gateway:
             self.routes = RoutingTable(self.providers, config.models)
         except RoutingError as exc:
             raise ConfigError(config.source, exc.reason, section=exc.section, key=exc.key) from None
+        self.plugin_router = web.UrlDispatcher()
+        """Routes the plugins added (``register_routes``), served while this pipeline is current."""
+        self.in_flight = 0
+        """Requests being served by this pipeline: a replaced pipeline shuts down once it is 0."""
+        self._started: list[str] = []
         self._chain = self.runner.build_chain(_call_routed_provider)
         self._has_cache = bool(self.runner.calls("cache_lookup"))
+
+    def add_routes(self, app: web.Application) -> None:
+        """Let plugins add their HTTP routes to :attr:`plugin_router`."""
+        self.runner.call_startup_hook("register_routes", router=self.plugin_router, app=app)
+
+    async def start(self, app: web.Application) -> None:
+        """Await each plugin's ``startup`` in order; if one fails, shut down those that started
+        and raise."""
+        startups = {call.plugin: call for call in self.runner.calls("startup")}
+        try:
+            for name in self.runner.plugins:
+                if name in startups:
+                    await startups[name].function(*[{"app": app}[a] for a in startups[name].argnames])
+                self._started.append(name)
+        except BaseException:
+            await self.stop(app)
+            raise
+
+    async def stop(self, app: web.Application) -> None:
+        """Await ``shutdown`` in reverse order for exactly the plugins that started; a failing
+        plugin is logged and the others still shut down."""
+        shutdowns = {call.plugin: call for call in self.runner.calls("shutdown")}
+        started, self._started = self._started, []
+        for name in reversed(started):
+            if name in shutdowns:
+                try:
+                    await shutdowns[name].function(*[{"app": app}[a] for a in shutdowns[name].argnames])
+                except Exception:
+                    log.exception("plugin_shutdown_failed", plugin=name)
 
     def _register_provider(self, provider: Provider) -> None:
         if not isinstance(provider, Provider):

@@ -54,13 +54,30 @@ def register_providers(register: Callable[[Provider], None]) -> None:
 
 
 @hookspec
-def register_routes(app: web.Application) -> None:
+def register_routes(router: web.UrlDispatcher, app: web.Application) -> None:
     """Add HTTP routes to the gateway (``/metrics``, admin endpoints…).
 
-    :param app: the aiohttp application, before it starts; use ``app.router.add_get(...)``.
+    :param router: where to add them: ``router.add_get("/metrics", self.metrics)``. It belongs to
+        this pipeline, so a live reload that switches the plugin off removes its routes.
+    :param app: the aiohttp application, for its ``AppKey`` state.
 
-    Routes added here bypass the chat pipeline; they must answer errors in OpenAI's error shape
-    themselves (raise a :class:`~hookgate.GatewayError`, the core formats it).
+    Routes added here bypass the chat pipeline and answer only paths the core does not serve.
+    Raise a :class:`~hookgate.GatewayError` for a failure: the core formats it in OpenAI's error
+    shape. Call :func:`authorize_admin` hooks first when the route is for administrators.
+    """
+
+
+@hookspec
+def register_hook_observers(register: Callable[[Callable[[str, str, float, str], None]], None]) -> None:
+    """Ask to be told how long every phase-hook call takes (metrics, tracing, profilers).
+
+    :param register: call it with ``observer(hook, plugin, seconds, outcome)``; the observer is
+        called synchronously after every call of a phase hook by any plugin, with ``outcome``
+        ``"ok"``, ``"hit"`` (a cache answered) or the exception's class name. For a
+        ``call_provider`` middleware, the time spent in ``call_next`` is left out.
+
+    Timing is wired in only when at least one observer is registered. Observers must be cheap and
+    must not raise (an exception is logged and ignored).
     """
 
 
@@ -108,6 +125,20 @@ async def check_ready(app: web.Application) -> Readiness | None:
 # -------------------------------------------------------------------------------------------------
 # Request phases (async, per request)
 # -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+async def authorize_admin(request: web.Request) -> None:
+    """Decide whether an HTTP request may use an administrative endpoint (``/-/plugins``, usage
+    of all keys…).
+
+    :param request: the aiohttp request (its headers carry the credential).
+
+    Awaited for every enabled plugin in pipeline order by every admin endpoint, the core's and
+    plugins' alike: raise :class:`~hookgate.AuthenticationFailed` or
+    :class:`~hookgate.PermissionDenied` to refuse. With no implementation at all, admin
+    endpoints are open: bind the gateway to a private address, or enable an auth plugin.
+    """
 
 
 @hookspec
@@ -192,8 +223,8 @@ async def on_error(ctx: RequestContext, error: GatewayError) -> None:
     """
 
 
-PHASE_HOOKS = ("startup", "shutdown", "check_ready", "before_request", "cache_lookup", "call_provider", "after_response", "on_error")
+PHASE_HOOKS = ("startup", "shutdown", "check_ready", "authorize_admin", "before_request", "cache_lookup", "call_provider", "after_response", "on_error")
 """The hooks the core awaits itself; their implementations must be ``async def``."""
 
-STARTUP_HOOKS = ("register_providers", "register_routes")
+STARTUP_HOOKS = ("register_providers", "register_routes", "register_hook_observers")
 """The hooks called synchronously while the app is built."""

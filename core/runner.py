@@ -74,10 +74,15 @@ class HookRunner:
             for impl in impls:
                 _check_impl(hook_name, impl)
             ordered = sorted(impls, key=lambda impl: position[impl.plugin_name])
-            calls = tuple(HookCall(i.plugin_name, i.function, tuple(i.argnames)) for i in ordered)
-            if config.gateway.trace_hooks and hook_name in hookspecs.PHASE_HOOKS:
-                calls = tuple(_traced(hook_name, c) for c in calls)
-            self._calls[hook_name] = calls
+            self._calls[hook_name] = tuple(HookCall(i.plugin_name, i.function, tuple(i.argnames)) for i in ordered)
+        observers: list[HookObserver] = []
+        self.call_startup_hook("register_hook_observers", register=observers.append)
+        if config.gateway.trace_hooks:
+            observers.append(_log_hook_call)
+        if observers:
+            # Timing costs two clock reads per hook call, so it is wired in only when asked for.
+            for hook_name in hookspecs.PHASE_HOOKS:
+                self._calls[hook_name] = tuple(_observed(hook_name, call, tuple(observers)) for call in self._calls[hook_name])
 
     def calls(self, hook: str) -> tuple[HookCall, ...]:
         """The implementations of ``hook``, in pipeline order."""
@@ -169,11 +174,35 @@ def _check_impl(hook_name: str, impl: pluggy.HookImpl) -> None:
         raise PipelineError(f"{where}: must be a plain 'def' (it runs once while the app is built)")
 
 
-def _traced(hook_name: str, call: HookCall) -> HookCall:
-    function, plugin = call.function, call.plugin
+HookObserver = Callable[[str, str, float, str], None]
+"""``observer(hook, plugin, seconds, outcome)``, called after every phase-hook call."""
 
-    async def traced(*args: Any) -> Any:
+
+def _log_hook_call(hook: str, plugin: str, seconds: float, outcome: str) -> None:
+    log.info("hook_trace", hook=hook, plugin=plugin, ms=round(seconds * 1000, 3), outcome=outcome)
+
+
+def _observed(hook_name: str, call: HookCall, observers: tuple[HookObserver, ...]) -> HookCall:
+    """Wrap a hook call to time it and tell the observers. For a ``call_provider`` middleware
+    the time spent in ``call_next`` (the rest of the chain) is not the plugin's and is left out."""
+    function, plugin = call.function, call.plugin
+    next_at = call.argnames.index("call_next") if "call_next" in call.argnames else None
+
+    async def observed(*args: Any) -> Any:
         started = perf_counter()
+        inner = 0.0
+        if next_at is not None:
+            call_next = args[next_at]
+
+            async def timed_next(ctx: Any) -> Any:
+                nonlocal inner
+                entered = perf_counter()
+                try:
+                    return await call_next(ctx)
+                finally:
+                    inner += perf_counter() - entered
+
+            args = (*args[:next_at], timed_next, *args[next_at + 1 :])
         outcome = "ok"
         try:
             result = await function(*args)
@@ -184,6 +213,11 @@ def _traced(hook_name: str, call: HookCall) -> HookCall:
             outcome = type(exc).__name__
             raise
         finally:
-            log.info("hook_trace", hook=hook_name, plugin=plugin, ms=round((perf_counter() - started) * 1000, 3), outcome=outcome)
+            seconds = perf_counter() - started - inner
+            for observer in observers:
+                try:
+                    observer(hook_name, plugin, seconds, outcome)
+                except Exception:
+                    log.exception("hook_observer_failed", observer=repr(observer))
 
-    return HookCall(plugin, traced, call.argnames)
+    return HookCall(plugin, observed, call.argnames)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from time import perf_counter
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 import structlog
@@ -16,62 +16,61 @@ from .context import RequestContext
 from .errors import ClientDisconnected, GatewayError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
 from .gateway import Gateway, as_gateway_error
 from .health import Readiness
+from .introspection import pipeline_report
+from .pipelines import Pipelines
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
 
-__all__ = ["create_app", "GATEWAY", "CONFIG"]
+__all__ = ["create_app", "PIPELINES", "current_gateway"]
 
 log = structlog.get_logger("hookgate.server")
 
-GATEWAY = web.AppKey("hookgate_gateway", Gateway)
-"""The app's resolved pipeline."""
-CONFIG = web.AppKey("hookgate_config", GatewayConfig)
-"""The configuration the app was built from."""
+PIPELINES = web.AppKey("hookgate_pipelines", Pipelines)
+"""The app's current pipeline (``.current``), replaced by live reload."""
 
 _REQUEST_ID = web.RequestKey("hookgate_request_id", str)
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _SSE_DONE = b"data: [DONE]\n\n"
 
 
-def create_app(config: GatewayConfig) -> web.Application:
+def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipelines] | None = None) -> web.Application:
     """Build an isolated gateway app: its own plugin instances, providers and state.
 
-    Raises :class:`~hookgate.runner.PipelineError` when the enabled plugins cannot form a
-    pipeline. Plugin resources open when the app starts (``startup``) and close when it stops.
+    :param pipelines: how to hold the pipeline; ``Pipelines.from_file`` makes it reloadable from
+        a plugins.toml (``hookgate serve`` does). By default it can be reloaded only with a
+        config object given to :meth:`Pipelines.reload`.
+
+    Raises :class:`~hookgate.config.ConfigError` or :class:`~hookgate.runner.PipelineError` when
+    the configuration cannot form a pipeline. Plugin resources open when the app starts
+    (``startup``) and close when it stops.
     """
     gateway = Gateway(config)
     app = web.Application(client_max_size=config.gateway.max_body_bytes, middlewares=[_errors_and_request_id])
-    app[CONFIG] = config
-    app[GATEWAY] = gateway
+    app[PIPELINES] = pipelines(gateway) if pipelines else Pipelines(gateway, grace_seconds=config.gateway.shutdown_grace_seconds)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    gateway.runner.call_startup_hook("register_routes", app=app)
+    app.router.add_get("/-/plugins", plugins_report)
+    app.router.add_route("*", "/{path:.*}", plugin_routes)  # last: whatever the pipeline's plugins added
+    gateway.add_routes(app)
     app.cleanup_ctx.append(_plugin_lifecycle)
     return app
 
 
+def current_gateway(app: web.Application) -> Gateway:
+    """The pipeline new requests of ``app`` use."""
+    return app[PIPELINES].current
+
+
 async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Await each plugin's ``startup`` in order; on stop (or a failed start) ``shutdown`` in reverse
-    for exactly the plugins that started."""
-    runner = app[GATEWAY].runner
-    startups = {call.plugin: call for call in runner.calls("startup")}
-    started: list[str] = []
+    """Start the plugins before the server accepts requests; stop them after it stopped."""
+    pipelines = app[PIPELINES]
+    await pipelines.current.start(app)
+    log.info("gateway_started", pipeline=list(pipelines.current.runner.plugins), config=pipelines.current.config.source)
     try:
-        for name in runner.plugins:
-            if name in startups:
-                await startups[name].function(*[{"app": app}[a] for a in startups[name].argnames])
-            started.append(name)
-        log.info("gateway_started", pipeline=list(runner.plugins), config=app[CONFIG].source)
         yield
     finally:
-        shutdowns = {call.plugin: call for call in runner.calls("shutdown")}
-        for name in reversed(started):
-            if name in shutdowns:
-                try:
-                    await shutdowns[name].function(*[{"app": app}[a] for a in shutdowns[name].argnames])
-                except Exception:
-                    log.exception("plugin_shutdown_failed", plugin=name)
+        await pipelines.close(app)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -80,8 +79,20 @@ async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/chat/completions``: OpenAI's chat API, through the hook chain."""
-    gateway = request.app[GATEWAY]
+    """``POST /v1/chat/completions``: OpenAI's chat API, through the hook chain.
+
+    The request runs to its end on the pipeline that was current when it arrived, even if a
+    reload replaces it meanwhile.
+    """
+    gateway = request.app[PIPELINES].current
+    gateway.in_flight += 1
+    try:
+        return await _chat(request, gateway)
+    finally:
+        gateway.in_flight -= 1
+
+
+async def _chat(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     request_id = request[_REQUEST_ID]
     ctx = RequestContext(request_id=request_id, body={}, headers=request.headers, api_key=_client_key(request))
     try:
@@ -113,7 +124,7 @@ async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: every model an enabled provider serves."""
     data = [
         {"id": model, "object": "model", "created": 0, "owned_by": provider}
-        for model, provider in request.app[GATEWAY].model_ids()
+        for model, provider in request.app[PIPELINES].current.model_ids()
     ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
@@ -126,7 +137,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """``GET /readyz``: every plugin's readiness; 503 while any is unavailable."""
     checks: dict[str, dict[str, str]] = {}
-    for plugin, result in await request.app[GATEWAY].runner.collect("check_ready", app=request.app):
+    for plugin, result in await request.app[PIPELINES].current.runner.collect("check_ready", app=request.app):
         if isinstance(result, Readiness):
             checks[plugin] = {"status": result.status, "detail": result.detail}
         elif isinstance(result, Exception):
@@ -139,6 +150,28 @@ async def readyz(request: web.Request) -> web.Response:
         body=orjson.dumps({"status": overall, "checks": checks}),
         content_type="application/json",
     )
+
+
+async def plugins_report(request: web.Request) -> web.Response:
+    """``GET /-/plugins``: the running pipeline, hook order, schemas and effective values (secrets
+    masked). An admin endpoint: ``authorize_admin`` hooks decide who may see it."""
+    gateway = request.app[PIPELINES].current
+    await gateway.runner.each("authorize_admin", request=request)
+    report = pipeline_report(gateway.config, gateway)
+    return web.Response(body=orjson.dumps(report, default=str), content_type="application/json")
+
+
+_CORE_ROUTES = {"/v1/chat/completions": "POST", "/v1/models": "GET", "/healthz": "GET", "/readyz": "GET", "/-/plugins": "GET"}
+
+
+async def plugin_routes(request: web.Request) -> web.StreamResponse:
+    """Serve a route that a plugin of the current pipeline added, or 404/405."""
+    if request.path in _CORE_ROUTES:  # a core path with another method
+        raise web.HTTPMethodNotAllowed(request.method, [_CORE_ROUTES[request.path]])
+    match = await request.app[PIPELINES].current.plugin_router.resolve(request)
+    if match.http_exception is not None:
+        raise match.http_exception
+    return await match.handler(request)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -68,4 +68,4 @@ def test_a_plugin_can_add_a_command_to_the_hookgate_cli():
     allowed = subprocess.run([HOOKGATE, "word-guard", "hello", "--banned", "password"], capture_output=True, text=True, timeout=30)
     assert (allowed.returncode, allowed.stdout.strip()) == (0, "allowed")
     listed = subprocess.run([HOOKGATE, "--help"], capture_output=True, text=True, timeout=30)
-    assert "commands added by plugins: word-guard" in listed.stdout
+    assert "commands added by plugins:" in listed.stdout and "word-guard" in listed.stdout.split("commands added by plugins:")[1]

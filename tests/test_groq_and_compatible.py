@@ -90,14 +90,14 @@ async def test_several_openai_compatible_servers(gateway, sdk, monkeypatch):
 async def test_every_sdk_client_is_built_with_max_retries_0(make_config, monkeypatch):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from hookgate.server import GATEWAY, create_app
+    from hookgate.server import create_app, current_gateway
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     monkeypatch.setenv("GROQ_API_KEY", "gsk-x")
     config = make_config(pipeline_config(["openai", "groq", "openai_compatible"], openai_compatible={"servers": {"local": {"base_url": "http://127.0.0.1:9/v1", "models": ["m"]}}}))
     app = create_app(config)
     async with TestClient(TestServer(app)):
-        providers = app[GATEWAY].providers
+        providers = current_gateway(app).providers
         clients = [provider.transport.client for provider in providers.values()]
         assert len(clients) == 3 and all(client is not None for client in clients)
         assert [client.max_retries for client in clients] == [0, 0, 0]

@@ -75,9 +75,9 @@ async def test_plugins_add_routes_and_their_errors_are_openai_shaped(gateway):
             pass
 
         @hookimpl
-        def register_routes(self, app):
-            app.router.add_get("/admin/status", self.status)
-            app.router.add_get("/admin/secret", self.secret)
+        def register_routes(self, router):
+            router.add_get("/admin/status", self.status)
+            router.add_get("/admin/secret", self.secret)
 
         async def status(self, request):
             return web.json_response({"ok": True})
@@ -146,3 +146,85 @@ async def test_readyz_is_ready_when_nothing_reports(gateway):
     client = await gateway('[gateway]\npipeline = ["echo"]')
     response = await client.get("/readyz")
     assert response.status == 200 and await response.json() == {"status": "ready", "checks": {}}
+
+
+async def test_hook_observers_see_each_plugins_own_time(gateway):
+    import asyncio
+
+    seen: list[tuple[str, str, float, str]] = []
+
+    class Observer:
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        def register_hook_observers(self, register):
+            register(lambda hook, plugin, seconds, outcome: seen.append((hook, plugin, seconds, outcome)))
+
+    class SlowMiddleware:
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        async def call_provider(self, ctx, call_next):
+            await asyncio.sleep(0.05)
+            return await call_next(ctx)
+
+    class SlowProvider:
+        name = "slowp"
+
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        def register_providers(self, register):
+            register(self)
+
+        def models(self):
+            return ["slowp"]
+
+        async def complete(self, ctx):
+            from conftest import completion
+
+            await asyncio.sleep(0.2)
+            return completion("late")
+
+    client = await gateway('[gateway]\npipeline = ["observer", "slow", "memory_cache", "slowp"]', local={"observer": Observer, "slow": SlowMiddleware, "slowp": SlowProvider})
+    body = {"model": "slowp", "messages": [{"role": "user", "content": "x"}]}
+    assert (await client.post("/v1/chat/completions", json=body)).status == 200
+    assert (await client.post("/v1/chat/completions", json=body)).status == 200
+    by_key = {(hook, plugin, outcome): seconds for hook, plugin, seconds, outcome in seen}
+    middleware = by_key[("call_provider", "slow", "ok")]
+    assert 0.04 < middleware < 0.15, "its own sleep, not the provider's 0.2 s"
+    assert ("cache_lookup", "memory_cache", "hit") in by_key
+    assert ("after_response", "memory_cache", "ok") in by_key
+
+
+async def test_plugins_endpoint_shows_the_pipeline_with_secrets_masked(gateway):
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "echo", "openai"]\n[plugins.openai]\napi_key = "sk-shown-nowhere-42"')
+    response = await client.get("/-/plugins")
+    report = await response.json()
+    assert response.status == 200
+    assert report["pipeline"] == ["memory_cache", "echo", "openai"]
+    assert report["hooks"]["cache_lookup"] == ["memory_cache"]
+    openai = next(p for p in report["plugins"] if p["name"] == "openai")
+    assert openai["config"]["api_key"] == "**********"
+    assert "sk-shown-nowhere-42" not in await response.text()
+
+
+async def test_admin_endpoints_ask_authorize_admin(gateway):
+    from hookgate import AuthenticationFailed
+
+    class AdminKey:
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        async def authorize_admin(self, request):
+            if request.headers.get("Authorization") != "Bearer admin-secret":
+                raise AuthenticationFailed("Admin key required.")
+
+    client = await gateway('[gateway]\npipeline = ["admin", "echo"]', local={"admin": AdminKey})
+    denied = await client.get("/-/plugins")
+    assert denied.status == 401 and (await denied.json())["error"]["type"] == "authentication_error"
+    assert (await client.get("/-/plugins", headers={"Authorization": "Bearer admin-secret"})).status == 200
