@@ -1,0 +1,785 @@
+"""A local stand-in for Anthropic's Messages API (``POST /v1/messages``), with faults on demand.
+
+The sibling of :mod:`hookgate.testing.openai_emulator`, with the same fault-injection API
+(:class:`Fault`, :class:`EmulatorSettings`, ``stats``, ``script()``, ``serve()``,
+``make_app()``), so that a provider translating OpenAI requests to Anthropic's can be tested
+against the wire format the official ``anthropic`` SDK expects: JSON messages, the SSE event
+sequence (``message_start``, ``content_block_*``, ``ping``, ``message_delta``, ``message_stop``,
+in-stream ``error`` events) and Anthropic-shaped errors (``{"type": "error", "error": {...}}``).
+
+Answers are deterministic:
+
+* the reply is ``"emulated: " + <text of the last user turn>`` (a ``tool_result`` block counts
+  as text, so a conversation continuing after a tool call is answered from the tool's output);
+* tokens are whitespace-separated words; a streamed reply sends one ``text_delta`` per word;
+* ``stop_sequences``: the reply is cut before the first one that occurs in it
+  (``stop_reason: "stop_sequence"``); ``max_tokens``: cut after that many words
+  (``stop_reason: "max_tokens"``), whichever comes first, as a model generating left to right;
+* tool use: when the request has ``tools`` and either ``tool_choice`` forces one (``any`` or
+  ``tool``) or the last user turn names a tool, the answer calls it (every named tool, unless
+  ``disable_parallel_tool_use``) with an input built from the tool's ``input_schema``
+  (see :func:`tool_input_for`) and ``stop_reason: "tool_use"``; with ``tool_choice: auto`` a
+  short text block comes first, as Claude does;
+* cache tokens come from :attr:`EmulatorSettings.cache_read_input_tokens` and
+  :attr:`EmulatorSettings.cache_creation_input_tokens`; ``input_tokens`` counts the rest.
+
+Requests are checked as the API checks them, per ``anthropic-version``: from ``2026-10-21``
+(what the ``anthropic`` SDK 2.x sends) ``temperature``, ``top_p`` and ``top_k`` are a 400 at any
+value and ``system`` messages may appear in ``messages``; ``2023-06-01`` accepts sampling
+parameters. A key is required (``Authorization: Bearer``, as the SDK sends it, or ``x-api-key``)
+but any key is accepted.
+
+    async with AnthropicEmulator().serve() as emu:
+        client = anthropic.AsyncAnthropic(base_url=emu.base_url, api_key="sk-ant-test", max_retries=0)
+        emu.script(Fault(status=529), Fault(status=429, retry_after=1), None)
+        ...  # the next three calls get a 529, a 429, then a normal answer
+        assert emu.stats.calls == 3
+
+For pytest-aiohttp's ``aiohttp_client`` use ``await aiohttp_client(emu.make_app())`` instead.
+Standalone: ``python -m hookgate.testing.anthropic_emulator --port 8002``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import math
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final, final
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+# Counters and recorded requests mean the same thing for every emulator: one shape for all.
+from .openai_emulator import EmulatorStats, RecordedRequest, count_tokens
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "REPLY_PREFIX",
+    "AnthropicEmulator",
+    "EmulatorSettings",
+    "EmulatorStats",
+    "Fault",
+    "SAMPLING_PARAMETERS",
+    "SAMPLING_REMOVED_IN",
+    "RecordedRequest",
+    "count_tokens",
+    "main",
+    "reply_for",
+    "tool_input_for",
+]
+
+DEFAULT_MODELS: Final[tuple[str, ...]] = (
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+)
+"""Model ids listed by ``GET /v1/models``. Messages accept any model id; the answer echoes it."""
+
+REPLY_PREFIX: Final = "emulated: "
+"""Prepended to the last user turn's text to form the reply."""
+
+ERROR_TYPES: Final[Mapping[int, str]] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+"""``error.type`` Anthropic sends for each status (other 4xx: ``invalid_request_error``,
+other 5xx: ``api_error``)."""
+
+SAMPLING_PARAMETERS: Final = ("temperature", "top_p", "top_k")
+"""Request fields the API no longer accepts from version :data:`SAMPLING_REMOVED_IN` on."""
+SAMPLING_REMOVED_IN: Final = "2026-10-21"
+"""The ``anthropic-version`` from which any sampling parameter, at any value, is a 400."""
+
+_STATUS_OF_ERROR_TYPE: Final = {error_type: status for status, error_type in ERROR_TYPES.items()}
+_JSON_PIECE: Final = 12  # characters of tool input per input_json_delta
+_MALFORMED_BODY: Final = b'{"id": "msg_emu_broken", "type": "message", "role": "assistant", "cont'
+_NEVER_ENDS: Final = float("inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: what the emulator does, set by tests at runtime
+# ---------------------------------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """How one Messages call misbehaves.
+
+    Delays combine with any one outcome (``status``, ``hang``, ``drop_after``, ``stall_after``,
+    ``stream_error_after``, ``malformed``); with no outcome the call is answered normally, just
+    slower. Script faults with :meth:`AnthropicEmulator.script`, or set a standing one in
+    :attr:`EmulatorSettings.fault`.
+
+    Example: ``Fault(status=529)``, ``Fault(status=429, retry_after=2)``,
+    ``Fault(stream_error_after=4)``, ``Fault(drop_after=3)``, ``Fault(hang=True)``.
+    """
+
+    delay: float = 0.0
+    """Seconds to wait before the response starts, on top of ``EmulatorSettings.latency``."""
+    chunk_delay: float = 0.0
+    """Seconds between SSE events, on top of ``EmulatorSettings.chunk_latency``."""
+
+    status: int | None = None
+    """Answer with this HTTP error status (400-599) and an Anthropic error body
+    ``{"type": "error", "error": {"type", "message"}, "request_id"}``; streaming requests get it
+    too, as JSON, before any event, as Anthropic does."""
+    retry_after: float | None = None
+    """With ``status``: seconds sent in ``retry-after``, rounded up to a whole number as
+    Anthropic sends it (it sends no ``retry-after-ms``; put one in ``headers`` to pace faster)."""
+    message: str | None = None
+    """With ``status`` or ``stream_error_after``: ``error.message``; realistic by default."""
+    error_type: str | None = None
+    """With ``status`` or ``stream_error_after``: ``error.type``; by default the one Anthropic
+    uses for the status (``overloaded_error`` for 529…), ``overloaded_error`` mid-stream."""
+    code: str | None = None
+    """With ``status``: ``error.details.error_code``, the stable cause the SDK picks its
+    exception class by, e.g. ``"enforced_spend_limit_reached"`` on a 429."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra response headers, e.g. ``{"x-should-retry": "false"}`` to steer the SDK."""
+
+    hang: bool = False
+    """Never answer: the call stays in flight until the client disconnects (counted in
+    ``stats.cancelled``) or the server shuts down."""
+    drop_after: int | None = None
+    """Close the connection abruptly after sending this many SSE events (0: right after the
+    headers). A non-streaming call has its connection closed with no response at all."""
+    stall_after: int | None = None
+    """Streaming calls only: send this many events, then go silent without closing, to exercise
+    idle-read timeouts. A non-streaming call hangs like ``hang``."""
+    stream_error_after: int | None = None
+    """Streaming calls: send this many events, then an ``error`` event (``error_type``, default
+    ``overloaded_error``) and end the stream, as Anthropic does when it fails after the 200.
+    A non-streaming call gets that error as its HTTP status instead (529 for overloaded_error)."""
+    malformed: bool = False
+    """Answer 200 with a body that is not valid JSON (a streaming call gets one
+    ``message_start`` event whose data is not JSON)."""
+
+    def __post_init__(self) -> None:
+        outcomes = [
+            self.status is not None,
+            self.hang,
+            self.drop_after is not None,
+            self.stall_after is not None,
+            self.stream_error_after is not None,
+            self.malformed,
+        ]
+        if sum(outcomes) > 1:
+            raise ValueError(
+                "a Fault takes at most one of status, hang, drop_after, stall_after, stream_error_after, malformed"
+            )
+        if self.delay < 0 or self.chunk_delay < 0:
+            raise ValueError("delays must be >= 0")
+        if self.status is not None and not 400 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP error (400-599), got {self.status}")
+        if self.status is None and (self.retry_after is not None or self.code is not None):
+            raise ValueError("retry_after and code need a status")
+        if self.status is None and self.stream_error_after is None and (self.message or self.error_type):
+            raise ValueError("message and error_type need a status or stream_error_after")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError("retry_after must be >= 0")
+        for name in ("drop_after", "stall_after", "stream_error_after"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+@final
+@dataclass(slots=True, kw_only=True)
+class EmulatorSettings:
+    """Standing behaviour for every Messages call; tests may change it at any time and the next
+    call sees the change."""
+
+    latency: float = 0.0
+    """Seconds before every response starts, like a model's time to first token."""
+    chunk_latency: float = 0.0
+    """Seconds between SSE events. At 0 a whole stream goes out in one write (fastest)."""
+    fault: Fault | None = None
+    """Applies to every call not covered by a scripted entry."""
+    record_requests: bool = True
+    """Keep each request's headers and body in ``stats.requests``; counters are always kept."""
+    cache_read_input_tokens: int = 0
+    """Reported in every answer's usage as prompt tokens read from Anthropic's prompt cache."""
+    cache_creation_input_tokens: int = 0
+    """Reported in every answer's usage as prompt tokens written to the prompt cache."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulator
+# ---------------------------------------------------------------------------------------------
+
+
+@final
+class AnthropicEmulator:
+    """An Anthropic Messages API upstream with scripted faults and call counters.
+
+    One instance holds its settings, script and stats; every app it makes shares them, so a test
+    can serve it, point a client at :attr:`base_url`, and inspect :attr:`stats` afterwards.
+    """
+
+    __slots__ = ("settings", "stats", "_script", "_ids", "_models_body", "_base_url")
+
+    def __init__(
+        self, settings: EmulatorSettings | None = None, *, models: Sequence[str] = DEFAULT_MODELS
+    ) -> None:
+        self.settings: EmulatorSettings = settings if settings is not None else EmulatorSettings()
+        self.stats: EmulatorStats = EmulatorStats()
+        self._script: deque[Fault | None] = deque()
+        self._ids = itertools.count(1)
+        listed = [
+            {"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
+            for model in models
+        ]
+        self._models_body = orjson.dumps(
+            {
+                "data": listed,
+                "has_more": False,
+                "first_id": models[0] if models else None,
+                "last_id": models[-1] if models else None,
+            }
+        )
+        self._base_url: str | None = None
+
+    # -- Scripting -----------------------------------------------------------------------------
+
+    def script(self, *behaviours: Fault | None) -> None:
+        """Queue one behaviour per upcoming Messages call, in order.
+
+        ``None`` means "answer normally" (settings latency still applies, the standing
+        ``settings.fault`` does not). Once the queue is used up, calls follow ``settings``
+        again. Calling it again appends to what is left of the queue.
+        """
+        self._script.extend(behaviours)
+
+    @property
+    def scripted_remaining(self) -> int:
+        """Scripted behaviours not yet consumed; 0 proves every scripted call happened."""
+        return len(self._script)
+
+    def reset(self) -> None:
+        """Drop the remaining script and zero the counters, keeping settings."""
+        self._script.clear()
+        stats = self.stats
+        stats.calls = stats.cancelled = 0
+        stats.peak_in_flight = stats.in_flight
+        stats.requests.clear()
+
+    # -- Serving -------------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """A fresh aiohttp application backed by this emulator's settings, script and stats."""
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._list_models)
+        return app
+
+    @asynccontextmanager
+    async def serve(
+        self, *, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 0.5
+    ) -> AsyncIterator[AnthropicEmulator]:
+        """Serve on ``host`` (a free port by default) for the duration of the block.
+
+        Handler cancellation is on so a client that gives up is seen as a cancelled call;
+        ``shutdown_timeout`` bounds how long leaving the block waits for calls still in flight.
+        """
+        runner = web.AppRunner(
+            self.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound_host, bound_port = runner.addresses[0][:2]
+            if ":" in bound_host:
+                bound_host = f"[{bound_host}]"
+            self._base_url = f"http://{bound_host}:{bound_port}"
+            yield self
+        finally:
+            self._base_url = None
+            await runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` while inside :meth:`serve`: the SDK's ``base_url`` (it adds
+        ``/v1/messages`` itself, as it does to ``https://api.anthropic.com``)."""
+        if self._base_url is None:
+            raise RuntimeError("base_url exists only inside `async with emulator.serve()`")
+        return self._base_url
+
+    # -- Handlers ------------------------------------------------------------------------------
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._models_body, content_type="application/json")
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        """Count the call and its time in flight around :meth:`_answer`."""
+        stats = self.stats
+        stats.calls += 1
+        stats.in_flight += 1
+        if stats.in_flight > stats.peak_in_flight:
+            stats.peak_in_flight = stats.in_flight
+        try:
+            return await self._answer(request, stats)
+        except asyncio.CancelledError:
+            stats.cancelled += 1
+            raise
+        finally:
+            stats.in_flight -= 1
+
+    async def _answer(self, request: web.Request, stats: EmulatorStats) -> web.StreamResponse:
+        """Record, pick this call's fault, then answer. Faults come before request validation,
+        as a real rate limiter or outage answers whatever the client sent."""
+        settings = self.settings
+        raw = await request.read()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if settings.record_requests:
+            stats.requests.append(RecordedRequest(CIMultiDict(request.headers), body, time.monotonic()))
+
+        fault = self._script.popleft() if self._script else settings.fault
+        delay = settings.latency + (fault.delay if fault else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+
+        if fault is not None:
+            if fault.status is not None:
+                return _error_response(
+                    fault.status, fault.error_type, fault.message, code=fault.code,
+                    retry_after=fault.retry_after, headers=fault.headers,
+                )
+            if fault.hang:
+                await asyncio.sleep(_NEVER_ENDS)
+
+        problem = _request_problem(request.headers, body)
+        if problem is not None:
+            return _error_response(problem[0], None, problem[1])
+
+        stream = body.get("stream") is True
+        if fault is not None and not stream:
+            if fault.drop_after is not None:
+                _drop_connection(request)
+                return web.Response()
+            if fault.stall_after is not None:
+                await asyncio.sleep(_NEVER_ENDS)
+            if fault.malformed:
+                return web.Response(body=_MALFORMED_BODY, content_type="application/json", headers=fault.headers)
+            if fault.stream_error_after is not None:
+                error_type = fault.error_type or "overloaded_error"
+                status = _STATUS_OF_ERROR_TYPE.get(error_type, 500)
+                return _error_response(status, error_type, fault.message, headers=fault.headers)
+
+        message = self._message(body)
+        headers = {"request-id": _request_id(message["id"]), **(fault.headers if fault else {})}
+        if not stream:
+            return web.Response(body=orjson.dumps(message), content_type="application/json", headers=headers)
+        chunk_gap = settings.chunk_latency + (fault.chunk_delay if fault else 0.0)
+        return await self._stream(request, stats, fault, chunk_gap, _sse_events(message), headers)
+
+    def _message(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The complete answer to a valid request, as a Messages API ``message`` object."""
+        messages = body["messages"]
+        settings = self.settings
+        number = next(self._ids)
+        content: list[dict[str, Any]] = []
+        stop_sequence = None
+        calls = _tools_to_call(body)
+        if body["max_tokens"] == 0:
+            # Only warms the prompt cache: nothing is generated.
+            stop_reason = "max_tokens"
+        elif calls:
+            if _tool_choice_type(body) == "auto":
+                content.append({"type": "text", "text": f"{REPLY_PREFIX}calling {', '.join(t['name'] for t in calls)}"})
+            prompt = _last_user_text(messages)
+            for index, tool in enumerate(calls):
+                content.append(
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_emu{number:08d}{index:02d}",
+                        "name": tool["name"],
+                        "input": tool_input_for(tool.get("input_schema") or {}, prompt),
+                    }
+                )
+            stop_reason = "tool_use"
+        else:
+            text, stop_reason, stop_sequence = _generate(
+                reply_for(messages), body.get("stop_sequences") or (), body["max_tokens"]
+            )
+            content.append({"type": "text", "text": text})
+        output_tokens = sum(
+            count_tokens(block["text"]) if block["type"] == "text" else count_tokens(orjson.dumps(block["input"]).decode())
+            for block in content
+        )
+        usage = {
+            "input_tokens": _prompt_tokens(body),
+            "cache_creation_input_tokens": settings.cache_creation_input_tokens,
+            "cache_read_input_tokens": settings.cache_read_input_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": settings.cache_creation_input_tokens,
+                "ephemeral_1h_input_tokens": 0,
+            },
+            "output_tokens": output_tokens,
+            "service_tier": "standard",
+        }
+        return {
+            "id": f"msg_emu{number:08d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": usage,
+        }
+
+    async def _stream(
+        self,
+        request: web.Request,
+        stats: EmulatorStats,
+        fault: Fault | None,
+        chunk_gap: float,
+        events: list[bytes],
+        headers: Mapping[str, str],
+    ) -> web.StreamResponse:
+        """Send ``events`` as an SSE stream, applying the fault's drop, stall, error or garbage."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **headers}
+        )
+        try:
+            await response.prepare(request)
+            if fault is not None and fault.malformed:
+                await response.write(b"event: message_start\ndata: {this is not json\n\n")
+                return response
+            cut = _stream_cut(fault)
+            if fault is not None and fault.stream_error_after is not None:
+                events = events[:cut] + [_in_stream_error(fault)]
+                cut = None
+            if chunk_gap == 0 and cut is None:
+                await response.write(b"".join(events))
+                return response
+            for index, event in enumerate(events[:cut]):
+                if index and chunk_gap:
+                    await asyncio.sleep(chunk_gap)
+                await response.write(event)
+            if fault is not None and fault.drop_after is not None:
+                _drop_connection(request)
+            elif fault is not None and fault.stall_after is not None:
+                await asyncio.sleep(_NEVER_ENDS)
+        except ConnectionResetError:
+            stats.cancelled += 1
+        return response
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers: text, tool calls, tokens
+# ---------------------------------------------------------------------------------------------
+
+
+def reply_for(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The emulator's deterministic answer: ``REPLY_PREFIX`` + the last user turn's text
+    (its text blocks and the text of its ``tool_result`` blocks, joined by spaces)."""
+    return REPLY_PREFIX + _last_user_text(messages)
+
+
+def tool_input_for(schema: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+    """The deterministic input the emulator calls a tool with: each ``required`` property of
+    ``schema`` (every property when none is required) gets its ``enum``'s first value, or by
+    type: string → ``prompt``, integer → the prompt's word count, number → the same as a float,
+    boolean → true, array → [], object → {}; other types → null."""
+    properties = schema.get("properties") or {}
+    names = schema.get("required") or list(properties)
+    values: dict[str, Any] = {}
+    for name in names:
+        spec = properties.get(name) or {}
+        kind = spec.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), None)
+        if spec.get("enum"):
+            values[name] = spec["enum"][0]
+        elif kind == "string":
+            values[name] = prompt
+        elif kind == "integer":
+            values[name] = count_tokens(prompt)
+        elif kind == "number":
+            values[name] = float(count_tokens(prompt))
+        elif kind == "boolean":
+            values[name] = True
+        elif kind == "array":
+            values[name] = []
+        elif kind == "object":
+            values[name] = {}
+        else:
+            values[name] = None
+    return values
+
+
+def _block_text(content: Any) -> str:
+    """The text of a message's content: a string, or its text and tool_result blocks."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    parts = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        elif block.get("type") == "tool_result":
+            parts.append(_block_text(block.get("content")))
+    return " ".join(part for part in parts if part)
+
+
+def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _block_text(message.get("content"))
+    return ""
+
+
+def _prompt_tokens(body: Mapping[str, Any]) -> int:
+    """Words of the system prompt and of every message's text (images count nothing)."""
+    system = body.get("system")
+    total = count_tokens(_block_text(system))
+    for message in body["messages"]:
+        total += count_tokens(_block_text(message.get("content")))
+    return total
+
+
+def _tool_choice_type(body: Mapping[str, Any]) -> str:
+    choice = body.get("tool_choice")
+    return choice.get("type", "auto") if isinstance(choice, dict) else "auto"
+
+
+def _tools_to_call(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The tools this request's answer calls, in the order of ``tools``; empty for a text answer."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    if not tools:
+        return []
+    choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
+    kind = choice.get("type", "auto")
+    if kind == "none":
+        return []
+    if kind == "tool":
+        return [t for t in tools if t["name"] == choice.get("name")][:1]
+    prompt = _last_user_text(body["messages"])
+    named = [t for t in tools if re.search(rf"\b{re.escape(t['name'])}\b", prompt)]
+    if not named and kind == "any":
+        named = tools[:1]
+    if choice.get("disable_parallel_tool_use"):
+        named = named[:1]
+    return named
+
+
+def _generate(text: str, stop_sequences: Sequence[str], max_tokens: int) -> tuple[str, str, str | None]:
+    """(text, stop_reason, stop_sequence) for a reply cut by a stop sequence or ``max_tokens``."""
+    stop_reason, matched = "end_turn", None
+    cuts = [(text.find(s), s) for s in stop_sequences if isinstance(s, str) and s and s in text]
+    if cuts:
+        position, matched = min(cuts)
+        text, stop_reason = text[:position], "stop_sequence"
+    pieces = _pieces(text)
+    if count_tokens(text) > max_tokens:
+        text, stop_reason, matched = "".join(pieces[:max_tokens]).rstrip(), "max_tokens", None
+    return text, stop_reason, matched
+
+
+def _pieces(text: str) -> list[str]:
+    """One piece per word with its trailing whitespace, joining back to ``text`` exactly."""
+    return re.findall(r"\s*\S+\s*", text) if text.strip() else [text]
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire format
+# ---------------------------------------------------------------------------------------------
+
+
+def _sse(event: str, payload: Mapping[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _sse_events(message: Mapping[str, Any]) -> list[bytes]:
+    """The whole answer as Anthropic streams it: ``message_start`` (empty content, input and
+    cache usage, ``output_tokens`` 1), per block ``content_block_start``, its deltas (one
+    ``text_delta`` per word; ``input_json_delta`` pieces of the tool input's JSON after an empty
+    one) and ``content_block_stop``, a ``ping`` after the first block starts, ``message_delta``
+    with the stop reason and the cumulative usage, and ``message_stop``."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+    events = [_sse("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}))
+            deltas = [{"type": "text_delta", "text": piece} for piece in _pieces(block["text"]) if piece]
+        else:
+            opened = {**block, "input": {}}
+            events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened}))
+            json_text = orjson.dumps(block["input"]).decode()
+            pieces = [json_text[i : i + _JSON_PIECE] for i in range(0, len(json_text), _JSON_PIECE)]
+            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in ["", *pieces]]
+        if index == 0:
+            events.append(_sse("ping", {"type": "ping"}))
+        events.extend(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas)
+        events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    final_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")}
+    delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
+    events.append(_sse("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage}))
+    events.append(_sse("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def _in_stream_error(fault: Fault) -> bytes:
+    error_type = fault.error_type or "overloaded_error"
+    return _sse("error", {"type": "error", "error": {"type": error_type, "message": fault.message or _default_message(error_type)}})
+
+
+def _stream_cut(fault: Fault | None) -> int | None:
+    """How many SSE events to send before the fault's drop, stall or error; None for all."""
+    if fault is None:
+        return None
+    for cut in (fault.drop_after, fault.stall_after, fault.stream_error_after):
+        if cut is not None:
+            return cut
+    return None
+
+
+def _drop_connection(request: web.Request) -> None:
+    """Close the socket under the response; what was already written is flushed first."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _request_id(seed: str) -> str:
+    return "req_" + seed.removeprefix("msg_")
+
+
+def _request_problem(headers: Mapping[str, str], body: Any) -> tuple[int, str] | None:
+    """The (status, message) Anthropic answers an unusable request with, or None.
+
+    API versions from ``2026-10-21`` (what the ``anthropic`` SDK 2.x sends) reject every sampling
+    parameter at any value and accept ``system`` messages inside ``messages``; ``2023-06-01``
+    takes sampling parameters and only ``user``/``assistant`` turns."""
+    if not (headers.get("x-api-key") or headers.get("authorization")):
+        return (401, "x-api-key or Authorization header is required")
+    version = headers.get("anthropic-version")
+    if not version:
+        return (400, "anthropic-version: header is required")
+    if not isinstance(body, dict):
+        return (400, "There was an issue with the JSON body of your request.")
+    if not isinstance(body.get("model"), str):
+        return (400, "model: Field required")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+        return (400, "max_tokens: Field required (an integer >= 0)")
+    current = version >= SAMPLING_REMOVED_IN
+    if current:
+        for name in SAMPLING_PARAMETERS:
+            if name in body:
+                return (400, f"{name}: sampling parameters are not accepted on anthropic-version {version}")
+    roles = ("user", "assistant", "system") if current else ("user", "assistant")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return (400, "messages: at least one message is required")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in roles:
+            return (400, f"messages.{index}.role: Input should be one of {', '.join(repr(r) for r in roles)}")
+        if not isinstance(message.get("content"), (str, list)):
+            return (400, f"messages.{index}.content: Field required")
+    stop = body.get("stop_sequences")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        return (400, "stop_sequences: Input should be a valid list of strings")
+    return None
+
+
+def _default_message(error_type: str) -> str:
+    return {
+        "invalid_request_error": "Invalid request (emulated).",
+        "authentication_error": "invalid x-api-key (emulated)",
+        "billing_error": "Your credit balance is too low (emulated).",
+        "permission_error": "Your API key does not have permission to use the specified resource (emulated).",
+        "not_found_error": "Not found (emulated).",
+        "request_too_large": "Request exceeds the maximum allowed number of bytes (emulated).",
+        "rate_limit_error": "Number of requests has exceeded your rate limit (emulated).",
+        "api_error": "Internal server error (emulated).",
+        "timeout_error": "Request timed out (emulated).",
+        "overloaded_error": "Overloaded (emulated)",
+    }.get(error_type, f"{error_type} (emulated)")
+
+
+def _error_response(
+    status: int,
+    error_type: str | None,
+    message: str | None,
+    *,
+    code: str | None = None,
+    retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    if error_type is None:
+        error_type = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    error: dict[str, Any] = {"type": error_type, "message": message if message is not None else _default_message(error_type)}
+    if code is not None:
+        error["details"] = {"error_code": code}
+    request_id = f"req_emu_error_{status}"
+    sent = {"request-id": request_id, **(headers or {})}
+    if retry_after is not None:
+        sent["retry-after"] = str(math.ceil(retry_after))
+    body = orjson.dumps({"type": "error", "error": error, "request_id": request_id})
+    return web.Response(status=status, body=body, content_type="application/json", headers=sent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: a standalone upstream for benchmarks and manual tests
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the emulator until interrupted; records no request bodies so memory stays flat."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hookgate.testing.anthropic_emulator", description="Serve an emulated Anthropic Messages API."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8002)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each response")
+    parser.add_argument("--chunk-latency", type=float, default=0.0, help="seconds between stream events")
+    args = parser.parse_args(argv)
+
+    settings = EmulatorSettings(latency=args.latency, chunk_latency=args.chunk_latency, record_requests=False)
+    emulator = AnthropicEmulator(settings)
+    loop: asyncio.AbstractEventLoop | None = None
+    try:
+        import uvloop  # the `fast` extra
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        pass
+    web.run_app(
+        emulator.make_app(),
+        host=args.host,
+        port=args.port,
+        handler_cancellation=True,
+        access_log=None,
+        loop=loop,
+        print=lambda _: print(f"Anthropic emulator on http://{args.host}:{args.port}", flush=True),
+    )
+
+
+if __name__ == "__main__":
+    main()
