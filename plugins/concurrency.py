@@ -176,10 +176,15 @@ class Concurrency:
         holder = uuid.uuid4().hex
         lease_ms = int(self.config.lease_seconds * 1000)
         give_up = monotonic() + self.config.max_wait_seconds
-        while not await self._acquire(keys=[redis_key], args=[self.config.limit, lease_ms, holder]):
-            if monotonic() >= give_up:
-                raise self._rejection()
-            await asyncio.sleep(min(self.config.poll_seconds, max(0.0, give_up - monotonic())))
+        try:
+            while not await self._acquire(keys=[redis_key], args=[self.config.limit, lease_ms, holder]):
+                if monotonic() >= give_up:
+                    raise self._rejection()
+                await asyncio.sleep(min(self.config.poll_seconds, max(0.0, give_up - monotonic())))
+        except asyncio.CancelledError:
+            # Cancelled (client gone) while the acquire was in flight: it may have succeeded.
+            await asyncio.shield(self.redis.zrem(redis_key, holder))
+            raise
         refresher = asyncio.create_task(self._keep_lease(redis_key, holder, lease_ms))
 
         async def release() -> None:
