@@ -6,7 +6,7 @@ The public surface for plugin authors is what this module exports; everything el
 """
 from .cache_keys import cache_key, canonical_json
 from .config import PluginConfig
-from .context import Attempt, CacheStatus, RequestContext
+from .context import Attempt, CacheStatus, ClientKey, RequestContext
 from .errors import (
     AuthenticationFailed,
     ClientDisconnected,
@@ -53,6 +53,7 @@ __all__ = [
     "is_complete",
     "with_first_chunk",
     "Attempt",
+    "ClientKey",
     "cache_key",
     "canonical_json",
     "GatewayError",

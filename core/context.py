@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
@@ -10,7 +11,7 @@ if TYPE_CHECKING:
     from .provider import Provider
     from .routing import Route
 
-__all__ = ["RequestContext", "CacheStatus", "Attempt"]
+__all__ = ["RequestContext", "CacheStatus", "Attempt", "ClientKey"]
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -23,6 +24,32 @@ class Attempt:
     outcome: str
     status: int | None
     duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A gateway key (virtual key) as an auth plugin resolved it; never the secret itself.
+
+    The ``api_keys`` plugin (or any auth plugin) sets it on ``ctx.client_key``; the limit, budget
+    and usage plugins read their per-key settings from it, so a third-party auth plugin that fills
+    it in gets them too. A limit left at None means "the enforcing plugin's own default".
+    """
+
+    id: str
+    """Public, stable name of the key (``team-a``): used in limits, the usage ledger and logs."""
+    models: frozenset[str] | None = None
+    """Public model names this key may use; None for every model."""
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    daily_budget_usd: Decimal | None = None
+    monthly_budget_usd: Decimal | None = None
+    cache_namespace: str | None = None
+    """Cache scope of the key's answers (keys sharing a namespace share cached answers);
+    None for the key's own ``id``."""
+    admin: bool = False
+    """May call admin endpoints (``GET /v1/usage`` for every key…)."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Free-form labels (team, owner…) for plugins and logs."""
 
 
 @dataclass(slots=True, eq=False)
@@ -73,6 +100,21 @@ class RequestContext:
     first chunk, so ``first_byte_at - started_at`` is the time to first token)."""
     status: int = 200
     """The status sent (or about to be sent) to the client."""
+    client_key: ClientKey | None = None
+    """The gateway key the request was authenticated with, set by an auth plugin (``api_keys``);
+    None without one. Per-key limits, budgets and the usage ledger read it."""
+    usage: dict[str, Any] | None = None
+    """The token usage of the answer in OpenAI's shape (``prompt_tokens``, ``completion_tokens``,
+    ``total_tokens``, ``prompt_tokens_details.cached_tokens``,
+    ``completion_tokens_details.reasoning_tokens``), set by the ``token_counter`` plugin once the
+    answer is complete: the provider's own figures, also for a stream whose usage chunk the client
+    did not ask for. On a cache HIT it is the cached answer's usage (nothing was spent upstream)."""
+    cost_usd: Decimal | None = None
+    """What the answer cost upstream in US dollars (exact decimal), set by the ``cost`` plugin;
+    None when unknown (no price for the model), 0 for a cache HIT."""
+    log_fields: dict[str, Any] = field(default_factory=dict)
+    """Extra facts for the request's log line (``key_id``, estimates…): plugins add them, the
+    ``request_log`` plugin writes them. Never put a secret here."""
 
     def __post_init__(self) -> None:
         if self.tenant is None and self.api_key:
