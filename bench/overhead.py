@@ -6,6 +6,8 @@ One run measures, side by side, with the server under test alone on one core:
   forwarder         bench/forwarder.py, a bare aiohttp forwarder to the emulator (the baseline)
   hookgate          hookgate, openai provider -> emulator, no cache in the pipeline (all MISS)
   hookgate-cached   hookgate answering from memory_cache (same body every time: all HIT)
+  hookgate-redis    hookgate answering from redis_cache (all HIT from Redis; needs redis-server)
+  hookgate-tiered   memory_cache in front of redis_cache (all HIT from memory, Redis enabled)
   emulator-stream, forwarder-stream, hookgate-stream   the same with "stream": true (SSE)
 
 and prints requests/s, p50/p99 latency, the server's CPU time per request, hookgate's ratios to
@@ -57,6 +59,8 @@ ALL_TARGETS = (
     "forwarder",
     "hookgate",
     "hookgate-cached",
+    "hookgate-redis",
+    "hookgate-tiered",
     "emulator-stream",
     "forwarder-stream",
     "hookgate-stream",
@@ -431,6 +435,7 @@ class Context:
     tmp: Path
     bodies: dict[bool, Path]
     upstream: Server | None = None
+    redis: Server | None = None
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, msg: str) -> None:
@@ -553,12 +558,16 @@ def measure(ctx: Context, target: str, server: Server, stream: bool) -> dict[str
     return res
 
 
+HIT_TARGETS = ("hookgate-cached", "hookgate-redis", "hookgate-tiered")
+"""Targets whose every measured answer should be a cache HIT."""
+
+
 def cache_checks(ctx: Context, res: dict[str, Any]) -> None:
     c, n = res["cache_header"], res["requests"]
-    if res["target"] == "hookgate-cached":
+    if res["target"] in HIT_TARGETS:
         not_hit = (sum(c.values()) - c["hit"]) + max(0, n - sum(c.values()))
         if not_hit:
-            ctx.warn(f"hookgate-cached: {not_hit} of {n} answers were not x-hookgate-cache: HIT ({c})")
+            ctx.warn(f"{res['target']}: {not_hit} of {n} answers were not x-hookgate-cache: HIT ({c})")
     elif res["target"].startswith("hookgate"):
         if c["hit"]:
             ctx.warn(f"{res['target']}: {c['hit']} answers were cache HITs although the cache is off")
@@ -583,6 +592,8 @@ def hookgate_argv(ctx: Context, config_name: str, port: int) -> list[str]:
     assert ctx.upstream is not None
     template = (CONFIG_DIR / config_name).read_text()
     text = template.replace("UPSTREAM_PORT", str(ctx.upstream.port))
+    if "REDIS_PORT" in text:
+        text = text.replace("REDIS_PORT", str(start_redis(ctx).port))
     try:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -602,6 +613,33 @@ def hookgate_argv(ctx: Context, config_name: str, port: int) -> list[str]:
             hookgate=exe or "hookgate", python=sys.executable, config=config, host=HOST, port=port
         )
     )
+
+
+def start_redis(ctx: Context) -> Server:
+    """The redis-server of the redis_cache targets (one per run, started on first use), on the
+    load core beside the upstream: like the emulator, it is the server's dependency, not the
+    server under test."""
+    if ctx.redis is not None:
+        return ctx.redis
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis_cache targets need redis-server (apt-get install -y redis-server)")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(ctx.tmp)]
+    redis = Server("redis-server", argv, port, ctx.args.load_core, ctx.tmp / "redis.log")
+    redis.start()
+    deadline = time.monotonic() + ctx.args.startup_timeout
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            break
+        except OSError:
+            if (redis.proc is not None and redis.proc.poll() is not None) or time.monotonic() > deadline:
+                redis.stop()
+                raise redis._failed("did not accept connections") from None
+            time.sleep(0.02)
+    ctx.redis = redis
+    return redis
 
 
 def find_hookgate() -> str | None:
@@ -719,6 +757,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     for target, base in (
         ("hookgate", "forwarder"),
         ("hookgate-cached", "forwarder"),
+        ("hookgate-redis", "forwarder"),
+        ("hookgate-tiered", "forwarder"),
         ("hookgate-stream", "forwarder-stream"),
     ):
         a, b = t.get(target), t.get(base)
@@ -931,8 +971,18 @@ def main(argv: list[str] | None = None) -> int:
                 ctx, results, [("hookgate-cached", False)],
                 make_hookgate("hookgate-cache-on.toml"), "hookgate (memory_cache)",
             )  # fmt: skip
+            run_group(
+                ctx, results, [("hookgate-redis", False)],
+                make_hookgate("hookgate-redis-hit.toml"), "hookgate (redis_cache)",
+            )  # fmt: skip
+            run_group(
+                ctx, results, [("hookgate-tiered", False)],
+                make_hookgate("hookgate-tiered-hit.toml"), "hookgate (memory_cache + redis_cache)",
+            )  # fmt: skip
         finally:
             upstream.stop()
+            if ctx.redis is not None:
+                ctx.redis.stop()
 
     results["ratios"] = ratios(results)
     results["warnings"] = ctx.warnings

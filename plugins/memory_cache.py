@@ -6,19 +6,25 @@ scoped per tenant unless ``shared``. Only complete answers whose finish reasons 
 serialised bytes, so a hit hands out a fresh object that no later plugin can corrupt for others.
 
 Clients steer it with ``Cache-Control``: ``no-cache`` skips the lookup (``x-hookgate-cache:
-BYPASS``), ``no-store`` skips the write.
+BYPASS``) and the fresh answer replaces the entry, ``no-store`` skips the write, and
+``x-hookgate-cache-ttl`` can shorten (never lengthen) ``ttl_seconds`` for one answer.
+
+Listed before a shared cache (``redis_cache``), it is the first tier: it fills itself from that
+cache's hits, keeping the entry's age, so the next identical request is answered from memory.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from time import monotonic
 
 import orjson
 from pydantic import Field
 
 from hookgate import Completion, PluginConfig, RequestContext, cache_key, hookimpl, is_complete
+from hookgate.plugins.cache_control import CacheDirectives
 
-_STATE_KEY = "memory_cache.key"
+_STATE_KEY = "memory_cache"
 
 
 class MemoryCacheConfig(PluginConfig):
@@ -31,6 +37,18 @@ class MemoryCacheConfig(PluginConfig):
     cacheable_finish_reasons: list[str] = Field(
         ["stop", "length", "tool_calls"], description="answers are stored only when every choice ended with one of these"
     )
+
+
+@dataclass(slots=True)
+class _Lookup:
+    """This cache's view of one request, from ``cache_lookup`` to ``after_response``."""
+
+    key: str
+    route: tuple[int, int]
+    """What the key was computed for: a fallback route's answer is stored under its own key."""
+    directives: CacheDirectives
+    answered: bool = False
+    """This cache answered the request: its own hit is never stored again."""
 
 
 class MemoryCache:
@@ -49,34 +67,57 @@ class MemoryCache:
 
     @hookimpl
     async def cache_lookup(self, ctx: RequestContext) -> Completion | None:
-        if "no-cache" in ctx.headers.get("Cache-Control", ""):
+        directives = CacheDirectives.of(ctx.headers)
+        lookup = ctx.state[_STATE_KEY] = _Lookup(cache_key(ctx, shared=self.config.shared), _route_of(ctx), directives)
+        if directives.no_cache:
             ctx.cache_status = "BYPASS"
             return None
-        key = ctx.state[_STATE_KEY] = cache_key(ctx, shared=self.config.shared)
-        entry = self._entries.get(key)
+        entry = self._entries.get(lookup.key)
         if entry is None:
             return None
         expires_at, stored_at, payload = entry
         now = monotonic()
         if now >= expires_at:
-            del self._entries[key]
+            del self._entries[lookup.key]
             return None
-        self._entries.move_to_end(key)
+        self._entries.move_to_end(lookup.key)
+        lookup.answered = True
         ctx.response_headers["age"] = str(int(now - stored_at))
         return Completion(orjson.loads(payload))
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        key = ctx.state.get(_STATE_KEY)
-        if key is None or ctx.cache_status != "MISS" or "no-store" in ctx.headers.get("Cache-Control", ""):
+        lookup: _Lookup | None = ctx.state.get(_STATE_KEY)
+        if lookup is None or lookup.answered or lookup.directives.no_store:
             return
         if not is_complete(response) or any(c.get("finish_reason") not in self._finish_reasons for c in response.body["choices"]):
             return
         payload = orjson.dumps(response.body)
         if len(payload) > self.config.max_entry_bytes:
             return
+        ttl = self.config.ttl_seconds
+        if lookup.directives.ttl_seconds is not None:
+            ttl = min(ttl, lookup.directives.ttl_seconds)
+        key = lookup.key if lookup.route == _route_of(ctx) else cache_key(ctx, shared=self.config.shared)
         now = monotonic()
-        self._entries[key] = (now + self.config.ttl_seconds, now, payload)
+        # A later cache's hit (or an answer shared by its single-flight) keeps its age here, so
+        # this tier never serves an answer for longer after it was generated than ttl_seconds.
+        stored_at = now - _age_seconds(ctx.response_headers.get("age")) if ctx.cache_status == "HIT" else now
+        if stored_at + ttl <= now:
+            return
+        self._entries[key] = (stored_at + ttl, stored_at, payload)
         self._entries.move_to_end(key)
         while len(self._entries) > self.config.max_entries:
             self._entries.popitem(last=False)
+
+
+def _route_of(ctx: RequestContext) -> tuple[int, int]:
+    """The provider and route serving the request (a fallback changes both after the lookup)."""
+    return id(ctx.provider), id(getattr(ctx, "route", None))
+
+
+def _age_seconds(header: str | None) -> float:
+    try:
+        return max(0.0, float(header)) if header is not None else 0.0
+    except ValueError:
+        return 0.0

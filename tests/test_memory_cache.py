@@ -7,6 +7,7 @@ import pytest
 
 from conftest import ECHO_CACHED, completion, openai_upstream, provider_plugin
 from hookgate import hookimpl
+from hookgate.plugins.memory_cache import MemoryCache
 from hookgate.testing.openai_emulator import Fault
 
 GOOD = {"model": "echo", "messages": [{"role": "user", "content": "cache me"}]}
@@ -123,3 +124,102 @@ async def test_a_hit_cannot_be_corrupted_by_a_later_plugin(gateway):
         response = await client.post("/v1/chat/completions", json=GOOD)
         assert (await response.json())["choices"][0]["message"]["content"] == "echo: cache me!"
     assert response.headers["x-hookgate-cache"] == "HIT"
+
+
+class LaterCache:
+    """A second-tier cache that always hits, with an answer 7 s old (as redis_cache would)."""
+
+    def __init__(self, config):
+        pass
+
+    @hookimpl
+    async def cache_lookup(self, ctx):
+        ctx.response_headers["age"] = "7"
+        return completion("from the later cache")
+
+
+def observed() -> tuple[type[MemoryCache], list[MemoryCache]]:
+    """memory_cache itself, keeping its instances so that a test can look at the entries."""
+    instances: list[MemoryCache] = []
+
+    class ObservedMemoryCache(MemoryCache):
+        def __init__(self, config):
+            super().__init__(config)
+            instances.append(self)
+
+    return ObservedMemoryCache, instances
+
+
+async def test_fills_itself_from_a_later_caches_hit_keeping_its_age(gateway):
+    memory = observed()
+    plugins = {"memory_cache": memory[0], "later": LaterCache}
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "later", "echo"]', local=plugins)
+    [cache] = memory[1]
+    first = await client.post("/v1/chat/completions", json=GOOD)
+    assert first.headers["x-hookgate-cache"] == "HIT" and len(cache) == 1
+    second = await client.post("/v1/chat/completions", json=GOOD)
+    assert (await second.json())["choices"][0]["message"]["content"] == "from the later cache"
+    assert second.headers["age"] == "7", "the entry's age, not the time it reached memory"
+
+
+async def test_a_later_caches_hit_older_than_the_ttl_is_not_kept(gateway):
+    memory, instances = observed()
+    config = '[gateway]\npipeline = ["memory_cache", "later", "echo"]\n[plugins.memory_cache]\nttl_seconds = 5'
+    client = await gateway(config, local={"memory_cache": memory, "later": LaterCache})
+    await cache_of(client)
+    assert len(instances[0]) == 0
+
+
+async def test_its_own_hits_are_never_stored_again(gateway):
+    memory, instances = observed()
+    client = await gateway(ECHO_CACHED, local={"memory_cache": memory})
+    await cache_of(client)
+    [entry] = instances[0]._entries.values()
+    assert await cache_of(client) == "HIT"
+    [after] = instances[0]._entries.values()
+    assert after is entry, "a hit re-stored would restart its TTL and live forever"
+
+
+async def test_a_client_ttl_can_shorten_but_not_lengthen_the_entry(gateway):
+    memory, instances = observed()
+    config = '[gateway]\npipeline = ["memory_cache", "echo"]\n[plugins.memory_cache]\nttl_seconds = 60'
+    client = await gateway(config, local={"memory_cache": memory})
+    for content, ttl, expected in (("short", "0.2", 0.2), ("long", "3600", 60)):
+        body = {"model": "echo", "messages": [{"role": "user", "content": content}]}
+        await cache_of(client, body, headers={"x-hookgate-cache-ttl": ttl})
+        expires_at, stored_at, _ = list(instances[0]._entries.values())[-1]
+        assert expires_at - stored_at == pytest.approx(expected)
+
+
+async def test_no_cache_replaces_the_entry_with_the_fresh_answer(gateway):
+    answers = iter(["first", "second"])
+
+    async def changing(ctx):
+        return completion(next(answers))
+
+    client = await gateway('[gateway]\npipeline = ["memory_cache", "changing"]', local={"changing": provider_plugin("changing", changing)})
+    body = {"model": "changing", "messages": [{"role": "user", "content": "x"}]}
+    await cache_of(client, body)
+    assert await cache_of(client, body, headers={"Cache-Control": "max-age=0, No-Cache"}) == "BYPASS"
+    response = await client.post("/v1/chat/completions", json=body)
+    assert (await response.json())["choices"][0]["message"]["content"] == "second"
+
+
+async def test_a_fallback_routes_answer_is_stored_under_its_own_key(gateway, emulator):
+    from conftest import CHAT, pipeline_config
+    from hookgate.testing.openai_emulator import OpenAIEmulator
+
+    async with OpenAIEmulator().serve() as backup:
+        config = pipeline_config(
+            ["memory_cache", "openai", "openai_compatible"],
+            openai={"base_url": emulator.base_url, "api_key": "sk-primary", "models": ["gpt-4o-mini"]},
+            openai_compatible={"servers": {"backup": {"base_url": backup.base_url, "models": ["backup-model"]}}},
+        ) + '[models."smart"]\nprovider = "openai"\nmodel = "gpt-4o-mini"\nfallbacks = ["backup-model"]\n'
+        client = await gateway(config)
+        emulator.settings.fault = Fault(status=503)
+        assert await cache_of(client, {**CHAT, "model": "smart"}) == "MISS"  # answered by the backup
+        emulator.settings.fault = None
+        response = await client.post("/v1/chat/completions", json={**CHAT, "model": "smart"})
+        assert response.headers["x-hookgate-cache"] == "MISS", "the backup's answer was not stored for smart"
+        assert (await response.json())["model"] == "gpt-4o-mini"
+        assert await cache_of(client, {**CHAT, "model": "backup-model"}) == "HIT"
