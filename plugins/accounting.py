@@ -10,10 +10,8 @@ day or a month ends whatever its own clock says.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
-from time import monotonic
 from typing import Any, Mapping
 
 from hookgate import Completion, RequestContext
@@ -25,15 +23,12 @@ __all__ = [
     "REDIS_CALENDAR_LUA",
     "PromptEstimate",
     "TokenUsage",
-    "IntervalLog",
     "billable_usage",
     "format_usd",
     "from_pico",
     "key_id",
     "max_completion_tokens",
-    "open_redis",
     "prompt_estimate",
-    "redis_url",
     "to_pico",
 ]
 
@@ -175,35 +170,6 @@ def format_usd(usd: Decimal) -> str:
 # -------------------------------------------------------------------------------------------------
 
 
-def redis_url(configured: str | None) -> str | None:
-    """The Redis to use: the plugin's ``redis_url``, else ``$REDIS_URL``, else None."""
-    return configured or os.environ.get("REDIS_URL") or None
-
-
-def open_redis(url: str, timeout_seconds: float, max_connections: int = 32) -> Any:
-    """A ``redis.asyncio`` client that fails fast: every call is bounded by ``timeout_seconds``
-    and never retried by the client, so each plugin decides what Redis trouble means.
-
-    Its pool holds at most ``max_connections``; a burst of requests waits (within the timeout)
-    for one of them rather than opening a connection each: connecting dozens at once from a busy
-    event loop is what made calls time out under load, far more than Redis itself.
-    """
-    import redis.asyncio as aioredis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout_seconds,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
 REDIS_CALENDAR_LUA = """
 local clock = redis.call('TIME')
 local now_s = tonumber(clock[1])
@@ -235,24 +201,6 @@ local seconds_to_next_month = next_month_day * 86400 - now_s
 """Lua prelude reading Redis's clock (``TIME``) into ``now_ms``, the UTC ``day`` number and
 ``date`` (``YYYY-MM-DD``), ``month`` (``YYYYMM``), and the seconds until the next day and month
 (Howard Hinnant's civil-from-days arithmetic). Prepended to the scripts that need them."""
-
-
-class IntervalLog:
-    """Logs a recurring problem (Redis unreachable…) at most once per interval, with how many
-    times it happened in between, so an outage cannot flood the log."""
-
-    def __init__(self, logger: Any, event: str, interval_seconds: float = 30.0) -> None:
-        self.logger, self.event, self.interval = logger, event, interval_seconds
-        self._last = float("-inf")
-        self._suppressed = 0
-
-    def warning(self, **fields: Any) -> None:
-        now = monotonic()
-        if now - self._last < self.interval:
-            self._suppressed += 1
-            return
-        self.logger.warning(self.event, suppressed=self._suppressed, **fields)
-        self._last, self._suppressed = now, 0
 
 
 def _count(value: Any) -> int:

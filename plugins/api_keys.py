@@ -36,13 +36,12 @@ from hookgate import (
     AuthenticationFailed,
     ClientKey,
     PermissionDenied,
-    PluginConfig,
     Readiness,
     RequestContext,
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.plugins.accounting import IntervalLog, open_redis, redis_url
+from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
 from hookgate.server import current_gateway
 
 log = structlog.get_logger("hookgate.api_keys")
@@ -101,12 +100,11 @@ class KeyConfig(KeySettings):
         return self.hash.get_secret_value()
 
 
-class ApiKeysConfig(PluginConfig):
+class ApiKeysConfig(RedisURLConfig):
     """Settings of the gateway keys."""
 
     keys: dict[str, KeyConfig] = Field({}, description="gateway keys by id: hash and settings")
     redis: bool = Field(False, description="also accept keys stored in Redis (`hookgate keys create`)")
-    redis_url: str | None = Field(None, description="Redis holding keys; default $REDIS_URL")
     key_prefix: str = Field("hookgate:keys", description="prefix of the Redis keys")
     redis_timeout_seconds: float = Field(1.0, gt=0, description="limit of one Redis lookup")
     cache_seconds: float = Field(10.0, ge=0, description="how long a Redis lookup is reused (a revocation takes this long)")
@@ -144,7 +142,7 @@ class ApiKeys:
     @hookimpl
     async def startup(self) -> None:
         if self.config.redis:
-            url = redis_url(self.config.redis_url)
+            url = self.config.resolved_redis_url()
             if url is None:
                 raise RuntimeError("api_keys: redis = true needs redis_url or $REDIS_URL")
             self.store = RedisKeyStore(open_redis(url, self.config.redis_timeout_seconds), self.config.key_prefix)

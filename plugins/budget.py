@@ -39,14 +39,14 @@ from hookgate import (
     GatewayError,
     InternalError,
     PermissionDenied,
-    PluginConfig,
     RateLimited,
     Readiness,
     RequestContext,
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.plugins.accounting import REDIS_CALENDAR_LUA, IntervalLog, key_id, open_redis, redis_url, to_pico
+from hookgate.plugins.accounting import REDIS_CALENDAR_LUA, key_id, to_pico
+from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
 from hookgate.plugins.cost import WORST_CASE_STATE
 
 log = structlog.get_logger("hookgate.budget")
@@ -112,12 +112,11 @@ return {figure('day_spent'), figure('month_spent'), figure('reserved')}
 """
 
 
-class BudgetConfig(PluginConfig):
+class BudgetConfig(RedisURLConfig):
     """Settings of the spend limits."""
 
     daily_budget_usd: Decimal | None = Field(None, ge=0, description="per key per UTC day, for keys without their own")
     monthly_budget_usd: Decimal | None = Field(None, ge=0, description="per key per UTC month, for keys without their own")
-    redis_url: str | None = Field(None, description="Redis shared by every instance; default $REDIS_URL; none: per instance")
     key_prefix: str = Field("hookgate:budget", description="prefix of the Redis keys")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="how long a request may wait for its budget decision; then on_redis_error applies")
     reservation_seconds: float = Field(900.0, gt=0, description="a reservation never settled (its instance died) is dropped after this")
@@ -149,7 +148,7 @@ class Budget:
 
     @hookimpl
     async def startup(self) -> None:
-        url = redis_url(self.config.redis_url)
+        url = self.config.resolved_redis_url()
         if url is not None:
             self.redis = open_redis(url, self.config.redis_timeout_seconds)
             self._reserve = self.redis.register_script(_RESERVE)

@@ -16,7 +16,6 @@ held while retry sleeps between attempts (or before retry, to hold it across att
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from time import monotonic, perf_counter
 from typing import Any, AsyncIterator, Awaitable, Callable, Literal
@@ -27,7 +26,6 @@ from pydantic import Field
 from hookgate import (
     CompletionStream,
     GatewayError,
-    PluginConfig,
     ProviderResponse,
     RateLimited,
     Readiness,
@@ -35,6 +33,7 @@ from hookgate import (
     ServiceUnavailable,
     hookimpl,
 )
+from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
 
 log = structlog.get_logger("hookgate.concurrency")
 
@@ -62,7 +61,7 @@ return 1
 """
 
 
-class ConcurrencyConfig(PluginConfig):
+class ConcurrencyConfig(RedisURLConfig):
     """Settings of the concurrency limit."""
 
     limit: int = Field(64, ge=1, description="upstream calls in flight at once, per scope")
@@ -71,11 +70,11 @@ class ConcurrencyConfig(PluginConfig):
     reject_status: Literal[429, 503] = Field(429, description="status for a request that waited too long")
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with that rejection")
     distributed: bool = Field(False, description="hold the limit across every instance through Redis")
-    redis_url: str | None = Field(None, description="Redis for distributed mode; default $REDIS_URL")
     key_prefix: str = Field("hookgate:concurrency", description="prefix of the Redis keys")
     lease_seconds: float = Field(30.0, gt=0, description="a crashed instance's slots come back after this long")
     poll_seconds: float = Field(0.02, gt=0, description="how often a waiting request asks Redis for a slot")
-    redis_timeout_seconds: float = Field(0.25, gt=0, description="limit of one Redis operation")
+    redis_timeout_seconds: float = Field(1.0, gt=0, description="limit of one Redis operation (waiting for a pooled connection included)")
+    redis_max_connections: int = Field(32, ge=1, description="connections to Redis at most; a burst waits for one instead of opening more")
 
 
 class Concurrency:
@@ -87,24 +86,13 @@ class Concurrency:
         self.config = config
         self.local = KeyedSemaphore(config.limit)
         self.redis: Any = None
-        self._fallback_logged_at = float("-inf")
+        self._redis_trouble = IntervalLog(log, "concurrency_redis_unavailable")
 
     @hookimpl
     async def startup(self) -> None:
         if self.config.distributed:
-            import redis.asyncio as aioredis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            url = self.config.redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-            timeout = self.config.redis_timeout_seconds
-            self.redis = aioredis.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),  # fail fast: a slow Redis falls back to the local limit
-                health_check_interval=0,
-            )
+            url = self.config.resolved_redis_url(default="redis://127.0.0.1:6379/0")
+            self.redis = open_redis(url, self.config.redis_timeout_seconds, self.config.redis_max_connections)
             self._acquire = self.redis.register_script(_ACQUIRE)
             self._refresh = self.redis.register_script(_REFRESH)
 
@@ -216,10 +204,7 @@ class Concurrency:
         return RateLimited(message, code="concurrency_limit", headers=headers)
 
     def _log_fallback(self, exc: BaseException) -> None:
-        now = monotonic()
-        if now - self._fallback_logged_at >= 30:
-            self._fallback_logged_at = now
-            log.warning("concurrency_redis_unavailable", error=type(exc).__name__, fallback="per-instance limit")
+        self._redis_trouble.warning(error=type(exc).__name__, fallback="per-instance limit")
 
 
 class KeyedSemaphore:

@@ -36,14 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from hookgate import (
     Completion,
     GatewayError,
-    PluginConfig,
     RateLimited,
     Readiness,
     RequestContext,
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.plugins.accounting import IntervalLog, billable_usage, key_id, open_redis, prompt_estimate, redis_url
+from hookgate.plugins.accounting import billable_usage, key_id, prompt_estimate
+from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
 
 log = structlog.get_logger("hookgate.rate_limit")
 
@@ -149,13 +149,12 @@ class Limits(BaseModel):
     tokens_per_minute: int | None = Field(None, ge=1, description="tokens (reserved, then actual) per sliding minute")
 
 
-class RateLimitConfig(PluginConfig):
+class RateLimitConfig(RedisURLConfig):
     """Settings of the rate limiter."""
 
     requests_per_minute: int | None = Field(None, ge=1, description="per key, for keys without their own limit")
     tokens_per_minute: int | None = Field(None, ge=1, description="per key, for keys without their own limit")
     models: dict[str, Limits] = Field({}, description="per public model name, across all keys")
-    redis_url: str | None = Field(None, description="Redis shared by every instance; default $REDIS_URL; none: per-instance limits")
     key_prefix: str = Field("hookgate:ratelimit", description="prefix of the Redis keys")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="how long a request may wait for its limit decision; then on_redis_error applies")
     on_redis_error: Literal["local", "allow", "reject"] = Field(
@@ -215,7 +214,7 @@ class RateLimit:
 
     @hookimpl
     async def startup(self) -> None:
-        url = redis_url(self.config.redis_url)
+        url = self.config.resolved_redis_url()
         if url is not None:
             self.redis = open_redis(url, self.config.redis_timeout_seconds)
             self._reserve = self.redis.register_script(_RESERVE)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import structlog
-from pydantic import Field, PositiveFloat, SecretStr, field_validator, model_validator
+from pydantic import Field, PositiveFloat
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -61,7 +60,6 @@ from redis.exceptions import ResponseError
 from hookgate import (
     Completion,
     CompletionStream,
-    PluginConfig,
     ProviderResponse,
     Readiness,
     RequestContext,
@@ -72,6 +70,7 @@ from hookgate import (
     is_complete,
 )
 from hookgate.plugins.cache_control import CacheDirectives
+from hookgate.plugins.redis_support import RedisURLConfig
 
 __all__ = ["RedisCache", "RedisCacheConfig"]
 
@@ -93,17 +92,9 @@ round trips."""
 _LAST_POLL: Final = 0.1
 
 
-class RedisCacheConfig(PluginConfig):
+class RedisCacheConfig(RedisURLConfig):
     """Settings of the shared Redis cache."""
 
-    url: SecretStr | None = Field(
-        None,
-        description=(
-            "redis://[user:password@]host:port/db, rediss:// for TLS, or unix:///path/redis.sock?db=0; "
-            "unset: the variable named by url_env, else redis://127.0.0.1:6379/0"
-        ),
-    )
-    url_env: str = Field("REDIS_URL", description="environment variable holding the URL when url is unset")
     cluster: bool = Field(False, description="use the Redis Cluster client (keys carry hash tags either way)")
     tls_ca_file: str | None = Field(None, description="rediss://: CA bundle to verify the server with (default: the system's)")
     tls_cert_file: str | None = Field(None, description="rediss://: client certificate, for servers that require one")
@@ -135,27 +126,9 @@ class RedisCacheConfig(PluginConfig):
         5.0, gt=0, description="while Redis is unavailable, how often it is tried again; also the least time between two error logs"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _url_is_secret_from_the_start(cls, values: Any) -> Any:
-        # The URL may carry a password. Wrapped before validation, a bad value is reported as
-        # SecretStr('**********') rather than echoed by the config error message.
-        if isinstance(values, dict) and isinstance(values.get("url"), str):
-            values = {**values, "url": SecretStr(values["url"])}
-        return values
-
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None and not url.get_secret_value().startswith(_SCHEMES):
-            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
-        return url
-
-    def redis_url(self) -> str:
-        """The URL to connect to: ``url``, else ``$<url_env>``, else a local Redis."""
-        if self.url is not None:
-            return self.url.get_secret_value()
-        return os.environ.get(self.url_env) or _DEFAULT_URL
+    def connection_url(self) -> str:
+        """The URL to connect to: ``redis_url``, else ``$REDIS_URL``, else a local Redis."""
+        return self.resolved_redis_url(default=_DEFAULT_URL) or _DEFAULT_URL
 
 
 class RedisCache:
@@ -180,7 +153,7 @@ class RedisCache:
 
     @hookimpl
     async def startup(self) -> None:
-        url = self.config.redis_url()
+        url = self.config.connection_url()
         self._client = _open_client(url, self.config)
         self._scripts = _Scripts(self._client)
         self._guard = _RedisGuard(self.config, where=_redacted(url), ping=self._client.ping)

@@ -34,7 +34,6 @@ from hookgate import (
     Completion,
     GatewayError,
     InvalidRequest,
-    PluginConfig,
     Readiness,
     RequestContext,
     ServiceUnavailable,
@@ -42,16 +41,14 @@ from hookgate import (
 )
 from hookgate.plugins.accounting import (
     REDIS_CALENDAR_LUA,
-    IntervalLog,
     billable_usage,
     format_usd,
     from_pico,
     key_id,
-    open_redis,
-    redis_url,
     to_pico,
 )
 from hookgate.plugins.api_keys import find_api_keys
+from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
 from hookgate.server import current_gateway
 
 log = structlog.get_logger("hookgate.usage")
@@ -102,10 +99,9 @@ return date
 """ % ", ".join(f"'{name}'" for name in FIELDS)
 
 
-class UsageConfig(PluginConfig):
+class UsageConfig(RedisURLConfig):
     """Settings of the usage ledger."""
 
-    redis_url: str | None = Field(None, description="Redis shared by every instance; default $REDIS_URL; none: per instance")
     key_prefix: str = Field("hookgate:usage", description="prefix of the Redis keys")
     redis_timeout_seconds: float = Field(1.0, gt=0, description="limit of one Redis call")
     retention_days: int = Field(400, ge=1, description="rows are kept this many days")
@@ -130,7 +126,7 @@ class Usage:
 
     @hookimpl
     async def startup(self) -> None:
-        url = redis_url(self.config.redis_url)
+        url = self.config.resolved_redis_url()
         if url is not None:
             self.redis = open_redis(url, self.config.redis_timeout_seconds)
             self._record = self.redis.register_script(_RECORD)

@@ -10,10 +10,9 @@ import subprocess
 import time
 
 import aiohttp
-import pytest
 
 from conftest import CHAT, eventually, upstream_config
-from servers import HOOKGATE, free_port, start_gateway
+from servers import HOOKGATE, free_port
 
 STREAM = {"model": "echo", "messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(20))}], "stream": True}
 SLOW_ECHO = '[gateway]\npipeline = ["memory_cache", "echo"]\nshutdown_grace_seconds = 10\n[plugins.echo]\nchunk_delay_seconds = 0.1\n'

@@ -35,7 +35,7 @@ CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "c
 
 def redis_cache(emulator, url: str, prefix: str, *, pipeline: tuple[str, ...] = ("redis_cache",), **settings: Any) -> str:
     """A gateway whose redis_cache (namespaced by ``prefix``) fronts the emulator."""
-    return upstream_config(emulator, list(pipeline), redis_cache={"url": url, "key_prefix": prefix, **settings})
+    return upstream_config(emulator, list(pipeline), redis_cache={"redis_url": url, "key_prefix": prefix, **settings})
 
 
 async def ask(client, body: dict[str, Any] = CHAT, headers: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
@@ -266,7 +266,7 @@ async def test_unlisted_finish_reasons_and_oversized_answers_are_not_stored(gate
         text = ctx.body["messages"][-1]["content"]
         return completion(text, finish_reason="content_filter" if text == "filtered" else "stop")
 
-    config = pipeline_config(["redis_cache", "fixed"], redis_cache={"url": redis_url, "key_prefix": redis_prefix, "max_entry_bytes": 600})
+    config = pipeline_config(["redis_cache", "fixed"], redis_cache={"redis_url": redis_url, "key_prefix": redis_prefix, "max_entry_bytes": 600})
     client = await gateway(config, local={"fixed": provider_plugin("fixed", answer)})
     for text in ("filtered", "word " * 200, "fine"):
         await ask(client, {"model": "fixed", "messages": [{"role": "user", "content": text}]})
@@ -357,7 +357,7 @@ async def test_one_flight_carries_the_retries_of_the_reliability_pipeline(gatewa
     call, and streaming requests get their stream once its first chunk is in hand."""
     pipeline = ("memory_cache", "redis_cache", "retry", "circuit_breaker", "concurrency", "timeout")
     config = upstream_config(
-        emulator, list(pipeline), redis_cache={"url": redis_url, "key_prefix": redis_prefix},
+        emulator, list(pipeline), redis_cache={"redis_url": redis_url, "key_prefix": redis_prefix},
         retry={"backoff_base_seconds": 0.01}, timeout={"chunk_gap_seconds": 2},
     )  # fmt: skip
     client = await gateway(config)
@@ -377,7 +377,7 @@ async def test_a_fallback_routes_answer_is_stored_under_its_own_key(gateway, emu
     async with OpenAIEmulator().serve() as backup:
         config = pipeline_config(
             ["redis_cache", "openai", "openai_compatible"],
-            redis_cache={"url": redis_url, "key_prefix": redis_prefix},
+            redis_cache={"redis_url": redis_url, "key_prefix": redis_prefix},
             openai={"base_url": emulator.base_url, "api_key": "sk-primary", "models": ["gpt-4o-mini"]},
             openai_compatible={"servers": {"backup": {"base_url": backup.base_url, "models": ["backup-model"]}}},
         ) + '[models."smart"]\nprovider = "openai"\nmodel = "gpt-4o-mini"\nfallbacks = ["backup-model"]\n'
@@ -561,8 +561,8 @@ async def test_the_gateway_starts_and_serves_without_redis(gateway, emulator, re
 
 def test_a_bad_url_fails_the_config_without_echoing_it(make_config):
     with pytest.raises(ConfigError) as error:
-        make_config(pipeline_config(["redis_cache", "echo"], redis_cache={"url": "http://user:hunter2@cache:6379"}))
-    assert "[plugins.redis_cache] url" in str(error.value) and "rediss://" in str(error.value)
+        make_config(pipeline_config(["redis_cache", "echo"], redis_cache={"redis_url": "http://user:hunter2@cache:6379"}))
+    assert "[plugins.redis_cache] redis_url" in str(error.value) and "rediss://" in str(error.value)
     assert "hunter2" not in str(error.value)
 
 
