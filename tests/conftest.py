@@ -3,6 +3,7 @@ conformance validator for OpenAI's published schema."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 import time
@@ -18,7 +19,7 @@ from hookgate.config import GatewayConfig, load_config
 from hookgate.registry import InstalledPlugin, installed_plugins
 from hookgate.server import create_app
 from hookgate.testing.openai_emulator import OpenAIEmulator
-from servers import GatewayProcess, RedisServer, start_gateway
+from servers import PROCESS_LOGS, GatewayProcess, RedisServer, start_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
@@ -236,3 +237,29 @@ def upstream_config(emulator: OpenAIEmulator, pipeline: list[str], **sections: d
 
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello reliable world"}]}
+
+
+# --------------------------------------------------------------------- no secret in any log ---
+
+RAW_KEY = re.compile(r"\b(?:sk|sk-ant|gsk|tk|hg)-[A-Za-z0-9_\-]{3,}")
+"""What the tests' gateway and provider keys look like (sk-…, gsk-…, hg-… gateway keys)."""
+
+_LEAKS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Scan everything a test's gateway logged (structlog writes to the captured output)."""
+    for section, content in report.sections:
+        if section.startswith("Captured") and (match := RAW_KEY.search(content)):
+            _LEAKS.append(f"{report.nodeid} [{section}]: ...{content[max(0, match.start() - 80):match.end() + 20]}...")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the whole suite, no log line may contain a raw gateway or provider key: neither in
+    the output of in-process gateways nor in the stderr of any gateway process the tests ran."""
+    for command, logged in PROCESS_LOGS:
+        if match := RAW_KEY.search(logged):
+            _LEAKS.append(f"{command}: ...{logged[max(0, match.start() - 80):match.end() + 20]}...")
+    if _LEAKS:
+        print("\nRAW KEYS IN LOGS (a secret reached a log line):\n" + "\n".join(_LEAKS[:20]), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

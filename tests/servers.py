@@ -22,6 +22,9 @@ import pytest
 
 HOOKGATE = str(Path(sys.executable).with_name("hookgate"))
 
+PROCESS_LOGS: list[tuple[str, str]] = []
+"""(command, stderr) of every gateway process the tests stopped, for the suite-wide secret scan."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -81,6 +84,7 @@ class GatewayProcess:
 
     port: int
     process: subprocess.Popen
+    _logged: str | None = None
 
     @property
     def url(self) -> str:
@@ -95,7 +99,10 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.stderr.read() if self.process.stderr else ""
+        if self._logged is None:
+            self._logged = self.process.stderr.read() if self.process.stderr else ""
+            PROCESS_LOGS.append((f"hookgate serve --port {self.port}", self._logged))
+        return self._logged
 
 
 def start_gateway(config_text: str, *, env: dict[str, str] | None = None, port: int | None = None) -> GatewayProcess:
