@@ -174,8 +174,13 @@ def _run_workers(count: int, path: str | None, overrides: dict[str, Any]) -> Non
     import signal
     import tempfile
 
-    # prometheus-client's multiprocess mode needs one directory shared by the workers.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hookgate-metrics-"))
+    import shutil
+
+    # prometheus-client's multiprocess mode needs one directory shared by the workers; one we
+    # made ourselves is removed when they are gone.
+    made_metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hookgate-metrics-")
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(path, overrides), name=f"hookgate-worker-{i}") for i in range(count)]
     for worker in workers:
@@ -191,8 +196,12 @@ def _run_workers(count: int, path: str | None, overrides: dict[str, Any]) -> Non
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, relay)
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.join()
+    finally:
+        if made_metrics_dir is not None:
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
     # A worker stopped by the signal it was sent before its server was up stopped as asked.
     failed = {worker.name: worker.exitcode for worker in workers if worker.exitcode not in (0, *(-s for s in relayed))}
     if failed:
