@@ -46,7 +46,7 @@ from hookgate import (
     hookimpl,
 )
 from hookgate.plugins.accounting import REDIS_CALENDAR_LUA, key_id, to_pico
-from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
+from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
 from hookgate.plugins.cost import WORST_CASE_STATE
 
 log = structlog.get_logger("hookgate.budget")
@@ -135,40 +135,24 @@ class BudgetReservation:
     settled: bool = False
 
 
-class Budget:
+class Budget(RedisBacked):
     """Daily and monthly spend limits per key, reserve-then-correct across instances (Redis, Lua)."""
 
     Config = BudgetConfig
+    without_redis = "no Redis: budgets are per instance"
 
     def __init__(self, config: BudgetConfig) -> None:
         self.config = config
         self.local = LocalBudgets()
-        self.redis: Any = None
         self._redis_trouble = IntervalLog(log, "budget_redis_unavailable")
 
-    @hookimpl
-    async def startup(self) -> None:
-        url = self.config.resolved_redis_url()
-        if url is not None:
-            self.redis = open_redis(url, self.config.redis_timeout_seconds)
-            self._reserve = self.redis.register_script(_RESERVE)
-            self._settle_script = self.redis.register_script(_SETTLE)
+    def redis_opened(self, client: Any) -> None:
+        self._reserve = client.register_script(_RESERVE)
+        self._settle_script = client.register_script(_SETTLE)
 
-    @hookimpl
-    async def shutdown(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
-
-    @hookimpl
-    async def check_ready(self) -> Readiness | None:
-        if self.redis is None:
-            return Readiness("ok", "no Redis: budgets are per instance")
-        try:
-            await self.redis.ping()
-        except Exception as exc:
-            status = "unavailable" if self.config.on_redis_error == "reject" else "degraded"
-            return Readiness(status, f"Redis unreachable ({type(exc).__name__}); on_redis_error = {self.config.on_redis_error}")
-        return Readiness("ok")
+    def redis_down(self, error: BaseException) -> Readiness:
+        status = "unavailable" if self.config.on_redis_error == "reject" else "degraded"
+        return Readiness(status, f"Redis unreachable ({type(error).__name__}); on_redis_error = {self.config.on_redis_error}")
 
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:

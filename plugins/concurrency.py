@@ -33,7 +33,7 @@ from hookgate import (
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
+from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
 
 log = structlog.get_logger("hookgate.concurrency")
 
@@ -77,39 +77,27 @@ class ConcurrencyConfig(RedisURLConfig):
     redis_max_connections: int = Field(32, ge=1, description="connections to Redis at most; a burst waits for one instead of opening more")
 
 
-class Concurrency:
+class Concurrency(RedisBacked):
     """Limits upstream calls in flight, per instance/provider/model/key, optionally across instances."""
 
     Config = ConcurrencyConfig
+    without_redis = None
+    default_redis_url = "redis://127.0.0.1:6379/0"
 
     def __init__(self, config: ConcurrencyConfig) -> None:
         self.config = config
         self.local = KeyedSemaphore(config.limit)
-        self.redis: Any = None
         self._redis_trouble = IntervalLog(log, "concurrency_redis_unavailable")
 
-    @hookimpl
-    async def startup(self) -> None:
-        if self.config.distributed:
-            url = self.config.resolved_redis_url(default="redis://127.0.0.1:6379/0")
-            self.redis = open_redis(url, self.config.redis_timeout_seconds, self.config.redis_max_connections)
-            self._acquire = self.redis.register_script(_ACQUIRE)
-            self._refresh = self.redis.register_script(_REFRESH)
+    def use_redis(self) -> bool:
+        return self.config.distributed
 
-    @hookimpl
-    async def shutdown(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
+    def redis_opened(self, client: Any) -> None:
+        self._acquire = client.register_script(_ACQUIRE)
+        self._refresh = client.register_script(_REFRESH)
 
-    @hookimpl
-    async def check_ready(self) -> Readiness | None:
-        if self.redis is None:
-            return None
-        try:
-            await self.redis.ping()
-        except Exception as exc:
-            return Readiness("degraded", f"Redis unreachable ({type(exc).__name__}); limiting per instance")
-        return Readiness("ok")
+    def redis_down(self, error: BaseException) -> Readiness:
+        return Readiness("degraded", f"Redis unreachable ({type(error).__name__}); limiting per instance")
 
     @hookimpl
     async def call_provider(

@@ -43,7 +43,7 @@ from hookgate import (
     hookimpl,
 )
 from hookgate.plugins.accounting import billable_usage, key_id, prompt_estimate
-from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
+from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
 
 log = structlog.get_logger("hookgate.rate_limit")
 
@@ -201,40 +201,24 @@ class Reservation:
     settled: bool = False
 
 
-class RateLimit:
+class RateLimit(RedisBacked):
     """Requests and tokens per minute per key and per model, atomically in Redis (Lua, sliding window)."""
 
     Config = RateLimitConfig
+    without_redis = "no Redis: limits are per instance"
 
     def __init__(self, config: RateLimitConfig) -> None:
         self.config = config
         self.local = LocalWindows()
-        self.redis: Any = None
         self._redis_trouble = IntervalLog(log, "rate_limit_redis_unavailable")
 
-    @hookimpl
-    async def startup(self) -> None:
-        url = self.config.resolved_redis_url()
-        if url is not None:
-            self.redis = open_redis(url, self.config.redis_timeout_seconds)
-            self._reserve = self.redis.register_script(_RESERVE)
-            self._correct = self.redis.register_script(_CORRECT)
+    def redis_opened(self, client: Any) -> None:
+        self._reserve = client.register_script(_RESERVE)
+        self._correct = client.register_script(_CORRECT)
 
-    @hookimpl
-    async def shutdown(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
-
-    @hookimpl
-    async def check_ready(self) -> Readiness | None:
-        if self.redis is None:
-            return Readiness("ok", "no Redis: limits are per instance")
-        try:
-            await self.redis.ping()
-        except Exception as exc:
-            status = "unavailable" if self.config.on_redis_error == "reject" else "degraded"
-            return Readiness(status, f"Redis unreachable ({type(exc).__name__}); on_redis_error = {self.config.on_redis_error}")
-        return Readiness("ok")
+    def redis_down(self, error: BaseException) -> Readiness:
+        status = "unavailable" if self.config.on_redis_error == "reject" else "degraded"
+        return Readiness(status, f"Redis unreachable ({type(error).__name__}); on_redis_error = {self.config.on_redis_error}")
 
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from hookgate import PluginConfig
+from hookgate import PluginConfig, Readiness, hookimpl
 
-__all__ = ["RedisURLConfig", "open_redis", "IntervalLog", "REDIS_SCHEMES"]
+__all__ = ["RedisURLConfig", "RedisBacked", "open_redis", "IntervalLog", "REDIS_SCHEMES"]
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -92,3 +92,55 @@ class IntervalLog:
             return
         self.logger.warning(self.event, suppressed=self._suppressed, **fields)
         self._last, self._suppressed = now, 0
+
+
+class RedisBacked:
+    """Base of a plugin whose shared state lives in Redis when one is configured, else in the
+    process: opens the client at start-up, closes it at shutdown, and reports it to ``/readyz``.
+
+    Subclasses set ``Config`` (with ``redis_timeout_seconds``, optionally
+    ``redis_max_connections``), register their Lua scripts in :meth:`redis_opened`, and say what
+    running without Redis means in :attr:`without_redis` and :meth:`redis_down`.
+    """
+
+    without_redis: str | None = "no Redis: state is per instance"
+    """``/readyz`` detail when no Redis is configured (None: report nothing)."""
+    default_redis_url: str | None = None
+    """Used when neither ``redis_url`` nor ``$REDIS_URL`` is set (None: run without Redis)."""
+
+    config: Any
+    redis: Any = None
+
+    def use_redis(self) -> bool:
+        """Whether to connect at all (e.g. only in a distributed mode)."""
+        return True
+
+    def redis_opened(self, client: Any) -> None:
+        """Register scripts on the new client."""
+
+    def redis_down(self, error: BaseException) -> Readiness:
+        """``/readyz`` while Redis does not answer."""
+        return Readiness("degraded", f"Redis unreachable ({type(error).__name__})")
+
+    @hookimpl
+    async def startup(self) -> None:
+        url = self.config.resolved_redis_url(default=self.default_redis_url) if self.use_redis() else None
+        if url is not None:
+            max_connections = getattr(self.config, "redis_max_connections", 32)
+            self.redis = open_redis(url, self.config.redis_timeout_seconds, max_connections)
+            self.redis_opened(self.redis)
+
+    @hookimpl
+    async def shutdown(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    @hookimpl
+    async def check_ready(self) -> Readiness | None:
+        if self.redis is None:
+            return Readiness("ok", self.without_redis) if self.without_redis else None
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            return self.redis_down(exc)
+        return Readiness("ok")

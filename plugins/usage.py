@@ -48,7 +48,7 @@ from hookgate.plugins.accounting import (
     to_pico,
 )
 from hookgate.plugins.api_keys import find_api_keys
-from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
+from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
 from hookgate.server import current_gateway
 
 log = structlog.get_logger("hookgate.usage")
@@ -108,43 +108,27 @@ class UsageConfig(RedisURLConfig):
     max_range_days: int = Field(366, ge=1, description="longest date range one GET /v1/usage may ask for")
 
 
-class Usage:
+class Usage(RedisBacked):
     """Usage ledger per key, model and day (Redis, atomic); GET /v1/usage."""
 
     Config = UsageConfig
+    without_redis = "no Redis: the ledger is per instance"
 
     def __init__(self, config: UsageConfig) -> None:
         self.config = config
         self.local: dict[tuple[str, str, str], UsageRow] = {}
-        self.redis: Any = None
         self.lost_updates = 0
         self._redis_trouble = IntervalLog(log, "usage_ledger_redis_unavailable")
+
+    def redis_opened(self, client: Any) -> None:
+        self._record = client.register_script(_RECORD)
+
+    def redis_down(self, error: BaseException) -> Readiness:
+        return Readiness("degraded", f"Redis unreachable ({type(error).__name__}); usage is not being recorded")
 
     @hookimpl
     def register_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v1/usage", self.get_usage)
-
-    @hookimpl
-    async def startup(self) -> None:
-        url = self.config.resolved_redis_url()
-        if url is not None:
-            self.redis = open_redis(url, self.config.redis_timeout_seconds)
-            self._record = self.redis.register_script(_RECORD)
-
-    @hookimpl
-    async def shutdown(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
-
-    @hookimpl
-    async def check_ready(self) -> Readiness | None:
-        if self.redis is None:
-            return Readiness("ok", "no Redis: the ledger is per instance")
-        try:
-            await self.redis.ping()
-        except Exception as exc:
-            return Readiness("degraded", f"Redis unreachable ({type(exc).__name__}); usage is not being recorded")
-        return Readiness("ok")
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
