@@ -17,14 +17,14 @@ import httpx2
 import orjson
 from pydantic import Field
 
-from hookgate import Completion, CompletionStream, GatewayError, Readiness, RequestContext, UpstreamError, hookimpl
+from hookgate import Completion, CompletionStream, GatewayError, RequestContext, UpstreamError
 from hookgate.providers.anthropic_translation import (
     AnthropicStreamTranslator,
     error_from_anthropic,
     from_anthropic_message,
     to_anthropic_request,
 )
-from hookgate.providers.sdk_provider import SDKProviderConfig, SDKTransport
+from hookgate.providers.sdk_provider import SDKProviderConfig, SDKProviderPlugin, SDKTransport
 from hookgate.routing import upstream_body
 
 _MESSAGES_PATH = "/v1/messages"
@@ -94,7 +94,7 @@ class AnthropicChat:
         return UpstreamError(f"The {self.name} provider sent an unexpected {what}.", code="upstream_malformed")
 
 
-class AnthropicProvider:
+class AnthropicProvider(SDKProviderPlugin):
     """Anthropic's Messages API (official SDK, max_retries=0), translated to and from OpenAI's shapes."""
 
     Config = AnthropicConfig
@@ -113,19 +113,4 @@ class AnthropicProvider:
 
         self.transport = AnthropicTransport("anthropic", config, sdk=anthropic, response_type=httpx2.Response, make_client=make_client)
         self.chat = AnthropicChat("anthropic", self.transport, config)
-
-    @hookimpl
-    def register_providers(self, register):
-        register(self.chat)
-
-    @hookimpl
-    async def startup(self):
-        await self.transport.start()
-
-    @hookimpl
-    async def check_ready(self) -> Readiness:
-        return self.transport.readiness()
-
-    @hookimpl
-    async def shutdown(self):
-        await self.transport.close()
+        self.providers, self.transports = [self.chat], [self.transport]

@@ -9,8 +9,7 @@ import groq
 import httpx
 from pydantic import Field
 
-from hookgate import Readiness, hookimpl
-from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKTransport
+from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, SDKTransport
 
 
 class GroqConfig(SDKProviderConfig):
@@ -24,7 +23,7 @@ class GroqConfig(SDKProviderConfig):
     )
 
 
-class GroqProvider:
+class GroqProvider(SDKProviderPlugin):
     """Groq's chat completions API (official groq SDK, max_retries=0)."""
 
     Config = GroqConfig
@@ -43,19 +42,4 @@ class GroqProvider:
 
         self.transport = SDKTransport("groq", config, sdk=groq, response_type=httpx.Response, make_client=make_client)
         self.chat = OpenAIShapedProvider("groq", self.transport, "/openai/v1/chat/completions", config.models)
-
-    @hookimpl
-    def register_providers(self, register):
-        register(self.chat)
-
-    @hookimpl
-    async def startup(self):
-        await self.transport.start()
-
-    @hookimpl
-    async def check_ready(self) -> Readiness:
-        return self.transport.readiness()
-
-    @hookimpl
-    async def shutdown(self):
-        await self.transport.close()
+        self.providers, self.transports = [self.chat], [self.transport]

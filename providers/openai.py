@@ -9,8 +9,7 @@ import httpx2
 import openai
 from pydantic import Field
 
-from hookgate import Readiness, hookimpl
-from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKTransport
+from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, SDKTransport
 
 
 class OpenAIConfig(SDKProviderConfig):
@@ -41,7 +40,7 @@ def openai_transport(name: str, config: SDKProviderConfig, *, organization: str 
     return SDKTransport(name, config, sdk=openai, response_type=httpx2.Response, make_client=make_client, key_required=key_required)
 
 
-class OpenAIProvider:
+class OpenAIProvider(SDKProviderPlugin):
     """OpenAI's chat completions API (official SDK, max_retries=0)."""
 
     Config = OpenAIConfig
@@ -50,19 +49,4 @@ class OpenAIProvider:
         self.config = config
         self.transport = openai_transport("openai", config, organization=config.organization)
         self.chat = OpenAIShapedProvider("openai", self.transport, "/chat/completions", config.models)
-
-    @hookimpl
-    def register_providers(self, register):
-        register(self.chat)
-
-    @hookimpl
-    async def startup(self):
-        await self.transport.start()
-
-    @hookimpl
-    async def check_ready(self) -> Readiness:
-        return self.transport.readiness()
-
-    @hookimpl
-    async def shutdown(self):
-        await self.transport.close()
+        self.providers, self.transports = [self.chat], [self.transport]

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from hookgate import PluginConfig, Readiness, hookimpl
+from hookgate import PluginConfig
 from hookgate.providers.openai import openai_transport
-from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig
+from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin
 
 
 class ServerConfig(SDKProviderConfig):
@@ -45,7 +45,7 @@ class OpenAICompatibleConfig(PluginConfig):
         return servers
 
 
-class OpenAICompatible:
+class OpenAICompatible(SDKProviderPlugin):
     """Any OpenAI-compatible server, several named instances (official openai SDK)."""
 
     Config = OpenAICompatibleConfig
@@ -53,29 +53,8 @@ class OpenAICompatible:
     def __init__(self, config: OpenAICompatibleConfig) -> None:
         self.config = config
         servers = {name: server for name, server in config.servers.items() if server.enabled}
-        self.transports = {
+        transports = {
             name: openai_transport(name, server, key_required=bool(server.api_key or server.api_key_env)) for name, server in servers.items()
         }
-        self.providers = [OpenAIShapedProvider(name, self.transports[name], "/chat/completions", server.models) for name, server in servers.items()]
-
-    @hookimpl
-    def register_providers(self, register):
-        for provider in self.providers:
-            register(provider)
-
-    @hookimpl
-    async def startup(self):
-        for transport in self.transports.values():
-            await transport.start()
-
-    @hookimpl
-    async def check_ready(self) -> Readiness:
-        degraded = [name for name, transport in self.transports.items() if transport.readiness().status != "ok"]
-        if degraded:
-            return Readiness("degraded", f"no API key for: {', '.join(degraded)}")
-        return Readiness("ok")
-
-    @hookimpl
-    async def shutdown(self):
-        for transport in self.transports.values():
-            await transport.close()
+        self.transports = list(transports.values())
+        self.providers = [OpenAIShapedProvider(name, transports[name], "/chat/completions", server.models) for name, server in servers.items()]

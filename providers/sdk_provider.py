@@ -27,12 +27,13 @@ from hookgate import (
     RequestContext,
     ServiceUnavailable,
     UpstreamError,
+    hookimpl,
 )
 from hookgate.routing import upstream_body
 from hookgate.sse import iter_sse_data
 from hookgate.upstream import error_from_upstream
 
-__all__ = ["SDKProviderConfig", "SDKTransport", "OpenAIShapedProvider"]
+__all__ = ["SDKProviderConfig", "SDKTransport", "SDKProviderPlugin", "OpenAIShapedProvider"]
 
 # Tells a Stainless SDK not to read the body: the switch its own with_streaming_response uses.
 _RAW_STREAM_HEADER = {"X-Stainless-Raw-Response": "stream"}
@@ -88,10 +89,6 @@ class SDKTransport:
         if self.client is not None:
             await self.client.close()
 
-    def readiness(self) -> Readiness:
-        if self.client is None:
-            return Readiness("degraded", f"no API key: set {self.config.api_key_env}; requests for its models get 503")
-        return Readiness("ok")
 
     def _ready_client(self) -> Any:
         if self.client is None:
@@ -162,6 +159,37 @@ class SDKTransport:
         if isinstance(exc, self.sdk.APIConnectionError):
             return UpstreamError(f"Could not connect to the {self.provider} provider.", code="upstream_unreachable")
         return UpstreamError(f"The {self.provider} provider failed ({type(exc).__name__}).")
+
+
+class SDKProviderPlugin:
+    """Base of a provider plugin: registers :attr:`providers` and starts, checks and closes the
+    SDK clients in :attr:`transports` with the app."""
+
+    providers: list[Any]
+    transports: list[SDKTransport]
+
+    @hookimpl
+    def register_providers(self, register: Callable[[Any], None]) -> None:
+        for provider in self.providers:
+            register(provider)
+
+    @hookimpl
+    async def startup(self) -> None:
+        for transport in self.transports:
+            await transport.start()
+
+    @hookimpl
+    async def check_ready(self) -> Readiness:
+        missing = [t for t in self.transports if t.client is None]
+        if not missing:
+            return Readiness("ok")
+        names = ", ".join(f"{t.provider} (set {t.config.api_key_env})" for t in missing)
+        return Readiness("degraded", f"no API key for {names}; requests for their models get 503")
+
+    @hookimpl
+    async def shutdown(self) -> None:
+        for transport in self.transports:
+            await transport.close()
 
 
 class OpenAIShapedProvider:
