@@ -40,34 +40,40 @@ Standalone: ``python -m hookgate.testing.anthropic_emulator --port 8002``.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import itertools
 import math
 import re
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
-# Counters and recorded requests mean the same thing for every emulator: one shape for all.
-from .openai_emulator import EmulatorStats, RecordedRequest, count_tokens
+# Counters, recorded requests, scripting and serving mean the same thing for every emulator.
+from ._emulation import (
+    REPLY_PREFIX,
+    SSE_HEADERS,
+    Emulator,
+    EmulatorStats,
+    RecordedRequest,
+    check_fault_counts,
+    check_fault_outcome,
+    count_tokens,
+    parse_command_line,
+    serve_until_interrupted,
+    stream_events,
+    unstreamed_fault_response,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
     "REPLY_PREFIX",
+    "SAMPLING_PARAMETERS",
+    "SAMPLING_REMOVED_IN",
     "AnthropicEmulator",
     "EmulatorSettings",
     "EmulatorStats",
     "Fault",
-    "SAMPLING_PARAMETERS",
-    "SAMPLING_REMOVED_IN",
     "RecordedRequest",
     "count_tokens",
     "main",
@@ -81,9 +87,6 @@ DEFAULT_MODELS: Final[tuple[str, ...]] = (
     "claude-haiku-4-5",
 )
 """Model ids listed by ``GET /v1/models``. Messages accept any model id; the answer echoes it."""
-
-REPLY_PREFIX: Final = "emulated: "
-"""Prepended to the last user turn's text to form the reply."""
 
 ERROR_TYPES: Final[Mapping[int, str]] = {
     400: "invalid_request_error",
@@ -108,7 +111,7 @@ SAMPLING_REMOVED_IN: Final = "2026-10-21"
 _STATUS_OF_ERROR_TYPE: Final = {error_type: status for status, error_type in ERROR_TYPES.items()}
 _JSON_PIECE: Final = 12  # characters of tool input per input_json_delta
 _MALFORMED_BODY: Final = b'{"id": "msg_emu_broken", "type": "message", "role": "assistant", "cont'
-_NEVER_ENDS: Final = float("inf")
+_MALFORMED_EVENT: Final = b"event: message_start\ndata: {this is not json\n\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,32 +174,12 @@ class Fault:
     ``message_start`` event whose data is not JSON)."""
 
     def __post_init__(self) -> None:
-        outcomes = [
-            self.status is not None,
-            self.hang,
-            self.drop_after is not None,
-            self.stall_after is not None,
-            self.stream_error_after is not None,
-            self.malformed,
-        ]
-        if sum(outcomes) > 1:
-            raise ValueError(
-                "a Fault takes at most one of status, hang, drop_after, stall_after, stream_error_after, malformed"
-            )
-        if self.delay < 0 or self.chunk_delay < 0:
-            raise ValueError("delays must be >= 0")
-        if self.status is not None and not 400 <= self.status <= 599:
-            raise ValueError(f"status must be an HTTP error (400-599), got {self.status}")
+        check_fault_outcome(self, ("status", "hang", "drop_after", "stall_after", "stream_error_after", "malformed"))
         if self.status is None and (self.retry_after is not None or self.code is not None):
             raise ValueError("retry_after and code need a status")
         if self.status is None and self.stream_error_after is None and (self.message or self.error_type):
             raise ValueError("message and error_type need a status or stream_error_after")
-        if self.retry_after is not None and self.retry_after < 0:
-            raise ValueError("retry_after must be >= 0")
-        for name in ("drop_after", "stall_after", "stream_error_after"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0")
+        check_fault_counts(self, ("drop_after", "stall_after", "stream_error_after"))
 
 
 @final
@@ -225,27 +208,28 @@ class EmulatorSettings:
 
 
 @final
-class AnthropicEmulator:
+class AnthropicEmulator(Emulator[Fault, EmulatorSettings]):
     """An Anthropic Messages API upstream with scripted faults and call counters.
 
     One instance holds its settings, script and stats; every app it makes shares them, so a test
-    can serve it, point a client at :attr:`base_url`, and inspect :attr:`stats` afterwards.
+    can serve it, point a client at :attr:`base_url` (the bare host: the ``anthropic`` SDK adds
+    ``/v1/messages`` itself, as it does to ``https://api.anthropic.com``), and inspect
+    :attr:`stats` afterwards. Scripting, counting and serving are shared with the other
+    emulators (``_emulation``).
     """
 
-    __slots__ = ("settings", "stats", "_script", "_ids", "_models_body", "_base_url")
+    __slots__ = ()
+
+    _CALL_PATH = "/messages"
 
     def __init__(
         self, settings: EmulatorSettings | None = None, *, models: Sequence[str] = DEFAULT_MODELS
     ) -> None:
-        self.settings: EmulatorSettings = settings if settings is not None else EmulatorSettings()
-        self.stats: EmulatorStats = EmulatorStats()
-        self._script: deque[Fault | None] = deque()
-        self._ids = itertools.count(1)
         listed = [
             {"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
             for model in models
         ]
-        self._models_body = orjson.dumps(
+        models_body = orjson.dumps(
             {
                 "data": listed,
                 "has_more": False,
@@ -253,119 +237,25 @@ class AnthropicEmulator:
                 "last_id": models[-1] if models else None,
             }
         )
-        self._base_url: str | None = None
-
-    # -- Scripting -----------------------------------------------------------------------------
-
-    def script(self, *behaviours: Fault | None) -> None:
-        """Queue one behaviour per upcoming Messages call, in order.
-
-        ``None`` means "answer normally" (settings latency still applies, the standing
-        ``settings.fault`` does not). Once the queue is used up, calls follow ``settings``
-        again. Calling it again appends to what is left of the queue.
-        """
-        self._script.extend(behaviours)
-
-    @property
-    def scripted_remaining(self) -> int:
-        """Scripted behaviours not yet consumed; 0 proves every scripted call happened."""
-        return len(self._script)
-
-    def reset(self) -> None:
-        """Drop the remaining script and zero the counters, keeping settings."""
-        self._script.clear()
-        stats = self.stats
-        stats.calls = stats.cancelled = 0
-        stats.peak_in_flight = stats.in_flight
-        stats.requests.clear()
-
-    # -- Serving -------------------------------------------------------------------------------
-
-    def make_app(self) -> web.Application:
-        """A fresh aiohttp application backed by this emulator's settings, script and stats."""
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        app.router.add_get("/v1/models", self._list_models)
-        return app
-
-    @asynccontextmanager
-    async def serve(
-        self, *, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 0.5
-    ) -> AsyncIterator[AnthropicEmulator]:
-        """Serve on ``host`` (a free port by default) for the duration of the block.
-
-        Handler cancellation is on so a client that gives up is seen as a cancelled call;
-        ``shutdown_timeout`` bounds how long leaving the block waits for calls still in flight.
-        """
-        runner = web.AppRunner(
-            self.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout
+        super().__init__(
+            settings if settings is not None else EmulatorSettings(),
+            models_body=models_body,
+            api_prefix="/v1",
+            base_path="",
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            bound_host, bound_port = runner.addresses[0][:2]
-            if ":" in bound_host:
-                bound_host = f"[{bound_host}]"
-            self._base_url = f"http://{bound_host}:{bound_port}"
-            yield self
-        finally:
-            self._base_url = None
-            await runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` while inside :meth:`serve`: the SDK's ``base_url`` (it adds
-        ``/v1/messages`` itself, as it does to ``https://api.anthropic.com``)."""
-        if self._base_url is None:
-            raise RuntimeError("base_url exists only inside `async with emulator.serve()`")
-        return self._base_url
 
     # -- Handlers ------------------------------------------------------------------------------
 
-    async def _list_models(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._models_body, content_type="application/json")
-
-    async def _messages(self, request: web.Request) -> web.StreamResponse:
-        """Count the call and its time in flight around :meth:`_answer`."""
-        stats = self.stats
-        stats.calls += 1
-        stats.in_flight += 1
-        if stats.in_flight > stats.peak_in_flight:
-            stats.peak_in_flight = stats.in_flight
-        try:
-            return await self._answer(request, stats)
-        except asyncio.CancelledError:
-            stats.cancelled += 1
-            raise
-        finally:
-            stats.in_flight -= 1
-
     async def _answer(self, request: web.Request, stats: EmulatorStats) -> web.StreamResponse:
-        """Record, pick this call's fault, then answer. Faults come before request validation,
-        as a real rate limiter or outage answers whatever the client sent."""
+        """Answer a Messages call under its fault. Faults come before request validation, as a
+        real rate limiter or outage answers whatever the client sent."""
         settings = self.settings
-        raw = await request.read()
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        if settings.record_requests:
-            stats.requests.append(RecordedRequest(CIMultiDict(request.headers), body, time.monotonic()))
-
-        fault = self._script.popleft() if self._script else settings.fault
-        delay = settings.latency + (fault.delay if fault else 0.0)
-        if delay:
-            await asyncio.sleep(delay)
-
-        if fault is not None:
-            if fault.status is not None:
-                return _error_response(
-                    fault.status, fault.error_type, fault.message, code=fault.code,
-                    retry_after=fault.retry_after, headers=fault.headers,
-                )
-            if fault.hang:
-                await asyncio.sleep(_NEVER_ENDS)
+        body, fault = await self._receive(request, stats, settings)
+        if fault is not None and fault.status is not None:
+            return _error_response(
+                fault.status, fault.error_type, fault.message, code=fault.code,
+                retry_after=fault.retry_after, headers=fault.headers,
+            )
 
         problem = _request_problem(request.headers, body)
         if problem is not None:
@@ -373,13 +263,9 @@ class AnthropicEmulator:
 
         stream = body.get("stream") is True
         if fault is not None and not stream:
-            if fault.drop_after is not None:
-                _drop_connection(request)
-                return web.Response()
-            if fault.stall_after is not None:
-                await asyncio.sleep(_NEVER_ENDS)
-            if fault.malformed:
-                return web.Response(body=_MALFORMED_BODY, content_type="application/json", headers=fault.headers)
+            faulty = await unstreamed_fault_response(request, fault, _MALFORMED_BODY)
+            if faulty is not None:
+                return faulty
             if fault.stream_error_after is not None:
                 error_type = fault.error_type or "overloaded_error"
                 status = _STATUS_OF_ERROR_TYPE.get(error_type, 500)
@@ -389,8 +275,14 @@ class AnthropicEmulator:
         headers = {"request-id": _request_id(message["id"]), **(fault.headers if fault else {})}
         if not stream:
             return web.Response(body=orjson.dumps(message), content_type="application/json", headers=headers)
-        chunk_gap = settings.chunk_latency + (fault.chunk_delay if fault else 0.0)
-        return await self._stream(request, stats, fault, chunk_gap, _sse_events(message), headers)
+        events = _sse_events(message)
+        if fault is not None and fault.stream_error_after is not None:
+            # Anthropic fails mid-stream with an `error` event, then ends the stream.
+            events = events[: fault.stream_error_after] + [_in_stream_error(fault)]
+        response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+        return await stream_events(
+            request, response, stats, events, settings=settings, fault=fault, malformed_event=_MALFORMED_EVENT
+        )
 
     def _message(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The complete answer to a valid request, as a Messages API ``message`` object."""
@@ -447,43 +339,6 @@ class AnthropicEmulator:
             "stop_sequence": stop_sequence,
             "usage": usage,
         }
-
-    async def _stream(
-        self,
-        request: web.Request,
-        stats: EmulatorStats,
-        fault: Fault | None,
-        chunk_gap: float,
-        events: list[bytes],
-        headers: Mapping[str, str],
-    ) -> web.StreamResponse:
-        """Send ``events`` as an SSE stream, applying the fault's drop, stall, error or garbage."""
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **headers}
-        )
-        try:
-            await response.prepare(request)
-            if fault is not None and fault.malformed:
-                await response.write(b"event: message_start\ndata: {this is not json\n\n")
-                return response
-            cut = _stream_cut(fault)
-            if fault is not None and fault.stream_error_after is not None:
-                events = events[:cut] + [_in_stream_error(fault)]
-                cut = None
-            if chunk_gap == 0 and cut is None:
-                await response.write(b"".join(events))
-                return response
-            for index, event in enumerate(events[:cut]):
-                if index and chunk_gap:
-                    await asyncio.sleep(chunk_gap)
-                await response.write(event)
-            if fault is not None and fault.drop_after is not None:
-                _drop_connection(request)
-            elif fault is not None and fault.stall_after is not None:
-                await asyncio.sleep(_NEVER_ENDS)
-        except ConnectionResetError:
-            stats.cancelled += 1
-        return response
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,23 +504,6 @@ def _in_stream_error(fault: Fault) -> bytes:
     return _sse("error", {"type": "error", "error": {"type": error_type, "message": fault.message or _default_message(error_type)}})
 
 
-def _stream_cut(fault: Fault | None) -> int | None:
-    """How many SSE events to send before the fault's drop, stall or error; None for all."""
-    if fault is None:
-        return None
-    for cut in (fault.drop_after, fault.stall_after, fault.stream_error_after):
-        if cut is not None:
-            return cut
-    return None
-
-
-def _drop_connection(request: web.Request) -> None:
-    """Close the socket under the response; what was already written is flushed first."""
-    transport = request.transport
-    if transport is not None:
-        transport.close()
-
-
 def _request_id(seed: str) -> str:
     return "req_" + seed.removeprefix("msg_")
 
@@ -752,32 +590,19 @@ def _error_response(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve the emulator until interrupted; records no request bodies so memory stays flat."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hookgate.testing.anthropic_emulator", description="Serve an emulated Anthropic Messages API."
+    options = parse_command_line(
+        argv,
+        prog="python -m hookgate.testing.anthropic_emulator",
+        description="Serve an emulated Anthropic Messages API.",
+        default_port=8002,
+        chunk_unit="events",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each response")
-    parser.add_argument("--chunk-latency", type=float, default=0.0, help="seconds between stream events")
-    args = parser.parse_args(argv)
-
-    settings = EmulatorSettings(latency=args.latency, chunk_latency=args.chunk_latency, record_requests=False)
-    emulator = AnthropicEmulator(settings)
-    loop: asyncio.AbstractEventLoop | None = None
-    try:
-        import uvloop  # the `fast` extra
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        pass
-    web.run_app(
-        emulator.make_app(),
-        host=args.host,
-        port=args.port,
-        handler_cancellation=True,
-        access_log=None,
-        loop=loop,
-        print=lambda _: print(f"Anthropic emulator on http://{args.host}:{args.port}", flush=True),
+    settings = EmulatorSettings(latency=options.latency, chunk_latency=options.chunk_latency, record_requests=False)
+    serve_until_interrupted(
+        AnthropicEmulator(settings).make_app(),
+        host=options.host,
+        port=options.port,
+        banner=f"Anthropic emulator on http://{options.host}:{options.port}",
     )
 
 
