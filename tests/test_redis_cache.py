@@ -34,7 +34,12 @@ CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "c
 
 
 def redis_cache(emulator, url: str, prefix: str, *, pipeline: tuple[str, ...] = ("redis_cache",), **settings: Any) -> str:
-    """A gateway whose redis_cache (namespaced by ``prefix``) fronts the emulator."""
+    """A gateway whose redis_cache (namespaced by ``prefix``) fronts the emulator.
+
+    Redis operations get 1 s unless a test says otherwise: the production default (0.1 s) turns a
+    stall of a loaded CI machine into a fail-open MISS, which only the fail-open tests are about.
+    """
+    settings.setdefault("operation_timeout_seconds", 1.0)
     return upstream_config(emulator, list(pipeline), redis_cache={"redis_url": url, "key_prefix": prefix, **settings})
 
 
