@@ -5,17 +5,24 @@ One run measures, side by side, with the server under test alone on one core:
   emulator          the upstream emulator itself (what any proxy in front of it adds to)
   forwarder         bench/forwarder.py, a bare aiohttp forwarder to the emulator (the baseline)
   hookgate          hookgate, openai provider -> emulator, no cache in the pipeline (all MISS)
+  hookgate-reliable the same behind retry, circuit_breaker, concurrency and timeout (all MISS)
   hookgate-cached   hookgate answering from memory_cache (same body every time: all HIT)
   hookgate-redis    hookgate answering from redis_cache (all HIT from Redis; needs redis-server)
   hookgate-tiered   memory_cache in front of redis_cache (all HIT from memory, Redis enabled)
-  emulator-stream, forwarder-stream, hookgate-stream   the same with "stream": true (SSE)
+  hookgate-anthropic  hookgate, anthropic provider -> Anthropic emulator (the same client body,
+                    routed to claude-haiku-4-5 and translated both ways)
+  emulator-stream, forwarder-stream, hookgate-stream, hookgate-anthropic-stream
+                    the same with "stream": true (SSE)
+  anthropic-emulator-stream  the Anthropic emulator itself, streaming (Messages API body)
 
-and prints requests/s, p50/p99 latency, the server's CPU time per request, hookgate's ratios to
-the forwarder, hookgate's idle RSS and its time from process start to GET /healthz = 200.
+and prints requests/s, p50/p99 latency, the server's CPU time per request, SSE chunks per streamed
+answer, hookgate's ratios to the forwarder (and of one hookgate configuration to another), the
+streaming cost per chunk, hookgate's idle RSS and its time from process start to GET /healthz = 200.
 Results also go to bench/results/overhead-*.json. See bench/README.md.
 
     python bench/overhead.py                 # 2,000 requests at concurrency 32 per target
     python bench/overhead.py -n 5000 -c 64 --targets forwarder,hookgate
+    python bench/overhead.py --targets hookgate-stream,hookgate-anthropic-stream --prompt-words 120
 """
 
 from __future__ import annotations
@@ -50,22 +57,40 @@ LUA_SCRIPT = BENCH_DIR / "wrk_post.lua"
 CONFIG_DIR = BENCH_DIR / "configs"
 HOST = "127.0.0.1"
 MODEL = "gpt-4o-mini"
+# what the hookgate-anthropic* configs route MODEL to, and the model of anthropic-emulator-stream
+ANTHROPIC_MODEL = "claude-haiku-4-5"
 API_KEY = "sk-bench"
 CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+# the anthropic-version header the installed anthropic SDK (2.14) sends; the Anthropic emulator
+# requires one, so anthropic-emulator-stream sends the same as hookgate's anthropic provider
+ANTHROPIC_VERSION = "2026-10-21"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# the user prompt of every request: its words are echoed back one SSE chunk per word, so the
+# prompt's length sets how many chunks a streamed answer has (--prompt-words; 30 by default)
+PROMPT = (
+    "Summarise in a few sentences why a gateway in front of several language model providers "
+    "should retry failed calls, cache repeated answers, and keep each provider's errors in one shape."
+)
+PROMPT_WORDS = PROMPT.split()  # 30
 
 ALL_TARGETS = (
     "emulator",
     "forwarder",
     "hookgate",
+    "hookgate-reliable",
     "hookgate-cached",
     "hookgate-redis",
     "hookgate-tiered",
+    "hookgate-anthropic",
     "emulator-stream",
+    "anthropic-emulator-stream",
     "forwarder-stream",
     "hookgate-stream",
+    "hookgate-anthropic-stream",
 )
 DEFAULT_EMULATOR_CMD = "{python} -m hookgate.testing.openai_emulator --port {port}"
+DEFAULT_ANTHROPIC_EMULATOR_CMD = "{python} -m hookgate.testing.anthropic_emulator --port {port}"
 DEFAULT_HOOKGATE_CMD = "{hookgate} serve --config {config} --host {host} --port {port}"
 # the server's core is "busy" above this share of one core; the load side "saturated" above it
 BUSY = 0.85
@@ -75,6 +100,25 @@ OTHER_LOAD = 0.10
 
 class BenchError(Exception):
     """A target cannot be measured; the message says why."""
+
+
+@dataclass(frozen=True)
+class Api:
+    """The API a client speaks to a target: the path it POSTs to and its extra headers
+    (every request also sends Content-Type: application/json and Authorization: Bearer)."""
+
+    name: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+OPENAI_API = Api("openai", CHAT_PATH)
+ANTHROPIC_API = Api("anthropic", MESSAGES_PATH, (("anthropic-version", ANTHROPIC_VERSION),))
+
+
+def target_api(target: str) -> Api:
+    """Only the Anthropic emulator measured directly is spoken to in the Messages API."""
+    return ANTHROPIC_API if target.startswith("anthropic-emulator") else OPENAI_API
 
 
 # --------------------------------------------------------------------------- /proc readings
@@ -135,11 +179,11 @@ def free_port() -> int:
 
 
 def http_request(
-    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 10.0
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 10.0, api: Api = OPENAI_API
 ) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}", **dict(api.headers)}
         conn.request(method, path, body=body, headers=headers if body is not None else {})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
@@ -190,9 +234,10 @@ class Server:
         cmd = shlex.join(self.argv)
         return BenchError(f"{self.name}: {why}\n    command: {cmd}" + (f"\n    its output:\n{tail}" if tail else ""))
 
-    def wait_ready(self, how: str, probe_body: bytes, timeout: float) -> None:
+    def wait_ready(self, how: str, probe_body: bytes, timeout: float, api: Api = OPENAI_API) -> None:
         """how="healthz": GET /healthz until 200 (startup time measured that way);
-        how="post": POST the bench body until 200 (for the emulator, whose routes we don't know)."""
+        how="post": POST the bench body to api.path until 200 (for an emulator, which has no
+        /healthz)."""
         assert self.proc is not None
         deadline = self.spawned_at + timeout
         while True:
@@ -202,14 +247,14 @@ class Server:
                 if how == "healthz":
                     status, _, _ = http_request(self.port, "GET", "/healthz", timeout=1.0)
                 else:
-                    status, _, _ = http_request(self.port, "POST", CHAT_PATH, probe_body, timeout=2.0)
+                    status, _, _ = http_request(self.port, "POST", api.path, probe_body, timeout=2.0, api=api)
                 if status == 200:
                     self.startup_s = time.monotonic() - self.spawned_at
                     return
             except (OSError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
-                what = "GET /healthz" if how == "healthz" else f"POST {CHAT_PATH}"
+                what = "GET /healthz" if how == "healthz" else f"POST {api.path}"
                 raise self._failed(f"{what} did not answer 200 within {timeout:.0f} s")
             time.sleep(0.005)
 
@@ -258,12 +303,12 @@ class WrkGenerator:
         out = subprocess.run([self.wrk, "-v"], capture_output=True, text=True).stdout
         self.version = out.splitlines()[0] if out else "?"
 
-    def run(self, port: int, body_path: Path, requests: int, concurrency: int) -> LoadResult:
+    def run(self, port: int, api: Api, body_path: Path, requests: int, concurrency: int) -> LoadResult:
         prefix = ["taskset", "-c", str(self.core)] if self.core is not None else []
         argv = prefix + [
             self.wrk, "-t1", f"-c{concurrency}", f"-d{math.ceil(self.max_seconds)}s", "--timeout", "30s",
-            "-s", str(LUA_SCRIPT), f"http://{HOST}:{port}{CHAT_PATH}",
-            "--", str(body_path), str(requests), API_KEY,
+            "-s", str(LUA_SCRIPT), f"http://{HOST}:{port}{api.path}",
+            "--", str(body_path), str(requests), API_KEY, *(f"{k}: {v}" for k, v in api.headers),
         ]  # fmt: skip
         with tempfile.TemporaryFile() as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -319,23 +364,23 @@ class PythonGenerator:
         self.max_seconds = max_seconds
         self.version = f"aiohttp {aiohttp.__version__}"
 
-    def run(self, port: int, body_path: Path, requests: int, concurrency: int) -> LoadResult:
+    def run(self, port: int, api: Api, body_path: Path, requests: int, concurrency: int) -> LoadResult:
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         try:
             import uvloop
 
-            res = uvloop.run(self._run(port, body_path.read_bytes(), requests, concurrency))
+            res = uvloop.run(self._run(port, api, body_path.read_bytes(), requests, concurrency))
         except ImportError:
-            res = asyncio.run(self._run(port, body_path.read_bytes(), requests, concurrency))
+            res = asyncio.run(self._run(port, api, body_path.read_bytes(), requests, concurrency))
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         res.generator_cpu_s = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
         return res
 
-    async def _run(self, port: int, body: bytes, requests: int, concurrency: int) -> LoadResult:
+    async def _run(self, port: int, api: Api, body: bytes, requests: int, concurrency: int) -> LoadResult:
         import aiohttp
 
-        url = f"http://{HOST}:{port}{CHAT_PATH}"
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+        url = f"http://{HOST}:{port}{api.path}"
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}", **dict(api.headers)}
         latencies: list[float] = []
         cache = {"hit": 0, "miss": 0, "bypass": 0, "other": 0}
         counts = {"issued": 0, "non200": 0, "errors": 0}
@@ -390,42 +435,125 @@ class PythonGenerator:
 # --------------------------------------------------------------------------- the benchmark
 
 
-def request_body(stream: bool) -> bytes:
-    body: dict[str, Any] = {
-        "model": MODEL,
-        "messages": [
-            {"role": "system", "content": "You are a concise assistant."},
-            {"role": "user", "content": "Say hello in one short sentence."},
-        ],
-        "max_tokens": 32,
-    }
+def prompt(words: int) -> str:
+    """The user prompt: PROMPT_WORDS, repeated as needed, cut to `words` words."""
+    return " ".join(PROMPT_WORDS[i % len(PROMPT_WORDS)] for i in range(words))
+
+
+def request_body(api: Api, stream: bool, words: int) -> bytes:
+    """The body every request of a target sends. Both emulators answer "emulated: " + the user
+    prompt, one SSE chunk per word, so a streamed answer has words + 1 text chunks. For the
+    Messages API it is the body hookgate's anthropic provider sends for the OpenAI one (same
+    keys, in the same order), so anthropic-emulator-stream is the floor of hookgate-anthropic-stream."""
+    system, user = "You are a concise assistant.", prompt(words)
+    max_tokens = max(64, 2 * words)  # room for the whole echo: the Anthropic emulator cuts at max_tokens
+    body: dict[str, Any]
+    if api is ANTHROPIC_API:
+        body = {"model": ANTHROPIC_MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": user}],
+                "system": system}  # fmt: skip
+    else:
+        body = {"model": MODEL, "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                "max_tokens": max_tokens}  # fmt: skip
     if stream:
         body["stream"] = True
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def check_answer(name: str, port: int, body: bytes, stream: bool) -> str | None:
-    """One request before the load: is the answer a real chat completion? Returns its cache header."""
+def sse_events(data: bytes) -> list[tuple[str | None, str]]:
+    """(event name or None, data) of each SSE event in a whole answer."""
+    events: list[tuple[str | None, str]] = []
+    for block in data.decode(errors="replace").replace("\r\n", "\n").split("\n\n"):
+        name, lines = None, []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                lines.append(line[5:].removeprefix(" "))
+        if lines:
+            events.append((name, "\n".join(lines)))
+    return events
+
+
+# a streamed answer with fewer text chunks than this is not the answer the bench means to measure
+MIN_TEXT_CHUNKS = 2
+
+
+def check_stream(name: str, api: Api, data: bytes) -> dict[str, int]:
+    """Is this SSE a whole streamed answer? Returns its chunk counts: `events`, the SSE events
+    with data (OpenAI's closing [DONE] not counted), and `text`, those carrying answer text."""
+    snippet = data[:300].decode(errors="replace")
+    events = sse_events(data)
+    if not events:
+        raise BenchError(f"{name}: SSE answer has no data: lines: {snippet}")
+    text = 0
     try:
-        status, headers, data = http_request(port, "POST", CHAT_PATH, body, timeout=30)
+        if api is ANTHROPIC_API:
+            docs = [json.loads(d) for _, d in events]
+            kinds = [doc.get("type") for doc in docs]
+            if kinds[0] != "message_start" or kinds[-1] != "message_stop":
+                raise BenchError(f"{name}: the Messages stream does not run message_start .. message_stop: {kinds}")
+            text = sum(1 for doc in docs if doc.get("type") == "content_block_delta"
+                       and doc["delta"].get("type") == "text_delta" and doc["delta"].get("text"))  # fmt: skip
+            count = len(events)
+        else:
+            if events[-1][1] != "[DONE]":
+                raise BenchError(f"{name}: the stream does not end with data: [DONE]: {data[-200:]!r}")
+            chunks = [json.loads(d) for _, d in events[:-1]]
+            if any(c.get("object") != "chat.completion.chunk" for c in chunks):
+                raise BenchError(f"{name}: an SSE event is not a chat.completion.chunk: {snippet}")
+            text = sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content"))
+            if not any(c["choices"] and c["choices"][0].get("finish_reason") for c in chunks):
+                raise BenchError(f"{name}: no chunk has a finish_reason: {snippet}")
+            count = len(chunks)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise BenchError(f"{name}: malformed SSE answer ({e!r}): {snippet}") from e
+    if text < MIN_TEXT_CHUNKS:
+        raise BenchError(f"{name}: the streamed answer has {text} text chunks (expected >= {MIN_TEXT_CHUNKS}): {snippet}")
+    return {"events": count, "text": text}
+
+
+# targets whose point is one provider: their answers must carry this x-hookgate-provider (the
+# other templates may be edited to measure any pipeline, so their provider is not checked)
+EXPECTED_PROVIDER = {"hookgate-anthropic": "anthropic", "hookgate-anthropic-stream": "anthropic"}
+
+
+def check_answer(name: str, port: int, api: Api, body: bytes, stream: bool) -> dict[str, Any]:
+    """One request before the load: is the answer a real chat completion (a Messages API answer
+    for the Anthropic emulator)? Returns its cache header and, for a stream, its chunk counts."""
+    try:
+        status, headers, data = http_request(port, "POST", api.path, body, timeout=30, api=api)
     except (OSError, http.client.HTTPException) as e:
         raise BenchError(f"{name}: probe request failed: {e}") from e
     snippet = data[:300].decode(errors="replace")
     if status != 200:
         raise BenchError(f"{name}: probe request answered {status}: {snippet}")
+    expected = EXPECTED_PROVIDER.get(name)
+    if expected is not None:
+        if headers.get("x-hookgate-provider") != expected:
+            raise BenchError(
+                f"{name}: answered by provider {headers.get('x-hookgate-provider')!r}, expected {expected!r}"
+            )
+    chunks = None
     if stream:
         if "text/event-stream" not in headers.get("content-type", ""):
             raise BenchError(f"{name}: stream=true answered {headers.get('content-type')!r}, not SSE: {snippet}")
-        if b"data: " not in data:
-            raise BenchError(f"{name}: SSE answer has no data: lines: {snippet}")
+        chunks = check_stream(name, api, data)
     else:
         try:
             doc = json.loads(data)
         except ValueError as e:
             raise BenchError(f"{name}: answer is not JSON: {snippet}") from e
-        if not isinstance(doc, dict) or not doc.get("choices"):
-            raise BenchError(f"{name}: answer has no choices: {snippet}")
-    return headers.get("x-hookgate-cache")
+        if api is ANTHROPIC_API:
+            if not isinstance(doc, dict) or doc.get("type") != "message" or not doc.get("content"):
+                raise BenchError(f"{name}: answer is not a Messages API message: {snippet}")
+        elif (
+            not isinstance(doc, dict)
+            or not doc.get("choices")
+            or not isinstance(doc["choices"][0].get("message"), dict)
+            or not doc["choices"][0]["message"].get("content")
+        ):
+            raise BenchError(f"{name}: answer has no choices with content: {snippet}")
+    return {"cache": headers.get("x-hookgate-cache"), "chunks": chunks}
 
 
 @dataclass
@@ -433,8 +561,9 @@ class Context:
     args: argparse.Namespace
     gen: WrkGenerator | PythonGenerator
     tmp: Path
-    bodies: dict[bool, Path]
+    bodies: dict[tuple[Api, bool], Path]
     upstream: Server | None = None
+    anthropic: Server | None = None  # the Anthropic emulator upstream, started on first use
     redis: Server | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -442,20 +571,24 @@ class Context:
         self.warnings.append(msg)
         print(f"  WARNING: {msg}", flush=True)
 
+    def upstream_of(self, target: str) -> Server | None:
+        """The upstream whose CPU counts as load-side for this target (on the load core)."""
+        return self.anthropic if target.startswith("hookgate-anthropic") else self.upstream
 
-def measure_round(ctx: Context, server: Server, body_path: Path) -> dict[str, Any]:
+
+def measure_round(ctx: Context, server: Server, api: Api, body_path: Path, upstream: Server | None) -> dict[str, Any]:
     """One measured phase, with /proc CPU readings around it."""
     a = ctx.args
     cpu0 = settle_cpu(server.pid)
-    up0 = proc_cpu_seconds(ctx.upstream.pid) if ctx.upstream and ctx.upstream is not server else None
+    up0 = proc_cpu_seconds(upstream.pid) if upstream is not None and upstream is not server else None
     cores = {a.server_core, a.load_core}
     ticks0, self0, wall0 = core_ticks(cores), time.process_time(), time.monotonic()
-    r = ctx.gen.run(server.port, body_path, a.requests, a.concurrency)
+    r = ctx.gen.run(server.port, api, body_path, a.requests, a.concurrency)
     ticks1, self1, wall1 = core_ticks(cores), time.process_time(), time.monotonic()
     srv_at_end = proc_cpu_seconds(server.pid)
-    up_at_end = proc_cpu_seconds(ctx.upstream.pid) if up0 is not None else None
+    up_at_end = proc_cpu_seconds(upstream.pid) if upstream is not None and up0 is not None else None
     cpu1 = settle_cpu(server.pid)  # the requests in flight at the stop are still served
-    up1 = settle_cpu(ctx.upstream.pid) if up0 is not None else None
+    up1 = settle_cpu(upstream.pid) if upstream is not None and up0 is not None else None
     served = r.completed + r.abandoned
     cpu = cpu1 - cpu0
     upstream_cpu = (up1 - up0) if up0 is not None and up1 is not None else None
@@ -518,16 +651,24 @@ def median(values: list[float]) -> float | None:
 def measure(ctx: Context, target: str, server: Server, stream: bool) -> dict[str, Any]:
     """Probe, warm up, then --rounds measured phases; each figure is the median over them."""
     a = ctx.args
-    body_path = ctx.bodies[stream]
-    first_cache = check_answer(target, server.port, body_path.read_bytes(), stream)
+    api = target_api(target)
+    body_path = ctx.bodies[(api, stream)]
+    upstream = ctx.upstream_of(target)
+    probe = check_answer(target, server.port, api, body_path.read_bytes(), stream)
     if a.warmup:
-        ctx.gen.run(server.port, body_path, a.warmup, a.concurrency)
-    rounds = [measure_round(ctx, server, body_path) for _ in range(a.rounds)]
-    res: dict[str, Any] = {"target": target, "stream": stream, "server_pid": server.pid}
+        ctx.gen.run(server.port, api, body_path, a.warmup, a.concurrency)
+    rounds = [measure_round(ctx, server, api, body_path, upstream) for _ in range(a.rounds)]
+    res: dict[str, Any] = {"target": target, "stream": stream, "server_pid": server.pid, "api": api.name,
+                           "path": api.path}  # fmt: skip
     res.update({k: median([r[k] for r in rounds]) for k in MEDIAN_KEYS})
     res["requests"] = sum(r["requests"] for r in rounds)
     res["cache_header"] = {k: sum(r["cache_header"][k] for r in rounds) for k in rounds[0]["cache_header"]}
-    res["probe_cache_header"] = first_cache
+    res["probe_cache_header"] = probe["cache"]
+    # a streamed answer's SSE events with data ([DONE] not counted) and those carrying text; the
+    # answer is deterministic, so the probe's counts are every measured answer's
+    chunks = probe["chunks"] or {}
+    res["chunks_per_answer"] = chunks.get("events")
+    res["text_chunks_per_answer"] = chunks.get("text")
     res["memory_after_kib"] = proc_memory_kib(server.pid)
     res["rounds"] = rounds
 
@@ -575,11 +716,11 @@ def cache_checks(ctx: Context, res: dict[str, Any]) -> None:
             ctx.warn(f"{res['target']}: {n - sum(c.values())} of {n} answers had no x-hookgate-cache header")
 
 
-def start_server(ctx: Context, name: str, argv: list[str], port: int, ready: str) -> Server:
+def start_server(ctx: Context, name: str, argv: list[str], port: int, ready: str, api: Api = OPENAI_API) -> Server:
     srv = Server(name, argv, port, ctx.args.server_core, ctx.tmp / f"{name}.log")
     srv.start()
     try:
-        srv.wait_ready(ready, ctx.bodies[False].read_bytes(), ctx.args.startup_timeout)
+        srv.wait_ready(ready, ctx.bodies[(api, False)].read_bytes(), ctx.args.startup_timeout, api=api)
         time.sleep(0.3)  # idle a moment before reading its resident memory
         srv.idle_memory = proc_memory_kib(srv.pid)
     except BaseException:
@@ -592,6 +733,8 @@ def hookgate_argv(ctx: Context, config_name: str, port: int) -> list[str]:
     assert ctx.upstream is not None
     template = (CONFIG_DIR / config_name).read_text()
     text = template.replace("UPSTREAM_PORT", str(ctx.upstream.port))
+    if "ANTHROPIC_PORT" in text:
+        text = text.replace("ANTHROPIC_PORT", str(start_anthropic(ctx).port))
     if "REDIS_PORT" in text:
         text = text.replace("REDIS_PORT", str(start_redis(ctx).port))
     try:
@@ -613,6 +756,33 @@ def hookgate_argv(ctx: Context, config_name: str, port: int) -> list[str]:
             hookgate=exe or "hookgate", python=sys.executable, config=config, host=HOST, port=port
         )
     )
+
+
+def anthropic_emulator_argv(ctx: Context, port: int) -> list[str]:
+    return shlex.split(ctx.args.anthropic_emulator_cmd.format(python=sys.executable, port=port))
+
+
+def start_anthropic(ctx: Context) -> Server:
+    """The Anthropic emulator upstream of the hookgate-anthropic* targets (one per run, started
+    on first use), on the load core like the OpenAI emulator upstream."""
+    if ctx.anthropic is not None:
+        return ctx.anthropic
+    if (
+        ctx.args.anthropic_emulator_cmd == DEFAULT_ANTHROPIC_EMULATOR_CMD
+        and importlib.util.find_spec("hookgate.testing.anthropic_emulator") is None
+    ):
+        raise BenchError("the Anthropic emulator hookgate.testing.anthropic_emulator is not installed")
+    port = free_port()
+    srv = Server("anthropic emulator (upstream)", anthropic_emulator_argv(ctx, port), port, ctx.args.load_core,
+                 ctx.tmp / "anthropic-upstream.log")  # fmt: skip
+    srv.start()
+    try:
+        srv.wait_ready("post", ctx.bodies[(ANTHROPIC_API, False)].read_bytes(), ctx.args.startup_timeout, api=ANTHROPIC_API)
+    except BaseException:
+        srv.stop()
+        raise
+    ctx.anthropic = srv
+    return srv
 
 
 def start_redis(ctx: Context) -> Server:
@@ -708,12 +878,15 @@ def cache_summary(c: dict[str, int] | None) -> str:
     return " ".join(f"{k.upper()}:{v}" for k, v in c.items() if v)
 
 
+NAME_W = 25  # the longest target name
+
+
 def report(results: dict[str, Any]) -> None:
     t = results["targets"]
     print()
     head = (
-        f"{'target':<17} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'srv core':>8} "
-        f"{'load core':>9}  x-hookgate-cache"
+        f"{'target':<{NAME_W}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'srv core':>8} "
+        f"{'load core':>9} {'chunks':>6}  x-hookgate-cache"
     )
     print(head)
     print("-" * len(head))
@@ -722,26 +895,60 @@ def report(results: dict[str, Any]) -> None:
         if r is None:
             continue
         if "error" in r:
-            print(f"{name:<17} FAILED: {r['error'].splitlines()[0]}")
+            print(f"{name:<{NAME_W}} FAILED: {r['error'].splitlines()[0]}")
             continue
         print(
-            f"{name:<17} {fmt(r['rps'], '8.0f')} {fmt(r['p50_ms'], '8.2f')} {fmt(r['p99_ms'], '8.2f')} "
+            f"{name:<{NAME_W}} {fmt(r['rps'], '8.0f')} {fmt(r['p50_ms'], '8.2f')} {fmt(r['p99_ms'], '8.2f')} "
             f"{fmt(r['cpu_us_per_request'], '10.0f')} {fmt(r['server_core_busy'], '8.0%')} "
-            f"{fmt(r['load_core_busy'], '9.0%')}  {cache_summary(r['cache_header'])}"
+            f"{fmt(r['load_core_busy'], '9.0%')} {fmt(r.get('chunks_per_answer'), '6d')}  "
+            f"{cache_summary(r['cache_header'])}"
         )
     rounds = results["params"]["rounds"]
     if rounds > 1:
         print(f"(each figure: the median of {rounds} rounds; every round is in the JSON)")
+    print("(chunks: SSE events with data per streamed answer, OpenAI's closing [DONE] not counted)")
     print()
     if not results["ratios"] and any(k in t for k in ("hookgate", "hookgate-cached", "hookgate-stream")):
         print("hookgate relative to the forwarder: not available (a hookgate target or the forwarder failed)\n")
-    if results["ratios"]:
-        print("hookgate relative to the bare forwarder (throughput: >1 is faster; CPU/request: >1 costs more):")
-        for ratio in results["ratios"].values():
+    for title, to_forwarder in (
+        ("hookgate relative to the bare forwarder (throughput: >1 is faster; CPU/request: >1 costs more):", True),
+        ("one hookgate configuration relative to another (what the difference costs):", False),
+    ):
+        rows = [r for r in results["ratios"].values() if r["baseline"].startswith("forwarder") == to_forwarder]
+        if not rows:
+            continue
+        print(title)
+        for ratio in rows:
             print(
-                f"  {ratio['target']:<17} vs {ratio['baseline']:<17} throughput x{ratio['throughput']:.2f}   "
-                f"CPU/request x{ratio['cpu_per_request']:.2f}   p50 latency x{ratio['p50']:.2f}"
+                f"  {ratio['target']:<{NAME_W}} vs {ratio['baseline']:<16} throughput x{ratio['throughput']:.2f}   "
+                f"CPU/request x{ratio['cpu_per_request']:.2f} ({ratio['cpu_delta_us']:+.0f} us)   "
+                f"p50 latency x{ratio['p50']:.2f}"
             )
+        print()
+    st = results.get("streaming") or {}
+    if st.get("answers"):
+        print("streamed answers: SSE events (text chunks) per answer, server CPU per request and per text chunk:")
+        for a in st["answers"]:
+            print(
+                f"  {a['target']:<{NAME_W}} {a['chunks']:>4} events ({a['text_chunks']} text)  "
+                f"{a['cpu_us_per_request']:6.0f} us/request  {a['cpu_us_per_text_chunk']:5.1f} us per text chunk"
+            )
+        print()
+    if st.get("streaming_cost"):
+        print("cost of streaming an answer, per text chunk: (CPU/request streamed - unstreamed) / text chunks:")
+        for c in st["streaming_cost"]:
+            print(
+                f"  {c['target']:<{NAME_W}} ({c['stream_cpu_us']:.0f} - {c['plain_cpu_us']:.0f}) / {c['text_chunks']}"
+                f" = {c['us_per_text_chunk']:.1f} us per text chunk"
+            )
+        print()
+    tr = st.get("translation")
+    if tr:
+        print(
+            f"Anthropic translation per streamed answer: {tr['target']} - {tr['baseline']} = "
+            f"{tr['cpu_delta_us']:+.0f} us CPU/request, {tr['us_per_text_chunk']:+.1f} us per text chunk "
+            f"({tr['text_chunks']} text chunks; includes the SDKs' per-request difference)"
+        )
         print()
     for key, s in results["servers"].items():
         mem = s.get("idle_memory_kib") or {}
@@ -751,18 +958,33 @@ def report(results: dict[str, Any]) -> None:
         )
 
 
+RATIOS = (
+    ("hookgate", "forwarder"),
+    ("hookgate-reliable", "forwarder"),
+    ("hookgate-cached", "forwarder"),
+    ("hookgate-redis", "forwarder"),
+    ("hookgate-tiered", "forwarder"),
+    ("hookgate-anthropic", "forwarder"),
+    ("hookgate-stream", "forwarder-stream"),
+    ("hookgate-anthropic-stream", "forwarder-stream"),
+    # what one part of hookgate costs: the reliability chain, the Anthropic provider
+    ("hookgate-reliable", "hookgate"),
+    ("hookgate-anthropic", "hookgate"),
+    ("hookgate-anthropic-stream", "hookgate-stream"),
+)
+
+
+def measured(t: dict[str, Any], name: str) -> dict[str, Any] | None:
+    r = t.get(name)
+    return r if r and "error" not in r else None
+
+
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     t = results["targets"]
     out: dict[str, Any] = {}
-    for target, base in (
-        ("hookgate", "forwarder"),
-        ("hookgate-cached", "forwarder"),
-        ("hookgate-redis", "forwarder"),
-        ("hookgate-tiered", "forwarder"),
-        ("hookgate-stream", "forwarder-stream"),
-    ):
-        a, b = t.get(target), t.get(base)
-        if not a or not b or "error" in a or "error" in b:
+    for target, base in RATIOS:
+        a, b = measured(t, target), measured(t, base)
+        if not a or not b:
             continue
         if not (b["rps"] and b["cpu_us_per_request"] and b["p50_ms"]):
             continue
@@ -771,9 +993,60 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             "baseline": base,
             "throughput": a["rps"] / b["rps"],
             "cpu_per_request": a["cpu_us_per_request"] / b["cpu_us_per_request"],
+            "cpu_delta_us": a["cpu_us_per_request"] - b["cpu_us_per_request"],
             "p50": a["p50_ms"] / b["p50_ms"],
             "p99": a["p99_ms"] / b["p99_ms"],
         }
+    return out
+
+
+# a streamed target and the target answering the same request unstreamed
+STREAM_PAIRS = (
+    ("emulator-stream", "emulator"),
+    ("forwarder-stream", "forwarder"),
+    ("hookgate-stream", "hookgate"),
+    ("hookgate-anthropic-stream", "hookgate-anthropic"),
+)
+
+
+def streaming(results: dict[str, Any]) -> dict[str, Any]:
+    """Per streamed target: chunks per answer, CPU per request and per text chunk; the cost of
+    streaming per text chunk (streamed minus unstreamed CPU, over the text chunks); and the
+    Anthropic path's extra CPU per streamed answer over the OpenAI path's."""
+    t = results["targets"]
+    out: dict[str, Any] = {"answers": [], "streaming_cost": [], "translation": None}
+    for name in ALL_TARGETS:
+        r = measured(t, name)
+        if not r or not r.get("stream") or not r.get("text_chunks_per_answer") or r["cpu_us_per_request"] is None:
+            continue
+        out["answers"].append({
+            "target": name,
+            "chunks": r["chunks_per_answer"],
+            "text_chunks": r["text_chunks_per_answer"],
+            "cpu_us_per_request": r["cpu_us_per_request"],
+            "cpu_us_per_text_chunk": r["cpu_us_per_request"] / r["text_chunks_per_answer"],
+        })  # fmt: skip
+    for stream_name, plain_name in STREAM_PAIRS:
+        a, b = measured(t, stream_name), measured(t, plain_name)
+        if not a or not b or not a.get("text_chunks_per_answer") or None in (a["cpu_us_per_request"], b["cpu_us_per_request"]):
+            continue
+        n = a["text_chunks_per_answer"]
+        out["streaming_cost"].append({
+            "target": stream_name,
+            "unstreamed": plain_name,
+            "stream_cpu_us": a["cpu_us_per_request"],
+            "plain_cpu_us": b["cpu_us_per_request"],
+            "text_chunks": n,
+            "us_per_text_chunk": (a["cpu_us_per_request"] - b["cpu_us_per_request"]) / n,
+        })  # fmt: skip
+    a, b = measured(t, "hookgate-anthropic-stream"), measured(t, "hookgate-stream")
+    if a and b and a.get("text_chunks_per_answer") and None not in (a["cpu_us_per_request"], b["cpu_us_per_request"]):
+        delta = a["cpu_us_per_request"] - b["cpu_us_per_request"]
+        n = a["text_chunks_per_answer"]
+        out["translation"] = {
+            "target": a["target"], "baseline": b["target"], "cpu_delta_us": delta, "text_chunks": n,
+            "us_per_text_chunk": delta / n,
+        }  # fmt: skip
     return out
 
 
@@ -818,13 +1091,17 @@ def environment(args: argparse.Namespace, gen: Any) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "clk_tck": CLK_TCK,
         "git_commit": commit,
-        "versions": {d: version(d) for d in ("hookgate", "aiohttp", "uvloop", "openai", "orjson", "pluggy")},
+        "versions": {
+            d: version(d) for d in ("hookgate", "aiohttp", "uvloop", "openai", "anthropic", "orjson", "pluggy")
+        },
         "generator": gen.name,
         "generator_version": gen.version,
         "server_core": args.server_core,
         "load_core": args.load_core,
         "event_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",  # forwarder's and hookgate's
         "emulator_cmd": args.emulator_cmd,
+        "anthropic_emulator_cmd": args.anthropic_emulator_cmd,
+        "anthropic_version": ANTHROPIC_VERSION,
         "hookgate_cmd": args.hookgate_cmd,
     }
 
@@ -850,7 +1127,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--load-core", type=int, default=1, help="core for the load generator and the emulator")
     p.add_argument("--max-seconds", type=float, default=120, help="time cap for one load phase")
     p.add_argument("--startup-timeout", type=float, default=30, help="seconds a server may take to answer")
+    p.add_argument(
+        "--prompt-words", type=int, default=30,
+        help="words in the user prompt; the emulators echo it, one SSE chunk per word (+1)",
+    )  # fmt: skip
     p.add_argument("--emulator-cmd", default=DEFAULT_EMULATOR_CMD, help="template: {python} {port}")
+    p.add_argument(
+        "--anthropic-emulator-cmd", default=DEFAULT_ANTHROPIC_EMULATOR_CMD,
+        help="template: {python} {port}; the Anthropic upstream of the *anthropic* targets",
+    )  # fmt: skip
     p.add_argument(
         "--hookgate-cmd", default=DEFAULT_HOOKGATE_CMD, help="template: {hookgate} {python} {config} {host} {port}"
     )
@@ -865,6 +1150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = targets
     if args.requests < 1 or args.concurrency < 1 or args.rounds < 1 or args.warmup < 0:
         p.error("--requests, --concurrency and --rounds must be >= 1, --warmup >= 0")
+    if args.prompt_words < MIN_TEXT_CHUNKS:
+        p.error(f"--prompt-words must be >= {MIN_TEXT_CHUNKS}")
     return args
 
 
@@ -906,11 +1193,13 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "rounds": args.rounds,
             "targets": args.targets,
+            "prompt_words": args.prompt_words,
         },  # fmt: skip
         "environment": environment(args, gen),
         "servers": {},
         "targets": {},
         "ratios": {},
+        "streaming": {},
         "warnings": [],
     }
     print(
@@ -923,9 +1212,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="hookgate-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        bodies = {False: tmp / "body.json", True: tmp / "body-stream.json"}
-        for stream, path in bodies.items():
-            path.write_bytes(request_body(stream))
+        bodies = {
+            (api, stream): tmp / f"body-{api.name}{'-stream' if stream else ''}.json"
+            for api in (OPENAI_API, ANTHROPIC_API)
+            for stream in (False, True)
+        }
+        for (api, stream), path in bodies.items():
+            path.write_bytes(request_body(api, stream, args.prompt_words))
         ctx = Context(args, gen, tmp, bodies)
 
         def emulator_argv(port: int) -> list[str]:
@@ -937,7 +1230,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             upstream.start()
             try:
-                upstream.wait_ready("post", bodies[False].read_bytes(), args.startup_timeout)
+                upstream.wait_ready("post", bodies[(OPENAI_API, False)].read_bytes(), args.startup_timeout)
             except BenchError as e:
                 print(f"ERROR: the upstream emulator did not start: {e}")
                 return 2
@@ -947,6 +1240,12 @@ def main(argv: list[str] | None = None) -> int:
                 # target 1 measures the emulator itself, so it gets its own instance on the server core
                 port = free_port()
                 return start_server(ctx, "emulator", emulator_argv(port), port, "post")
+
+            def make_anthropic_emulator() -> Server:
+                # measured directly, like the emulator: its own instance on the server core
+                port = free_port()
+                argv = anthropic_emulator_argv(ctx, port)
+                return start_server(ctx, "anthropic-emulator", argv, port, "post", ANTHROPIC_API)
 
             def make_forwarder() -> Server:
                 port = free_port()
@@ -968,6 +1267,10 @@ def main(argv: list[str] | None = None) -> int:
                 make_hookgate("hookgate-cache-off.toml"), "hookgate (cache off)",
             )  # fmt: skip
             run_group(
+                ctx, results, [("hookgate-reliable", False)],
+                make_hookgate("hookgate-reliable.toml"), "hookgate (retry, circuit_breaker, concurrency, timeout)",
+            )  # fmt: skip
+            run_group(
                 ctx, results, [("hookgate-cached", False)],
                 make_hookgate("hookgate-cache-on.toml"), "hookgate (memory_cache)",
             )  # fmt: skip
@@ -979,12 +1282,20 @@ def main(argv: list[str] | None = None) -> int:
                 ctx, results, [("hookgate-tiered", False)],
                 make_hookgate("hookgate-tiered-hit.toml"), "hookgate (memory_cache + redis_cache)",
             )  # fmt: skip
+            run_group(ctx, results, [("anthropic-emulator-stream", True)], make_anthropic_emulator, None)
+            run_group(
+                ctx, results, [("hookgate-anthropic", False), ("hookgate-anthropic-stream", True)],
+                make_hookgate("hookgate-anthropic.toml"), "hookgate (anthropic provider)",
+            )  # fmt: skip
         finally:
             upstream.stop()
+            if ctx.anthropic is not None:
+                ctx.anthropic.stop()
             if ctx.redis is not None:
                 ctx.redis.stop()
 
     results["ratios"] = ratios(results)
+    results["streaming"] = streaming(results)
     results["warnings"] = ctx.warnings
     fw = results["targets"].get("forwarder")
     if fw and "error" not in fw and (fw["server_core_busy"] or 0) < BUSY:

@@ -1,5 +1,6 @@
 -- wrk script for bench/overhead.py: POSTs one body over and over, stops after a fixed count.
---   wrk -t1 -c32 -d120s -s bench/wrk_post.lua URL -- BODY_FILE LIMIT [AUTH_TOKEN]
+--   wrk -t1 -c32 -d120s -s bench/wrk_post.lua URL -- BODY_FILE LIMIT [AUTH_TOKEN ["Name: value" ...]]
+-- Arguments after AUTH_TOKEN are extra request headers (e.g. "anthropic-version: 2026-10-21").
 -- Counts responses (and the x-hookgate-cache header), stops its thread after LIMIT responses
 -- and ends wrk at once with SIGINT to itself (wrk would otherwise sleep out -d), then prints one
 -- line "BENCH_RESULT {json}" that overhead.py parses. Meant for -t1: each thread stops at LIMIT.
@@ -31,8 +32,13 @@ function init(args)
   wrk.body = f:read("*a")
   f:close()
   wrk.headers["Content-Type"] = "application/json"
-  if args[3] then
+  if args[3] and args[3] ~= "" then
     wrk.headers["Authorization"] = "Bearer " .. args[3]
+  end
+  for i = 4, #args do
+    local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+    assert(name, "header argument not of the form 'Name: value': " .. args[i])
+    wrk.headers[name] = value
   end
   limit = tonumber(args[2])
   t_start = now()
