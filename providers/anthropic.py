@@ -102,15 +102,6 @@ class AnthropicProvider(SDKProviderPlugin):
     def __init__(self, config: AnthropicConfig) -> None:
         self.config = config
 
-        def make_client(key: str) -> anthropic.AsyncAnthropic:
-            return anthropic.AsyncAnthropic(
-                api_key=key,
-                base_url=config.base_url,
-                max_retries=0,
-                timeout=config.request_timeout_seconds,
-                http_client=anthropic.DefaultAioHttpClient(),
-            )
-
-        self.transport = AnthropicTransport("anthropic", config, sdk=anthropic, response_type=httpx2.Response, make_client=make_client)
+        self.transport = AnthropicTransport("anthropic", config, sdk=anthropic, client_class=anthropic.AsyncAnthropic, response_type=httpx2.Response)
         self.chat = AnthropicChat("anthropic", self.transport, config)
         self.providers, self.transports = [self.chat], [self.transport]

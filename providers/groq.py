@@ -31,15 +31,6 @@ class GroqProvider(SDKProviderPlugin):
     def __init__(self, config: GroqConfig) -> None:
         self.config = config
 
-        def make_client(key: str) -> groq.AsyncGroq:
-            return groq.AsyncGroq(
-                api_key=key,
-                base_url=config.base_url,
-                max_retries=0,
-                timeout=config.request_timeout_seconds,
-                http_client=groq.DefaultAioHttpClient(),
-            )
-
-        self.transport = SDKTransport("groq", config, sdk=groq, response_type=httpx.Response, make_client=make_client)
+        self.transport = SDKTransport("groq", config, sdk=groq, client_class=groq.AsyncGroq, response_type=httpx.Response)
         self.chat = OpenAIShapedProvider("groq", self.transport, "/openai/v1/chat/completions", config.models)
         self.providers, self.transports = [self.chat], [self.transport]

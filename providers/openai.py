@@ -27,17 +27,15 @@ class OpenAIConfig(SDKProviderConfig):
 def openai_transport(name: str, config: SDKProviderConfig, *, organization: str | None = None, key_required: bool = True) -> SDKTransport:
     """An SDK transport over an ``openai.AsyncOpenAI`` client (also used by openai_compatible)."""
 
-    def make_client(key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=key,
-            base_url=config.base_url,
-            organization=organization,
-            max_retries=0,
-            timeout=config.request_timeout_seconds,
-            http_client=openai.DefaultAioHttpClient(),
-        )
-
-    return SDKTransport(name, config, sdk=openai, response_type=httpx2.Response, make_client=make_client, key_required=key_required)
+    return SDKTransport(
+        name,
+        config,
+        sdk=openai,
+        client_class=openai.AsyncOpenAI,
+        response_type=httpx2.Response,
+        client_options={"organization": organization},
+        key_required=key_required,
+    )
 
 
 class OpenAIProvider(SDKProviderPlugin):

@@ -54,9 +54,11 @@ class SDKProviderConfig(PluginConfig):
 class SDKTransport:
     """One SDK client used as a raw HTTP transport, with the SDK's errors translated.
 
-    :param sdk: the SDK module (for its exception classes).
+    :param sdk: the SDK module (its exception classes and aiohttp transport).
+    :param client_class: the SDK's async client (``openai.AsyncOpenAI``…), built here, and only
+        here, with ``max_retries=0``: the retry plugin is the one owner of retries.
     :param response_type: the HTTP response class the SDK's ``post()`` returns raw.
-    :param make_client: builds the SDK client from an API key (``max_retries=0`` inside).
+    :param client_options: further keyword arguments for the client (``organization``…).
     :param key_required: whether a request without a key configured should fail with a 503 (a
         local OpenAI-compatible server often needs none).
     """
@@ -67,12 +69,14 @@ class SDKTransport:
         config: SDKProviderConfig,
         *,
         sdk: ModuleType,
+        client_class: type,
         response_type: type,
-        make_client: Callable[[str], Any],
+        client_options: dict[str, Any] | None = None,
         key_required: bool = True,
     ) -> None:
         self.provider, self.config, self.sdk = provider, config, sdk
-        self.response_type, self.make_client, self.key_required = response_type, make_client, key_required
+        self.client_class, self.client_options = client_class, client_options or {}
+        self.response_type, self.key_required = response_type, key_required
         self.client: Any = None
 
     def _key(self) -> str | None:
@@ -83,7 +87,14 @@ class SDKTransport:
     async def start(self) -> None:
         key = self._key()
         if key or not self.key_required:
-            self.client = self.make_client(key or "no-key-needed")
+            self.client = self.client_class(
+                api_key=key or "no-key-needed",
+                base_url=self.config.base_url,
+                max_retries=0,
+                timeout=self.config.request_timeout_seconds,
+                http_client=self.sdk.DefaultAioHttpClient(),
+                **self.client_options,
+            )
 
     async def close(self) -> None:
         if self.client is not None:
