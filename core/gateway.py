@@ -38,6 +38,7 @@ class Gateway:
         self.config = config
         self.runner = HookRunner(config)
         self.providers: dict[str, Provider] = {}
+        self._check_pipeline(config)
         self.runner.call_startup_hook("register_providers", register=self._register_provider)
         try:
             self.routes = RoutingTable(self.providers, config.models)
@@ -79,6 +80,15 @@ class Gateway:
                     await shutdowns[name].function(*[{"app": app}[a] for a in shutdowns[name].argnames])
                 except Exception:
                     log.exception("plugin_shutdown_failed", plugin=name)
+
+    def _check_pipeline(self, config: GatewayConfig) -> None:
+        """Let each plugin refuse a pipeline it cannot work in (``check_pipeline``)."""
+        names = list(config.pipeline)
+        for call in self.runner.calls("check_pipeline"):
+            try:
+                call.function(*[{"pipeline": names, "name": call.plugin}[a] for a in call.argnames])
+            except ValueError as exc:
+                raise ConfigError(config.source, f"plugin {call.plugin!r}: {exc}", section="gateway", key="pipeline") from None
 
     def _register_provider(self, provider: Provider) -> None:
         if not isinstance(provider, Provider):

@@ -68,6 +68,20 @@ def register_routes(router: web.UrlDispatcher, app: web.Application) -> None:
 
 
 @hookspec
+def check_pipeline(pipeline: list[str], name: str) -> None:
+    """Refuse, at start-up, a pipeline this plugin cannot work in.
+
+    :param pipeline: the enabled plugins' names, in order.
+    :param name: the name this plugin is enabled under (an entry point may be renamed).
+
+    Called once per pipeline while it is built (at start-up and on every reload), before any
+    request. Raise ``ValueError`` with the reason (e.g. "list cost before budget"): the gateway
+    does not start (a reload is rejected) with that reason, naming ``[gateway] pipeline`` and this
+    plugin. Prefer this to discovering a misordered pipeline on the first request.
+    """
+
+
+@hookspec
 def register_hook_observers(register: Callable[[Callable[[str, str, float, str], None]], None]) -> None:
     """Ask to be told how long every phase-hook call takes (metrics, tracing, profilers).
 
@@ -226,5 +240,5 @@ async def on_error(ctx: RequestContext, error: GatewayError) -> None:
 PHASE_HOOKS = ("startup", "shutdown", "check_ready", "authorize_admin", "before_request", "cache_lookup", "call_provider", "after_response", "on_error")
 """The hooks the core awaits itself; their implementations must be ``async def``."""
 
-STARTUP_HOOKS = ("register_providers", "register_routes", "register_hook_observers")
+STARTUP_HOOKS = ("register_providers", "register_routes", "register_hook_observers", "check_pipeline")
 """The hooks called synchronously while the app is built."""

@@ -20,7 +20,7 @@ even if its instance died before settling it, so none can leak. Budgets come fro
 (``daily_budget_usd``/``monthly_budget_usd`` in api_keys) or this plugin's defaults. Money is kept as
 integer pico-dollars, added by Redis exactly. Redis down: ``on_redis_error = "reject"`` (default,
 503: money is at stake) or ``"allow"``. Without any Redis the budget is kept per instance. Must be
-listed after cost (a request to a budgeted key fails with a 500 otherwise).
+listed after cost: a pipeline with budget before cost does not start (``check_pipeline``).
 """
 from __future__ import annotations
 
@@ -153,6 +153,12 @@ class Budget(RedisBacked):
     def redis_down(self, error: BaseException) -> Readiness:
         status = "unavailable" if self.config.on_redis_error == "reject" else "degraded"
         return Readiness(status, f"Redis unreachable ({type(error).__name__}); on_redis_error = {self.config.on_redis_error}")
+
+    @hookimpl
+    def check_pipeline(self, pipeline: list[str], name: str) -> None:
+        # The cost plugin prices each request's worst case before budget reserves it.
+        if "cost" not in pipeline[: pipeline.index(name)]:
+            raise ValueError(f"list the cost plugin before {name} (it prices the worst case that {name} reserves)")
 
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:

@@ -154,12 +154,16 @@ async def test_a_budgeted_key_cannot_use_a_model_without_a_price(gateway, local_
     assert refused.status == 403 and (await refused.json())["error"]["code"] == "model_not_priced"
 
 
-async def test_budget_listed_before_cost_is_a_loud_configuration_error(gateway, emulator, local_only, captured_logs):
+async def test_budget_listed_before_cost_is_refused_at_start_up(make_config, emulator, local_only):
+    from hookgate.config import ConfigError
+    from hookgate.gateway import Gateway
+
     key = new_key("order")
     config = upstream_config(emulator, ["api_keys", "token_counter", "budget", "cost"], api_keys=keys_section({"k": (key, {"daily_budget_usd": "1"})}))
-    client = await gateway(config)
-    assert (await client.post("/v1/chat/completions", json=ASK, headers=bearer(key))).status == 500
-    assert any(entry["event"] == "budget_misconfigured" for entry in captured_logs)
+    with pytest.raises(ConfigError) as caught:
+        Gateway(make_config(config))
+    assert (caught.value.section, caught.value.key) == ("gateway", "pipeline")
+    assert "plugin 'budget': list the cost plugin before budget" in caught.value.reason
 
 
 async def _answer(ctx):

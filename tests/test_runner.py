@@ -263,3 +263,24 @@ def test_two_providers_claiming_one_model_is_rejected(make_config):
         Gateway(make_config('[gateway]\npipeline = ["echo", "echo2"]', local={"echo2": echo2}))
     resolved = Gateway(make_config('[gateway]\npipeline = ["echo", "echo2"]\n[models.echo]\nprovider = "echo2"', local={"echo2": echo2}))
     assert resolved.routes.resolve("echo").provider.name == "echo2"
+
+
+def test_a_plugin_can_refuse_a_pipeline_it_cannot_work_in(make_config):
+    seen: list[tuple[list[str], str]] = []
+
+    class First:
+        def __init__(self, config):
+            pass
+
+        @hookimpl
+        def check_pipeline(self, pipeline, name):
+            seen.append((pipeline, name))
+            if pipeline[0] != name:
+                raise ValueError(f"list {name} first")
+
+    Gateway(make_config('[gateway]\npipeline = ["gatekeeper", "echo"]', local={"gatekeeper": First}))
+    assert seen == [(["gatekeeper", "echo"], "gatekeeper")]
+    with pytest.raises(ConfigError) as caught:
+        Gateway(make_config('[gateway]\npipeline = ["echo", "gatekeeper"]', local={"gatekeeper": First}))
+    assert (caught.value.section, caught.value.key) == ("gateway", "pipeline")
+    assert caught.value.reason == "plugin 'gatekeeper': list gatekeeper first"
