@@ -17,6 +17,8 @@ from .routing import upstream_body
 
 __all__ = ["cache_key", "canonical_json", "KEY_VERSION", "NON_OUTPUT_FIELDS"]
 
+_DIGEST_STATE = "hookgate.cache_digest"
+
 KEY_VERSION = "v1"
 """Bumped whenever the key's definition changes, so old entries are never read with new meaning."""
 
@@ -53,9 +55,17 @@ def cache_key(ctx: RequestContext, *, shared: bool = False) -> str:
     The material is the body as the routed provider receives it (upstream model name, route
     defaults applied), plus the provider's name: aliases of one route share answers, and
     re-routing a model in plugins.toml never replays another provider's answers.
+
+    The digest is computed once per request and route (memory and Redis caches in one pipeline
+    share it); a plugin that rewrites ``ctx.body`` must do so before ``cache_lookup``.
     """
-    material = {k: v for k, v in upstream_body(ctx).items() if k not in NON_OUTPUT_FIELDS}
-    material["__provider__"] = ctx.provider_name
-    digest = hashlib.sha256(canonical_json(material)).hexdigest()
+    memo = ctx.state.get(_DIGEST_STATE)
+    if memo is not None and memo[0] is ctx.route:
+        digest = memo[1]
+    else:
+        material = {k: v for k, v in upstream_body(ctx).items() if k not in NON_OUTPUT_FIELDS}
+        material["__provider__"] = ctx.provider_name
+        digest = hashlib.sha256(canonical_json(material)).hexdigest()
+        ctx.state[_DIGEST_STATE] = (ctx.route, digest)
     namespace = "shared" if shared else (ctx.tenant or "anon")
     return f"hookgate:cache:{KEY_VERSION}:{namespace}:{digest}"

@@ -46,11 +46,8 @@ def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipeline
     gateway = Gateway(config)
     app = web.Application(client_max_size=config.gateway.max_body_bytes, middlewares=[_errors_and_request_id])
     app[PIPELINES] = pipelines(gateway) if pipelines else Pipelines(gateway, grace_seconds=config.gateway.shutdown_grace_seconds)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/-/plugins", plugins_report)
+    for path, (method, handler) in _CORE_ROUTES.items():
+        app.router.add_route(method, path, handler)
     app.router.add_route("*", "/{path:.*}", plugin_routes)  # last: whatever the pipeline's plugins added
     gateway.add_routes(app)
     app.cleanup_ctx.append(_plugin_lifecycle)
@@ -161,17 +158,24 @@ async def plugins_report(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(report, default=str), content_type="application/json")
 
 
-_CORE_ROUTES = {"/v1/chat/completions": "POST", "/v1/models": "GET", "/healthz": "GET", "/readyz": "GET", "/-/plugins": "GET"}
-
-
 async def plugin_routes(request: web.Request) -> web.StreamResponse:
     """Serve a route that a plugin of the current pipeline added, or 404/405."""
     if request.path in _CORE_ROUTES:  # a core path with another method
-        raise web.HTTPMethodNotAllowed(request.method, [_CORE_ROUTES[request.path]])
+        raise web.HTTPMethodNotAllowed(request.method, [_CORE_ROUTES[request.path][0]])
     match = await request.app[PIPELINES].current.plugin_router.resolve(request)
     if match.http_exception is not None:
         raise match.http_exception
     return await match.handler(request)
+
+
+_CORE_ROUTES: dict[str, tuple[str, Any]] = {
+    "/v1/chat/completions": ("POST", chat_completions),
+    "/v1/models": ("GET", list_models),
+    "/healthz": ("GET", healthz),
+    "/readyz": ("GET", readyz),
+    "/-/plugins": ("GET", plugins_report),
+}
+"""The core's own routes; any other path goes to the current pipeline's plugin routes."""
 
 
 # -------------------------------------------------------------------------------------------------

@@ -118,15 +118,23 @@ def start_gateway(config_text: str, *, env: dict[str, str] | None = None, port: 
         env={**os.environ, **(env or {})},
     )
     gateway = GatewayProcess(port, process)
-    deadline = time.monotonic() + 20
+    try:
+        wait_healthy(port, process)
+    except AssertionError:
+        raise AssertionError(f"gateway did not become healthy: {gateway.stop(signal.SIGKILL)}") from None
+    return gateway
+
+
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Wait until ``GET /healthz`` on ``port`` answers 200; fail if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"gateway exited with {process.returncode}: {gateway.stop()}")
+            raise AssertionError(f"server exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(f"{gateway.url}/healthz", timeout=1) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
                 if response.status == 200:
-                    return gateway
+                    return
         except OSError:
             time.sleep(0.05)
-    gateway.stop(signal.SIGKILL)
-    raise AssertionError("gateway did not become healthy within 20 s")
+    raise AssertionError(f"server did not become healthy within {timeout} s")

@@ -7,31 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from servers import HOOKGATE, free_port
+from servers import HOOKGATE, free_port, wait_healthy
 
 def run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([HOOKGATE, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
-
-
-def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}: {process.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("server did not become healthy")
 
 
 def chat(port: int, content: str) -> tuple[dict, dict]:

@@ -12,7 +12,7 @@ import time
 import aiohttp
 
 from conftest import CHAT, eventually, upstream_config
-from servers import HOOKGATE, free_port
+from servers import HOOKGATE, free_port, wait_healthy
 
 STREAM = {"model": "echo", "messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(20))}], "stream": True}
 SLOW_ECHO = '[gateway]\npipeline = ["memory_cache", "echo"]\nshutdown_grace_seconds = 10\n[plugins.echo]\nchunk_delay_seconds = 0.1\n'
@@ -46,7 +46,7 @@ async def test_sighup_reloads_without_dropping_a_request(tmp_path):
     process = subprocess.Popen([HOOKGATE, "serve", "--config", str(config), "--port", str(port), "--pid-file", str(tmp_path / "hg.pid")], stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_healthy(url)
+        await asyncio.to_thread(wait_healthy, port, process)
         async with aiohttp.ClientSession() as session:
             statuses: list[int] = []
             caches: list[str] = []
@@ -120,17 +120,3 @@ async def test_workers_share_one_port(tmp_path):
     assert process.returncode == 0, stderr[-2000:]
     pids = {entry["pid"] for entry in listening}
     assert len(pids) == 2 and process.pid not in pids, "two worker processes, each with its own loop, on the one port"
-
-
-async def _wait_healthy(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("server did not become healthy")
