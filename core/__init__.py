@@ -1,12 +1,17 @@
 """hookgate: an asynchronous LLM gateway whose every feature is a pluggy plugin.
 
-The public surface for plugin authors is what this module exports; everything else is internal.
+The public surface for plugin authors is what this module exports plus the modules listed in
+:data:`PUBLIC_MODULES` (each with its own ``__all__``); everything else is internal, and the
+built-in plugins use nothing else (a test checks it).
 
     from hookgate import hookimpl, PluginConfig, RequestContext, Completion, RateLimited
 """
 from .cache_keys import cache_key, canonical_json
 from .config import PluginConfig
 from .context import Attempt, CacheStatus, ClientKey, RequestContext
+from .events import Outcome
+from .registry import PluginLoadError
+from .state import StateKey
 from .errors import (
     AuthenticationFailed,
     ClientDisconnected,
@@ -37,11 +42,37 @@ from .responses import (
 
 __version__ = "0.1.0"
 
+PUBLIC_MODULES = (
+    "hookgate",
+    "hookgate.accounting",
+    "hookgate.cache_control",
+    "hookgate.embeddings",
+    "hookgate.events",
+    "hookgate.facts",
+    "hookgate.hookspecs",
+    "hookgate.logs",
+    "hookgate.messages",
+    "hookgate.provider_kit",
+    "hookgate.redis",
+    "hookgate.routing",
+    "hookgate.rules",
+    "hookgate.sse",
+    "hookgate.tasks",
+    "hookgate.testing",
+    "hookgate.upstream",
+    "hookgate.web",
+)
+"""The documented modules a plugin may import from (docs/reference.md lists their names); a
+module under one of them (``hookgate.testing.openai_emulator``) is public too."""
+
 __all__ = [
     "hookimpl",
     "hookspec",
     "PluginConfig",
+    "PluginLoadError",
     "RequestContext",
+    "StateKey",
+    "Outcome",
     "CacheStatus",
     "Provider",
     "Readiness",

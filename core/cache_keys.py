@@ -12,12 +12,17 @@ from typing import Any
 
 import orjson
 
-from .context import RequestContext
-from .routing import upstream_body
+from typing import TYPE_CHECKING
+
+from .routing import Route, upstream_body
+from .state import StateKey
+
+if TYPE_CHECKING:
+    from .context import RequestContext
 
 __all__ = ["cache_key", "canonical_json", "KEY_VERSION", "NON_OUTPUT_FIELDS"]
 
-_DIGEST_STATE = "hookgate.cache_digest"
+_DIGEST: StateKey[tuple["Route | None", str]] = StateKey("cache_key.digest", tuple, "the digest computed for a route, memoised")
 
 KEY_VERSION = "v1"
 """Bumped whenever the key's definition changes, so old entries are never read with new meaning."""
@@ -59,13 +64,13 @@ def cache_key(ctx: RequestContext, *, shared: bool = False) -> str:
     The digest is computed once per request and route (memory and Redis caches in one pipeline
     share it); a plugin that rewrites ``ctx.body`` must do so before ``cache_lookup``.
     """
-    memo = ctx.state.get(_DIGEST_STATE)
+    memo = ctx.get(_DIGEST)
     if memo is not None and memo[0] is ctx.route:
         digest = memo[1]
     else:
         material = {k: v for k, v in upstream_body(ctx).items() if k not in NON_OUTPUT_FIELDS}
         material["__provider__"] = ctx.provider_name
         digest = hashlib.sha256(canonical_json(material)).hexdigest()
-        ctx.state[_DIGEST_STATE] = (ctx.route, digest)
+        ctx[_DIGEST] = (ctx.route, digest)
     namespace = "shared" if shared else (ctx.tenant or "anon")
     return f"hookgate:cache:{KEY_VERSION}:{namespace}:{digest}"

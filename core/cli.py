@@ -282,16 +282,45 @@ def _plugins(args: argparse.Namespace) -> None:
     print(f"config: {report['config']}")
     print(f"pipeline: {' -> '.join(report['pipeline']) or '(empty)'}\n")
     print("installed plugins:")
+    rows = []
     for plugin in report["plugins"]:
         state = f"enabled #{plugin['position']}" if plugin["enabled"] else ("disabled" if plugin["name"] in config.disabled else "not in pipeline")
-        print(f"  {plugin['name']:<16} {state:<16} {plugin['distribution']} {plugin['version']}  {plugin['description']}")
+        rows.append((plugin["name"], state, f"{plugin['distribution']} {plugin['version']}", plugin["description"]))
+    _print_columns(rows, indent="  ")
     print("\nhook order:")
-    for hook, names in report["hooks"].items():
-        print(f"  {hook:<18} {' -> '.join(names) if names else '-'}")
-    print("\nconfig schemas:")
+    _print_columns([(hook, " -> ".join(names) if names else "-") for hook, names in report["hooks"].items()], indent="  ")
+    print("\nrules (checked at start-up):")
+    ruled = [plugin for plugin in report["plugins"] if plugin["rules"]]
+    for plugin in ruled:
+        print(f"  {plugin['name']}:" + (f"  (roles: {', '.join(plugin['roles'])})" if plugin["roles"] else ""))
+        for rule in plugin["rules"]:
+            print(f"    {rule}")
+    if not ruled:
+        print("  -")
+    print("\nconfig (effective values, secrets masked; schema defaults for plugins not enabled):")
     for plugin in report["plugins"]:
-        print(f"  [plugins.{plugin['name']}]   (env: HOOKGATE_{plugin['name'].upper()}__<KEY>)")
+        print(f"  [plugins.{plugin['name']}]   (env: HOOKGATE_{plugin['name'].upper().replace('-', '_')}__<KEY>)")
+        effective = plugin["config"] or {}
+        fields = []
         for field, spec in plugin["config_schema"].get("properties", {}).items():
             kind = spec.get("type") or "/".join(s.get("type", "?") for s in spec.get("anyOf", [])) or "object"
-            default = f" = {json.dumps(spec['default'], default=str)}" if "default" in spec else ""
-            print(f"    {field}: {kind}{default}  {spec.get('description', '')}")
+            if field in effective:
+                value = json.dumps(effective[field], default=str)
+            else:
+                value = json.dumps(spec["default"], default=str) if "default" in spec else "(required)"
+            fields.append((field, kind, "= " + _clip(value, 60), spec.get("description", "")))
+        _print_columns(fields, indent="    ")
+
+
+def _print_columns(rows: list[tuple[str, ...]], *, indent: str) -> None:
+    """Rows as aligned columns (the last one left ragged)."""
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
+        print(indent + "  ".join(cells).rstrip())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

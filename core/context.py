@@ -1,11 +1,20 @@
-"""The per-request state every hook receives."""
+"""The per-request state every hook receives.
+
+:class:`RequestContext` holds what the core itself owns about a request (its id, body and
+headers, the route, the cache result, timings, the upstream attempts) plus a typed map of the
+facts plugins tell each other (``ctx[KEY]``, keys declared in :mod:`hookgate.facts` or privately
+by a plugin). docs/request_context.md is the full reference.
+"""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from decimal import Decimal
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, overload
+
+from .facts import DEADLINE
+from .identity import ClientKey
+from .state import StateKey
 
 if TYPE_CHECKING:
     from .provider import Provider
@@ -13,52 +22,37 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestContext", "CacheStatus", "Attempt", "ClientKey"]
 
+T = TypeVar("T")
+D = TypeVar("D")
+
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One upstream attempt: how it ended (``ok``, ``timeout``, ``http_503``…), its upstream
-    status if any, and how long it took."""
+    """One upstream attempt, recorded by the core around every call of the provider: how it ended
+    (``ok``, ``http_503``, ``timeout``, ``cancelled``…), the upstream status if any, when it started
+    (``perf_counter()``) and how long it took (for a stream: until its first chunk)."""
 
     outcome: str
     status: int | None
     duration_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClientKey:
-    """A gateway key (virtual key) as an auth plugin resolved it; never the secret itself.
-
-    The ``api_keys`` plugin (or any auth plugin) sets it on ``ctx.client_key``; the limit, budget
-    and usage plugins read their per-key settings from it, so a third-party auth plugin that fills
-    it in gets them too. A limit left at None means "the enforcing plugin's own default".
-    """
-
-    id: str
-    """Public, stable name of the key (``team-a``): used in limits, the usage ledger and logs."""
-    models: frozenset[str] | None = None
-    """Public model names this key may use; None for every model."""
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    daily_budget_usd: Decimal | None = None
-    monthly_budget_usd: Decimal | None = None
-    cache_namespace: str | None = None
-    """Cache scope of the key's answers (keys sharing a namespace share cached answers);
-    None for the key's own ``id``."""
-    admin: bool = False
-    """May call admin endpoints (``GET /v1/usage`` for every key…)."""
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    """Free-form labels (team, owner…) for plugins and logs."""
+    started_at: float = 0.0
+    number: int = 1
+    """1 for the first attempt of the request, 2 for the first retry…"""
 
 
 @dataclass(slots=True, eq=False)
 class RequestContext:
-    """One chat request on its way through the hook chain.
+    """One request on its way through the hook chain.
 
-    ``body`` is the JSON object the client sent, already validated as a chat request; it is what
-    the provider receives and what the cache key is computed from, so a plugin that rewrites the
-    request edits ``body``. ``state`` is scratch space for plugins: key it by your plugin's name.
+    ``body`` is the JSON object the client sent, already validated; it is what the provider
+    receives and what the cache key is computed from, so a plugin that rewrites the request edits
+    ``body`` (in ``before_request``, before the caches look). Facts shared with other plugins are
+    read and written as ``ctx[KEY]`` with typed keys (:mod:`hookgate.facts`); never store a secret
+    in one.
 
     The client's credential is kept in ``api_key`` so that auth plugins can check it; never log
     it or put it in an error message.
@@ -68,14 +62,17 @@ class RequestContext:
     body: dict[str, Any]
     headers: Mapping[str, str]
     api_key: str | None = field(default=None, repr=False)
+    client_address: str | None = None
+    """The client's network address (the peer of the connection, or what a trusted proxy says)."""
     provider: Provider | None = None
     """The provider that serves ``body["model"]``; set by the core before ``cache_lookup``."""
     route: Route | None = None
     """The route being tried: provider, upstream model name, default parameters. Set with
     ``provider``; changes when the core falls back to another route."""
     tenant: str | None = None
-    """Whose request this is, for scoping caches and limits. Auth plugins set it; by default it
-    is derived from the client's key (a hash, never the key itself), or None for anonymous."""
+    """Whose request this is, for scoping caches and limits: the authenticated key's cache
+    namespace (or id), else a hash of the client's credential (never the credential), else None
+    for anonymous requests. Set by the core before ``before_request``."""
     cache_status: CacheStatus = "BYPASS"
     """HIT, MISS or BYPASS, sent back as ``x-hookgate-cache``. A cache plugin that decides not to
     look (``Cache-Control: no-cache``) sets BYPASS."""
@@ -85,13 +82,9 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)
     """Extra headers for the client's response. For a stream they must be set before the first
     chunk: ``after_response`` runs after the headers have gone."""
-    state: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=perf_counter)
-    deadline: float | None = None
-    """When the whole request must be answered, on the ``perf_counter()`` clock; None for no
-    deadline. The timeout plugin sets it; retry and other middlewares read it via :meth:`remaining`."""
     attempts: list[Attempt] = field(default_factory=list)
-    """Upstream attempts made so far, recorded by the middleware that owns retries."""
+    """Upstream attempts made so far, recorded by the core around each call of the provider."""
     upstream_seconds: float = 0.0
     """Time spent waiting for providers (every attempt; for a stream, waiting for its chunks
     too), measured by the core: the gateway's own overhead is the rest."""
@@ -100,25 +93,54 @@ class RequestContext:
     first chunk, so ``first_byte_at - started_at`` is the time to first token)."""
     status: int = 200
     """The status sent (or about to be sent) to the client."""
-    client_key: ClientKey | None = None
-    """The gateway key the request was authenticated with, set by an auth plugin (``api_keys``);
-    None without one. Per-key limits, budgets and the usage ledger read it."""
-    usage: dict[str, Any] | None = None
-    """The token usage of the answer in OpenAI's shape (``prompt_tokens``, ``completion_tokens``,
-    ``total_tokens``, ``prompt_tokens_details.cached_tokens``,
-    ``completion_tokens_details.reasoning_tokens``), set by the ``token_counter`` plugin once the
-    answer is complete: the provider's own figures, also for a stream whose usage chunk the client
-    did not ask for. On a cache HIT it is the cached answer's usage (nothing was spent upstream)."""
-    cost_usd: Decimal | None = None
-    """What the answer cost upstream in US dollars (exact decimal), set by the ``cost`` plugin;
-    None when unknown (no price for the model), 0 for a cache HIT."""
-    log_fields: dict[str, Any] = field(default_factory=dict)
-    """Extra facts for the request's log line (``key_id``, estimates…): plugins add them, the
-    ``request_log`` plugin writes them. Never put a secret here."""
+    annotations: dict[str, Any] = field(default_factory=dict)
+    """Extra facts for observers (the request log line, traces, the request store): small,
+    bounded values, never a secret or a prompt. Built-in facts need no annotation: observers read
+    them from the typed keys."""
+    _facts: dict[StateKey[Any], Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.tenant is None and self.api_key:
             self.tenant = "key-" + hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------------ typed facts ---
+
+    def __getitem__(self, key: StateKey[T]) -> T:
+        try:
+            return self._facts[key]
+        except KeyError:
+            raise KeyError(f"{key.name} is not set on this request") from None
+
+    def __setitem__(self, key: StateKey[T], value: T) -> None:
+        self._facts[key] = value
+
+    def __contains__(self, key: StateKey[Any]) -> bool:
+        return key in self._facts
+
+    @overload
+    def get(self, key: StateKey[T]) -> T | None: ...
+    @overload
+    def get(self, key: StateKey[T], default: D) -> T | D: ...
+
+    def get(self, key: StateKey[T], default: Any = None) -> Any:
+        """The fact's value, or ``default`` when no plugin set it."""
+        return self._facts.get(key, default)
+
+    def pop(self, key: StateKey[T], default: Any = _MISSING) -> Any:
+        """Remove the fact and return its value (``default`` when it was not set)."""
+        if default is _MISSING:
+            return self._facts.pop(key)
+        return self._facts.pop(key, default)
+
+    def setdefault(self, key: StateKey[T], default: T) -> T:
+        """The fact's value, setting it to ``default`` first when it is not set."""
+        return self._facts.setdefault(key, default)
+
+    def facts(self) -> dict[str, Any]:
+        """Every fact set on this request, by name (for introspection and tests)."""
+        return {key.name: value for key, value in self._facts.items()}
+
+    # ---------------------------------------------------------------------------- reading ---
 
     @property
     def model(self) -> str | None:
@@ -134,7 +156,7 @@ class RequestContext:
     def include_usage(self) -> bool:
         """Whether a streaming client asked for the final usage chunk."""
         options = self.body.get("stream_options")
-        return bool(options and options.get("include_usage"))
+        return bool(isinstance(options, dict) and options.get("include_usage"))
 
     @property
     def provider_name(self) -> str:
@@ -142,8 +164,10 @@ class RequestContext:
         return self.provider.name if self.provider is not None else "none"
 
     def remaining(self) -> float:
-        """Seconds left before ``deadline`` (infinite without one; negative once it passed)."""
-        return float("inf") if self.deadline is None else self.deadline - perf_counter()
+        """Seconds left before the request's :data:`~hookgate.facts.DEADLINE` (infinite without
+        one; negative once it passed)."""
+        deadline = self._facts.get(DEADLINE)
+        return float("inf") if deadline is None else deadline - perf_counter()
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request reached the gateway."""

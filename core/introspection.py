@@ -6,7 +6,9 @@ from typing import Any
 
 from .config import GatewayConfig
 from .gateway import Gateway
+from .redis import redacted_url
 from .registry import InstalledPlugin
+from .rules import roles_of, rules_of
 
 __all__ = ["pipeline_report"]
 
@@ -19,8 +21,10 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
     catalogue = dict(installed or {})
     for plugin in config.plugins:
         catalogue.setdefault(plugin.name, plugin.installed)
+    instances = gateway.runner.plugins
     plugins = []
     for name, plugin in sorted(catalogue.items(), key=lambda item: (position.get(item[0], 10**6), item[0])):
+        declared = instances.get(name) or plugin.load()
         plugins.append(
             {
                 "name": name,
@@ -30,9 +34,11 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
                 "enabled": name in position,
                 "position": position.get(name),
                 "description": plugin.description,
+                "roles": list(roles_of(declared)),
+                "rules": [rule.describe() for rule in rules_of(declared)],
                 "config_schema": plugin.config_model().model_json_schema(),
-                # pydantic dumps SecretStr fields as '**********'
-                "config": json.loads(effective[name].config.model_dump_json()) if name in effective else None,
+                # pydantic dumps SecretStr fields as '**********'; passwords inside URLs are masked here
+                "config": _masked(json.loads(effective[name].config.model_dump_json())) if name in effective else None,
             }
         )
     return {
@@ -43,3 +49,17 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
         "models": sorted(model for model, _ in gateway.model_ids()),
         "plugins": plugins,
     }
+
+
+def _masked(value: Any) -> Any:
+    """A config dump with the password of every URL masked (``http://user:***@host``)."""
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        try:
+            return redacted_url(value)
+        except ValueError:
+            return "**********"
+    return value

@@ -1,18 +1,21 @@
-"""structlog set-up: JSON lines for machines, readable lines on a terminal.
+"""Logging: the structlog set-up, and a log for recurring problems that cannot flood.
 
-Called once by the command line, not by ``create_app``: logging is the process's business, and
-tests or embedding applications keep their own.
+:func:`configure_logging` is called once by the command line, not by ``create_app``: logging is
+the process's business, and tests or embedding applications keep their own. :class:`IntervalLog`
+is for plugins: a problem that may recur on every request (Redis unreachable, a full queue) is
+logged at most once per interval, with how many times it happened in between.
 """
 from __future__ import annotations
 
 import logging
 import sys
+from time import monotonic
 from typing import Any, Literal
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging", "redact_secrets"]
+__all__ = ["configure_logging", "redact_secrets", "IntervalLog"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _SECRET_WORDS = ("authorization", "api_key", "apikey", "secret", "password", "token")
@@ -50,3 +53,27 @@ def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+class IntervalLog:
+    """Logs a recurring problem at most once per ``interval_seconds``, with how many times it
+    happened in between (``suppressed``), so an outage cannot flood the log."""
+
+    def __init__(self, logger: Any, event: str, interval_seconds: float = 30.0) -> None:
+        self.logger, self.event, self.interval = logger, event, interval_seconds
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def warning(self, **fields: Any) -> None:
+        self._emit(self.logger.warning, fields)
+
+    def error(self, **fields: Any) -> None:
+        self._emit(self.logger.error, fields)
+
+    def _emit(self, method: Any, fields: dict[str, Any]) -> None:
+        now = monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        method(self.event, suppressed=self._suppressed, **fields)
+        self._last, self._suppressed = now, 0

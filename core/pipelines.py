@@ -20,7 +20,7 @@ from .gateway import Gateway
 from .registry import PluginLoadError
 from .runner import PipelineError
 
-__all__ = ["Pipelines", "ReloadFailed"]
+__all__ = ["Pipelines", "ReloadFailed", "PIPELINES"]
 
 log = structlog.get_logger("hookgate.reload")
 
@@ -84,3 +84,7 @@ class Pipelines:
         requests finish, so they stop at once)."""
         await asyncio.gather(*list(self._draining), return_exceptions=True)
         await self.current.stop(app)
+
+
+PIPELINES = web.AppKey("hookgate_pipelines", Pipelines)
+"""The app's current pipeline (``.current``), replaced by live reload."""

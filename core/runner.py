@@ -19,6 +19,7 @@ from . import hookspecs
 from .config import GatewayConfig
 from .errors import GatewayError
 from .markers import PROJECT_NAME
+from .rules import PluginRules, roles_of, rules_of
 
 __all__ = ["HookRunner", "PipelineError", "PluginCrashed"]
 
@@ -69,7 +70,7 @@ class HookRunner:
             raise PipelineError(str(exc)) from None
         position = {name: i for i, name in enumerate(self.plugins)}
         self._calls: dict[str, tuple[HookCall, ...]] = {}
-        for hook_name in (*hookspecs.PHASE_HOOKS, *hookspecs.STARTUP_HOOKS):
+        for hook_name in (*hookspecs.PHASE_HOOKS, *hookspecs.STARTUP_HOOKS, *hookspecs.EVENT_HOOKS):
             impls = getattr(self.pm.hook, hook_name).get_hookimpls()
             for impl in impls:
                 _check_impl(hook_name, impl)
@@ -87,6 +88,21 @@ class HookRunner:
     def calls(self, hook: str) -> tuple[HookCall, ...]:
         """The implementations of ``hook``, in pipeline order."""
         return self._calls[hook]
+
+    def plugin_rules(self) -> list[PluginRules]:
+        """Each enabled plugin's declared rules and roles, and the hooks it implements, in order."""
+        implemented: dict[str, set[str]] = {name: set() for name in self.plugins}
+        for hook, calls in self._calls.items():
+            for call in calls:
+                implemented[call.plugin].add(hook)
+        found = []
+        for name, instance in self.plugins.items():
+            try:
+                rules = rules_of(instance)
+            except TypeError as exc:
+                raise PipelineError(f"plugin {name!r}: {exc}") from None
+            found.append(PluginRules(name, roles_of(instance), rules, frozenset(implemented[name])))
+        return found
 
     def order(self) -> dict[str, list[str]]:
         """For each hook, the plugins that implement it, in the order they run."""
@@ -146,6 +162,15 @@ class HookRunner:
         for call in self._calls[hook]:
             call.function(*[kwargs[name] for name in call.argnames])
 
+    def emit(self, event: str, **kwargs: Any) -> None:
+        """Tell every observer of ``event``; an observer that raises is logged and skipped, so no
+        observer can break a request or keep the others from being told."""
+        for call in self._calls[event]:
+            try:
+                call.function(*[kwargs[name] for name in call.argnames])
+            except Exception:
+                log.exception("plugin_event_failed", event=event, plugin=call.plugin)
+
     def build_chain(self, terminal: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
         """Compose the ``call_provider`` middlewares around ``terminal``; first listed is outermost."""
         call_next = terminal
@@ -167,11 +192,13 @@ def _check_impl(hook_name: str, impl: pluggy.HookImpl) -> None:
         raise PipelineError(f"{where}: wrappers are not supported; implement call_provider middleware instead")
     if impl.tryfirst or impl.trylast:
         raise PipelineError(f"{where}: tryfirst/trylast are not supported; order plugins in [gateway] pipeline")
-    is_async = inspect.iscoroutinefunction(impl.function)
+    is_async = inspect.iscoroutinefunction(impl.function) or inspect.isasyncgenfunction(impl.function)
     if hook_name in hookspecs.PHASE_HOOKS and not is_async:
         raise PipelineError(f"{where}: must be 'async def' (the core awaits it)")
     if hook_name in hookspecs.STARTUP_HOOKS and is_async:
         raise PipelineError(f"{where}: must be a plain 'def' (it runs once while the app is built)")
+    if hook_name in hookspecs.EVENT_HOOKS and is_async:
+        raise PipelineError(f"{where}: must be a plain 'def' (an event is told, not awaited; start a task for I/O)")
 
 
 HookObserver = Callable[[str, str, float, str], None]

@@ -1,4 +1,9 @@
-"""The aiohttp application: app factory, handlers, SSE relay and error responses."""
+"""The aiohttp application: the HTTP edge, the core's routes, and writing answers as JSON or SSE.
+
+This layer reads requests and writes bytes. What happens between (authentication, the phases,
+routing, caches, the provider chain, and ending each request exactly once) belongs to the
+request's :class:`~hookgate.exchange.Exchange`.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -14,20 +19,25 @@ from .chat_request import validate_chat_request
 from .config import GatewayConfig
 from .context import RequestContext
 from .errors import ClientDisconnected, GatewayError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
-from .gateway import Gateway, as_gateway_error
+from .exchange import Exchange, as_gateway_error
+from .facts import USAGE
+from .gateway import Gateway
 from .health import Readiness
 from .introspection import pipeline_report
-from .pipelines import Pipelines
+from .pipelines import PIPELINES, Pipelines
+from .redis import REDIS_SERVICE, RedisService
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
+from .tasks import BACKGROUND_TASKS, BackgroundTasks
+from .web import presented_key, require_admin
 
 __all__ = ["create_app", "PIPELINES", "current_gateway"]
 
 log = structlog.get_logger("hookgate.server")
 
-PIPELINES = web.AppKey("hookgate_pipelines", Pipelines)
-"""The app's current pipeline (``.current``), replaced by live reload."""
-
 _REQUEST_ID = web.RequestKey("hookgate_request_id", str)
+_STREAM = web.RequestKey("hookgate_stream", web.StreamResponse)
+"""The SSE response of a request once its headers went out: after that, a failure must end the
+stream with an error event, never start a second HTTP response inside it."""
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _SSE_DONE = b"data: [DONE]\n\n"
 
@@ -44,8 +54,15 @@ def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipeline
     (``startup``) and close when it stops.
     """
     gateway = Gateway(config)
-    app = web.Application(client_max_size=config.gateway.max_body_bytes, middlewares=[_errors_and_request_id])
-    app[PIPELINES] = pipelines(gateway) if pipelines else Pipelines(gateway, grace_seconds=config.gateway.shutdown_grace_seconds)
+    settings = config.gateway
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors_and_request_id])
+    app[PIPELINES] = pipelines(gateway) if pipelines else Pipelines(gateway, grace_seconds=settings.shutdown_grace_seconds)
+    app[REDIS_SERVICE] = RedisService(
+        max_operations=settings.redis_max_connections,
+        failure_threshold=settings.redis_failure_threshold,
+        retry_interval=settings.redis_retry_interval_seconds,
+    )
+    app[BACKGROUND_TASKS] = BackgroundTasks(settings.max_background_tasks)
     for path, (method, handler) in _CORE_ROUTES.items():
         app.router.add_route(method, path, handler)
     app.router.add_route("*", "/{path:.*}", plugin_routes)  # last: whatever the pipeline's plugins added
@@ -62,12 +79,26 @@ def current_gateway(app: web.Application) -> Gateway:
 async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Start the plugins before the server accepts requests; stop them after it stopped."""
     pipelines = app[PIPELINES]
-    await pipelines.current.start(app)
-    log.info("gateway_started", pipeline=list(pipelines.current.runner.plugins), config=pipelines.current.config.source)
+    gateway = pipelines.current
+    try:
+        await gateway.start(app)
+    except BaseException:
+        await app[REDIS_SERVICE].close()
+        raise
+    for warning in gateway.config.warnings:
+        log.warning("config_warning", detail=warning)
+    log.info(
+        "pipeline_ready",
+        pipeline=list(gateway.runner.plugins),
+        rules=sum(len(rules.rules) for rules in gateway.runner.plugin_rules()),
+        config=gateway.config.source,
+    )
     try:
         yield
     finally:
+        await app[BACKGROUND_TASKS].close(gateway.config.gateway.background_drain_seconds)
         await pipelines.close(app)
+        await app[REDIS_SERVICE].close()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -83,37 +114,44 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """
     gateway = request.app[PIPELINES].current
     gateway.in_flight += 1
+    ctx = RequestContext(
+        request_id=request[_REQUEST_ID],
+        body={},
+        headers=request.headers,
+        api_key=presented_key(request.headers),
+        client_address=request.remote,
+    )
+    exchange = gateway.exchange(ctx)
     try:
-        return await _chat(request, gateway)
+        return await _chat(request, gateway, exchange)
     finally:
+        exchange.finish()
         gateway.in_flight -= 1
 
 
-async def _chat(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    request_id = request[_REQUEST_ID]
-    ctx = RequestContext(request_id=request_id, body={}, headers=request.headers, api_key=_client_key(request))
+async def _chat(request: web.Request, gateway: Gateway, exchange: Exchange) -> web.StreamResponse:
+    ctx = exchange.ctx
     try:
+        await exchange.authenticate()
         ctx.body = body = await _read_json(request, gateway.config.gateway.max_body_bytes)
         validate_chat_request(body)
-        response = await gateway.answer(ctx)
-        if isinstance(response, CompletionStream):
+        answer = await exchange.answer()
+        if isinstance(answer, CompletionStream):
             if ctx.stream:
-                return await _relay_stream(request, gateway, ctx, response)
-            response = await _drain(response)
+                return await _relay_stream(request, exchange, answer)
+            answer = await _drain(ctx, answer)
         if ctx.stream:
-            return await _replay_as_stream(request, gateway, ctx, response)
-        await gateway.finish(ctx, response)
-        body = orjson.dumps(response.body)
-        ctx.first_byte_at = perf_counter()
-        return web.Response(body=body, content_type="application/json", headers=_headers(ctx))
+            return await _replay_as_stream(request, exchange, answer)
+        await exchange.complete(answer)
+        return await _send_json(request, exchange, orjson.dumps(answer.body))
     except asyncio.CancelledError:
-        await gateway.fail(ctx, ClientDisconnected("The client closed the connection before the answer was complete."))
+        await exchange.fail(ClientDisconnected("The client closed the connection before the answer was complete."))
         raise
     except Exception as exc:
-        error = as_gateway_error(exc, request_id)
+        error = exchange.error or as_gateway_error(exc, ctx.request_id)
         if not isinstance(exc, GatewayError):
-            log.error("request_failed", request_id=request_id, exc_info=exc)
-        await gateway.fail(ctx, error)
+            log.error("request_failed", request_id=ctx.request_id, exc_info=exc)
+        await exchange.fail(error)
         return _error_response(error, _headers(ctx))
 
 
@@ -132,14 +170,29 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """``GET /readyz``: every plugin's readiness; 503 while any is unavailable."""
+    """``GET /readyz``: every plugin's readiness and each Redis server's, checked all at once,
+    each within ``readiness_timeout_seconds``; 503 while any is unavailable."""
+    gateway = request.app[PIPELINES].current
+    timeout = gateway.config.gateway.readiness_timeout_seconds
+    calls = gateway.runner.calls("check_ready")
+    results = await asyncio.gather(
+        *(_bounded_check(call.function, call.argnames, request.app, timeout) for call in calls),
+        _bounded(request.app[REDIS_SERVICE].readiness(timeout / 2), timeout),
+        return_exceptions=True,
+    )
     checks: dict[str, dict[str, str]] = {}
-    for plugin, result in await request.app[PIPELINES].current.runner.collect("check_ready", app=request.app):
+    for call, result in zip(calls, results):
         if isinstance(result, Readiness):
-            checks[plugin] = {"status": result.status, "detail": result.detail}
-        elif isinstance(result, Exception):
-            log.error("readiness_check_failed", plugin=plugin, exc_info=result)
-            checks[plugin] = {"status": "unavailable", "detail": f"readiness check failed ({type(result).__name__})"}
+            checks[call.plugin] = {"status": result.status, "detail": result.detail}
+        elif isinstance(result, TimeoutError):
+            checks[call.plugin] = {"status": "unavailable", "detail": f"readiness check took longer than {timeout:g} s"}
+        elif isinstance(result, BaseException):
+            log.error("readiness_check_failed", plugin=call.plugin, exc_info=result)
+            checks[call.plugin] = {"status": "unavailable", "detail": f"readiness check failed ({type(result).__name__})"}
+    redis_report = results[-1]
+    if isinstance(redis_report, dict):
+        for where, readiness in redis_report.items():
+            checks[f"redis {where}"] = {"status": readiness.status, "detail": readiness.detail}
     statuses = {check["status"] for check in checks.values()}
     overall = "unavailable" if "unavailable" in statuses else "degraded" if "degraded" in statuses else "ready"
     return web.Response(
@@ -149,11 +202,20 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+async def _bounded_check(function: Any, argnames: tuple[str, ...], app: web.Application, timeout: float) -> Any:
+    return await _bounded(function(*[{"app": app}[name] for name in argnames]), timeout)
+
+
+async def _bounded(awaitable: Any, timeout: float) -> Any:
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
 async def plugins_report(request: web.Request) -> web.Response:
-    """``GET /-/plugins``: the running pipeline, hook order, schemas and effective values (secrets
-    masked). An admin endpoint: ``authorize_admin`` hooks decide who may see it."""
+    """``GET /-/plugins``: the running pipeline, hook order, rules, schemas and effective values
+    (secrets masked). An admin endpoint: ``authorize_admin`` hooks decide who may see it."""
+    await require_admin(request)
     gateway = request.app[PIPELINES].current
-    await gateway.runner.each("authorize_admin", request=request)
     report = pipeline_report(gateway.config, gateway)
     return web.Response(body=orjson.dumps(report, default=str), content_type="application/json")
 
@@ -179,13 +241,24 @@ _CORE_ROUTES: dict[str, tuple[str, Any]] = {
 
 
 # -------------------------------------------------------------------------------------------------
-# Streams
+# Answers
 # -------------------------------------------------------------------------------------------------
 
 
-async def _relay_stream(
-    request: web.Request, gateway: Gateway, ctx: RequestContext, stream: CompletionStream
-) -> web.StreamResponse:
+async def _send_json(request: web.Request, exchange: Exchange, payload: bytes) -> web.StreamResponse:
+    """Send a complete JSON answer (written here, so the request ends after its last byte)."""
+    ctx = exchange.ctx
+    response = web.Response(body=payload, content_type="application/json", headers=_headers(ctx))
+    ctx.first_byte_at = perf_counter()
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        await exchange.fail(ClientDisconnected("The client closed the connection before the answer was sent."))
+    return response
+
+
+async def _relay_stream(request: web.Request, exchange: Exchange, stream: CompletionStream) -> web.StreamResponse:
     """Send chunks as they arrive; ``after_response`` gets the assembled answer after the last one.
 
     The response is started only once the first chunk is in hand, so a failure before it is still
@@ -193,6 +266,7 @@ async def _relay_stream(
     client gets an SSE error event (which the OpenAI SDK raises as an APIError) and a clean end
     of stream. The upstream is closed in every case, including a client that went away.
     """
+    ctx = exchange.ctx
     response: web.StreamResponse | None = None
     chunks: list[dict[str, Any]] = []
     iterator = stream.__aiter__()
@@ -211,25 +285,29 @@ async def _relay_stream(
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         if response is None:
             response = await _start_stream(request, ctx)
+        completion = assemble_stream(chunks)
+        if not is_complete(completion):
+            raise UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete")
+        if completion.body.get("usage") is None and USAGE in ctx:
+            completion.body["usage"] = ctx[USAGE]  # the usage chunk a client did not ask for was not relayed
+        await exchange.complete(completion)
     except asyncio.CancelledError:
         raise
+    except ConnectionError:
+        await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
+        return response if response is not None else web.Response(status=499)
     except Exception as exc:
-        error = as_gateway_error(exc, ctx.request_id)
+        error = exchange.error or as_gateway_error(exc, ctx.request_id)
         if not isinstance(exc, GatewayError):
             log.error("stream_failed", request_id=ctx.request_id, exc_info=exc)
-        await gateway.fail(ctx, error)
+        await exchange.fail(error)
         if response is not None:
-            await _end_stream(response, orjson.dumps(error.to_body()))
+            await _end_stream(exchange, response, orjson.dumps(error.to_body()))
             return response
         return _error_response(error, _headers(ctx))
     finally:
         await stream.aclose()
-    completion = assemble_stream(chunks)
-    if is_complete(completion):
-        await gateway.finish(ctx, completion)
-    else:
-        await gateway.fail(ctx, UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete"))
-    await _end_stream(response)
+    await _end_stream(exchange, response)
     return response
 
 
@@ -237,41 +315,52 @@ async def _start_stream(request: web.Request, ctx: RequestContext) -> web.Stream
     """Send the SSE response's headers: the first byte of the answer."""
     response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
     await response.prepare(request)
+    request[_STREAM] = response
     ctx.first_byte_at = perf_counter()
     return response
 
 
-async def _replay_as_stream(
-    request: web.Request, gateway: Gateway, ctx: RequestContext, completion: Completion
-) -> web.StreamResponse:
+async def _replay_as_stream(request: web.Request, exchange: Exchange, completion: Completion) -> web.StreamResponse:
     """Send a complete answer (a cache hit, or a provider that cannot stream) as SSE chunks."""
-    await gateway.finish(ctx, completion)
-    response = await _start_stream(request, ctx)
+    ctx = exchange.ctx
+    await exchange.complete(completion)
     payload = b"".join(
-        b"data: " + orjson.dumps(chunk) + b"\n\n"
-        for chunk in completion_to_chunks(completion.body, include_usage=ctx.include_usage)
+        b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in completion_to_chunks(completion.body, include_usage=ctx.include_usage)
     )
-    await response.write(payload + _SSE_DONE)
-    await response.write_eof()
+    try:
+        response = await _start_stream(request, ctx)
+        await response.write(payload + _SSE_DONE)
+        await response.write_eof()
+    except ConnectionError:
+        await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
+        return request.get(_STREAM) or web.Response(status=499)
     return response
 
 
-async def _drain(stream: CompletionStream) -> Completion:
+async def _drain(ctx: RequestContext, stream: CompletionStream) -> Completion:
     """Collect a whole stream into one answer (a provider streamed to a non-streaming client)."""
+    chunks: list[dict[str, Any]] = []
+    waited_from = perf_counter()
     try:
-        return assemble_stream([chunk async for chunk in stream])
+        async for chunk in stream:
+            chunks.append(chunk)
     finally:
+        ctx.upstream_seconds += perf_counter() - waited_from
         await stream.aclose()
+    completion = assemble_stream(chunks)
+    if not is_complete(completion):
+        raise UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete")
+    return completion
 
 
-async def _end_stream(response: web.StreamResponse, error_payload: bytes | None = None) -> None:
+async def _end_stream(exchange: Exchange, response: web.StreamResponse, error_payload: bytes | None = None) -> None:
     try:
         if error_payload is not None:
             await response.write(b"data: " + error_payload + b"\n\n")
         await response.write(_SSE_DONE)
         await response.write_eof()
     except ConnectionError:
-        pass  # the client is gone; nothing left to tell it
+        await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -292,15 +381,6 @@ async def _read_json(request: web.Request, limit: int) -> Any:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be a JSON object (Content-Type: application/json)."
         ) from None
-
-
-def _client_key(request: web.Request) -> str | None:
-    authorization = request.headers.get("Authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return request.headers.get("x-api-key") or None
 
 
 def _headers(ctx: RequestContext) -> dict[str, str]:
@@ -353,6 +433,10 @@ async def _errors_and_request_id(request: web.Request, handler: Any) -> web.Stre
     except Exception as exc:
         log.error("request_failed", request_id=request_id, path=request.path, exc_info=exc)
         response = _error_response(as_gateway_error(exc, request_id))
+    started = request.get(_STREAM)
+    if started is not None and response is not started:
+        # The stream's headers are gone: a second response would be written inside its body.
+        return started
     if not response.prepared:
         response.headers["x-request-id"] = request_id
     return response

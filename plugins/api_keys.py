@@ -1,13 +1,14 @@
 """``api_keys``: gateway keys (virtual keys), so that clients never hold a provider's key.
 
 A client sends its gateway key as ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``;
-nowhere else). Keys are kept only as SHA-256 hashes, in plugins.toml (``[plugins.api_keys.keys.ID]``)
+nowhere else). The key is checked from the headers alone (the ``authenticate`` hook), before the
+request's body is read, so an unauthenticated client costs no body read, parsing or validation. Keys are kept only as SHA-256 hashes, in plugins.toml (``[plugins.api_keys.keys.ID]``)
 and/or Redis (``hookgate keys create`` makes a key, stores its hash and prints the key once). The
 presented key is hashed and compared with :func:`hmac.compare_digest`; a missing key and a wrong
 key get the very same 401. Each key carries an id (what logs, limits and the ledger name), the
 models it may use (403 ``model_not_allowed`` for another), its rate limits and budgets (read by
-rate_limit and budget from ``ctx.client_key``), the cache namespace of its answers (``ctx.tenant``)
-and free metadata. A key with ``admin = true`` passes the ``authorize_admin`` hook, which guards
+rate_limit and budget from the :data:`~hookgate.facts.CLIENT_KEY` fact), the cache namespace of
+its answers (``ctx.tenant``) and free metadata. A key with ``admin = true`` passes the ``authorize_admin`` hook, which guards
 every admin endpoint: the core's ``/-/plugins``, ``GET /v1/keys`` here, ``GET /v1/usage`` of other
 keys in the usage plugin.
 
@@ -25,7 +26,7 @@ import re
 from collections import OrderedDict
 from decimal import Decimal
 from time import monotonic
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 import structlog
@@ -41,8 +42,11 @@ from hookgate import (
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.plugins.redis_support import IntervalLog, RedisURLConfig, open_redis
-from hookgate.server import current_gateway
+from hookgate.facts import CLIENT_KEY
+from hookgate.logs import IntervalLog
+from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
+from hookgate.rules import Produces
+from hookgate.web import presented_key, require_admin
 
 log = structlog.get_logger("hookgate.api_keys")
 
@@ -51,6 +55,7 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _UNAUTHORIZED = (
     "Incorrect or missing API key. Send your gateway key in the 'Authorization: Bearer <key>' header."
 )
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hookgate"'}
 _MAX_CACHED_LOOKUPS = 10_000
 
 
@@ -127,10 +132,13 @@ class ApiKeys:
     """Gateway keys (SHA-256 hashes in config or Redis): 401/403, per-key models, limits, budgets, admin."""
 
     Config = ApiKeysConfig
+    roles = ("auth",)
+    rules = (Produces(CLIENT_KEY, "authenticate"),)
 
     def __init__(self, config: ApiKeysConfig) -> None:
         self.config = config
         self.configured = [(key.digest, key.client_key(key_id)) for key_id, key in config.keys.items()]
+        self.redis: SharedRedis | None = None
         self.store: RedisKeyStore | None = None
         self._lookups: OrderedDict[str, tuple[ClientKey | None, float]] = OrderedDict()
         self._redis_trouble = IntervalLog(log, "api_keys_redis_unavailable")
@@ -140,48 +148,41 @@ class ApiKeys:
         router.add_get("/v1/keys", self.list_keys)
 
     @hookimpl
-    async def startup(self) -> None:
+    async def startup(self, app: web.Application) -> None:
         if self.config.redis:
             url = self.config.resolved_redis_url()
             if url is None:
                 raise RuntimeError("api_keys: redis = true needs redis_url or $REDIS_URL")
-            self.store = RedisKeyStore(open_redis(url, self.config.redis_timeout_seconds), self.config.key_prefix)
-
-    @hookimpl
-    async def shutdown(self) -> None:
-        if self.store is not None:
-            await self.store.redis.aclose()
+            self.redis = await redis_service(app).connect(url)
+            self.store = RedisKeyStore(self.redis.client, self.config.key_prefix)
 
     @hookimpl
     async def check_ready(self) -> Readiness | None:
-        if self.store is None:
+        if self.redis is None:
             return None
-        try:
-            await self.store.redis.ping()
-        except Exception as exc:
-            return Readiness("degraded", f"Redis unreachable ({type(exc).__name__}); only configured and recently seen keys work")
-        return Readiness("ok")
+        return self.redis.readiness(detail_when_down="only configured and recently seen keys work")
+
+    @hookimpl
+    async def authenticate(self, credential: str | None) -> ClientKey:
+        return await self.key_of(credential)
 
     @hookimpl
     async def authorize_admin(self, request: web.Request) -> None:
-        if not (await self.authenticate_request(request)).admin:
+        if not (await self.key_of(presented_key(request.headers))).admin:
             raise PermissionDenied("This endpoint needs an admin key.", code="admin_required")
 
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:
-        key = await self.authenticate(ctx.api_key)
-        if key.models is not None and ctx.model not in key.models:
-            raise PermissionDenied(f"This API key may not use the model '{ctx.model}'.", param="model", code="model_not_allowed")
-        ctx.client_key = key
-        ctx.tenant = key.cache_namespace or key.id
-        ctx.log_fields["key_id"] = key.id
+        key = ctx.get(CLIENT_KEY)
+        if key is not None and key.models is not None and ctx.model not in key.models:
+            raise PermissionDenied("This API key may not use the requested model.", param="model", code="model_not_allowed")
 
     # ------------------------------------------------------------------------------ authentication
 
-    async def authenticate(self, presented: str | None) -> ClientKey:
+    async def key_of(self, presented: str | None) -> ClientKey:
         """The key ``presented`` is, or :class:`AuthenticationFailed` (the same for missing and wrong)."""
         if not presented:
-            raise AuthenticationFailed(_UNAUTHORIZED)
+            raise AuthenticationFailed(_UNAUTHORIZED, headers=_CHALLENGE)
         digest = key_digest(presented)
         found = None
         for stored, key in self.configured:  # every entry compared: the loop's time does not depend on the match
@@ -190,22 +191,19 @@ class ApiKeys:
         if found is None and self.store is not None:
             found = await self._from_redis(digest)
         if found is None:
-            raise AuthenticationFailed(_UNAUTHORIZED)
+            raise AuthenticationFailed(_UNAUTHORIZED, headers=_CHALLENGE)
         return found
 
-    async def authenticate_request(self, request: web.Request) -> ClientKey:
-        """Authenticate a request to a plugin route (outside the chat pipeline)."""
-        return await self.authenticate(presented_key(request.headers))
-
     async def _from_redis(self, digest: str) -> ClientKey | None:
-        assert self.store is not None
+        assert self.store is not None and self.redis is not None
+        store = self.store
         cached = self._lookups.get(digest)
         if cached is not None and cached[1] > monotonic():
             return cached[0]
         try:
-            key = await self.store.get(digest)
-        except Exception as exc:
-            self._redis_trouble.warning(error=type(exc).__name__)
+            key = await self.redis.run(lambda: store.get(digest), timeout=self.config.redis_timeout_seconds)
+        except RedisUnavailable as exc:
+            self._redis_trouble.warning(error=str(exc))
             if cached is not None and cached[0] is not None:
                 return cached[0]  # seen recently: keep serving it while Redis is away
             raise ServiceUnavailable(
@@ -222,25 +220,17 @@ class ApiKeys:
 
     async def list_keys(self, request: web.Request) -> web.Response:
         """``GET /v1/keys`` (admin): every key's id and settings, never a hash or a key."""
-        await current_gateway(request.app).runner.each("authorize_admin", request=request)
+        await require_admin(request)
         listed = [{"id": key_id, "source": "config", **_public(key)} for key_id, key in self.config.keys.items()]
-        if self.store is not None:
+        if self.store is not None and self.redis is not None:
+            store = self.store
             try:
-                stored = await self.store.list()
-            except Exception as exc:
-                self._redis_trouble.warning(error=type(exc).__name__)
+                stored = await self.redis.run(store.list, timeout=self.config.redis_timeout_seconds)
+            except RedisUnavailable as exc:
+                self._redis_trouble.warning(error=str(exc))
                 raise ServiceUnavailable("The key store (Redis) cannot be reached.", code="key_store_unavailable") from None
             listed.extend({"id": key_id, "source": "redis", **_public(settings)} for key_id, settings in stored)
         return web.Response(body=orjson.dumps({"object": "list", "data": listed}, default=str), content_type="application/json")
-
-
-def find_api_keys(app: web.Application) -> ApiKeys | None:
-    """The api_keys plugin of the app's current pipeline, for other plugins' routes that must know
-    who is asking (``await find_api_keys(app).authenticate_request(request)``)."""
-    for plugin in current_gateway(app).runner.plugins.values():
-        if isinstance(plugin, ApiKeys):
-            return plugin
-    return None
 
 
 class RedisKeyStore:
@@ -293,16 +283,6 @@ def key_digest(key: str) -> str:
 def key_record(key_id: str, digest: str, settings: KeySettings) -> bytes:
     """What Redis holds for a key: its id, hash and settings; never the key."""
     return orjson.dumps({"id": key_id, "hash": digest, "settings": settings.model_dump(mode="json", exclude_defaults=True)})
-
-
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a request presents: ``Authorization: Bearer <key>``, else ``x-api-key``."""
-    authorization = headers.get("Authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return headers.get("x-api-key") or None
 
 
 def _public(settings: KeySettings) -> dict[str, Any]:

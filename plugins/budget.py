@@ -18,9 +18,14 @@ flight hold the rest).
 Days and months are UTC on Redis's clock. A reservation is dropped after ``reservation_seconds``
 even if its instance died before settling it, so none can leak. Budgets come from the key
 (``daily_budget_usd``/``monthly_budget_usd`` in api_keys) or this plugin's defaults. Money is kept as
-integer pico-dollars, added by Redis exactly. Redis down: ``on_redis_error = "reject"`` (default,
-503: money is at stake) or ``"allow"``. Without any Redis the budget is kept per instance. Must be
-listed after cost: a pipeline with budget before cost does not start (``check_pipeline``).
+integer pico-dollars, added by Redis exactly; an absurd cost is clamped (never an int64 overflow
+half-way through the settlement). Redis down: ``on_redis_error = "reject"`` (default, 503: money
+is at stake) or ``"allow"``; once the app's Redis guard has seen it fail, requests take that path
+in milliseconds. Without any Redis the budget is kept per instance.
+
+Its rules need the cost plugin's worst case (a pipeline with budget before cost, or without cost,
+does not start). The settlement runs from ``request_finished``, in the background, after the
+answer was sent: the reservation holds the money until then.
 """
 from __future__ import annotations
 
@@ -29,30 +34,31 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
+from aiohttp import web
 from pydantic import Field
 
 from hookgate import (
-    Completion,
-    GatewayError,
-    InternalError,
+    Outcome,
     PermissionDenied,
     RateLimited,
     Readiness,
     RequestContext,
     ServiceUnavailable,
+    StateKey,
     hookimpl,
 )
-from hookgate.plugins.accounting import REDIS_CALENDAR_LUA, key_id, to_pico
-from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
-from hookgate.plugins.cost import WORST_CASE_STATE
+from hookgate.accounting import REDIS_CALENDAR_LUA, to_pico
+from hookgate.facts import CLIENT_KEY, COST_USD, WORST_CASE_COST_USD, key_id
+from hookgate.logs import IntervalLog
+from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
+from hookgate.rules import Needs, Reads
+from hookgate.tasks import background
 
 log = structlog.get_logger("hookgate.budget")
 
-STATE = "budget.reservation"
-"""``ctx.state`` key of the request's :class:`BudgetReservation`."""
 NO_LIMIT = -1
 RETENTION_SECONDS = 40 * 86400  # a key's counters outlive the month they count
 
@@ -135,40 +141,46 @@ class BudgetReservation:
     settled: bool = False
 
 
-class Budget(RedisBacked):
+class Budget:
     """Daily and monthly spend limits per key, reserve-then-correct across instances (Redis, Lua)."""
 
     Config = BudgetConfig
-    without_redis = "no Redis: budgets are per instance"
+    roles = ("budget",)
+    rules = (
+        Needs(WORST_CASE_COST_USD, "before_request", why="the worst case is what budget reserves"),
+        Reads(CLIENT_KEY, "before_request", why="a key's own budgets"),
+        Reads(COST_USD, "request_finished", why="the reservation is settled to the actual cost"),
+    )
 
     def __init__(self, config: BudgetConfig) -> None:
         self.config = config
         self.local = LocalBudgets()
+        self.redis: SharedRedis | None = None
+        self.app: web.Application | None = None
         self._redis_trouble = IntervalLog(log, "budget_redis_unavailable")
 
-    def redis_opened(self, client: Any) -> None:
-        self._reserve = client.register_script(_RESERVE)
-        self._settle_script = client.register_script(_SETTLE)
-
-    def redis_down(self, error: BaseException) -> Readiness:
-        status = "unavailable" if self.config.on_redis_error == "reject" else "degraded"
-        return Readiness(status, f"Redis unreachable ({type(error).__name__}); on_redis_error = {self.config.on_redis_error}")
+    @hookimpl
+    async def startup(self, app: web.Application) -> None:
+        self.app = app
+        url = self.config.resolved_redis_url()
+        if url is not None:
+            self.redis = await redis_service(app).connect(url)
+            self._reserve = self.redis.client.register_script(_RESERVE)
+            self._settle_script = self.redis.client.register_script(_SETTLE)
 
     @hookimpl
-    def check_pipeline(self, pipeline: list[str], name: str) -> None:
-        # The cost plugin prices each request's worst case before budget reserves it.
-        if "cost" not in pipeline[: pipeline.index(name)]:
-            raise ValueError(f"list the cost plugin before {name} (it prices the worst case that {name} reserves)")
+    async def check_ready(self) -> Readiness:
+        if self.redis is None:
+            return Readiness("ok", "no Redis: budgets are per instance")
+        fail_closed = self.config.on_redis_error == "reject"
+        return self.redis.readiness(detail_when_down=f"on_redis_error = {self.config.on_redis_error}", fail_closed=fail_closed)
 
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:
         daily, monthly = self._budgets(ctx)
         if daily is None and monthly is None:
             return
-        if WORST_CASE_STATE not in ctx.state:
-            log.error("budget_misconfigured", detail="list the cost plugin before budget in [gateway] pipeline")
-            raise InternalError("Spend limits are misconfigured on this gateway (the cost plugin must run before budget).")
-        worst_case = ctx.state[WORST_CASE_STATE]
+        worst_case = ctx.get(WORST_CASE_COST_USD)
         if worst_case is None:
             if self.config.unpriced_models == "allow":
                 return
@@ -187,34 +199,38 @@ class Budget(RedisBacked):
                 code="budget_exceeded",
                 headers={"Retry-After": str(retry_after)},
             )
-        ctx.state[STATE] = reservation
+        ctx[_RESERVATION] = reservation
 
     @hookimpl
-    async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        await self._settle(ctx)
-
-    @hookimpl
-    async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
-        await self._settle(ctx)
+    def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
+        reservation = ctx.get(_RESERVATION)
+        if reservation is None or reservation.settled:
+            return
+        reservation.settled = True
+        actual = 0 if ctx.cache_status == "HIT" or outcome.cost_usd is None else to_pico(outcome.cost_usd)
+        if reservation.backend == "local":
+            self.local.settle(reservation, actual)
+        elif self.app is not None:
+            background(self.app).spawn(self._settle_in_redis(reservation, actual), name="budget.settle")
 
     # ------------------------------------------------------------------------------------ helpers
 
     def _budgets(self, ctx: RequestContext) -> tuple[Decimal | None, Decimal | None]:
-        key = ctx.client_key
+        key = ctx.get(CLIENT_KEY)
         daily = key.daily_budget_usd if key is not None and key.daily_budget_usd is not None else self.config.daily_budget_usd
         monthly = key.monthly_budget_usd if key is not None and key.monthly_budget_usd is not None else self.config.monthly_budget_usd
         return daily, monthly
 
     async def _reserve_budget(self, reservation: BudgetReservation, limits: tuple[int, int]) -> tuple[bool, int]:
-        if reservation.backend == "redis":
+        if reservation.backend == "redis" and self.redis is not None:
+            args = [reservation.id, reservation.amount_pico, *limits, int(self.config.reservation_seconds * 1000), RETENTION_SECONDS]
             try:
-                reply = await self._reserve(
-                    keys=self._keys(reservation.key),
-                    args=[reservation.id, reservation.amount_pico, *limits, int(self.config.reservation_seconds * 1000), RETENTION_SECONDS],
+                reply = await self.redis.run(
+                    lambda: self._reserve(keys=self._keys(reservation.key), args=args), timeout=self.config.redis_timeout_seconds
                 )
                 return reply[0] == 1, int(reply[1])
-            except Exception as exc:
-                self._redis_trouble.warning(error=type(exc).__name__, fallback=self.config.on_redis_error)
+            except RedisUnavailable as exc:
+                self._redis_trouble.warning(error=str(exc), fallback=self.config.on_redis_error)
                 if self.config.on_redis_error == "allow":
                     reservation.settled = True  # nothing reserved, nothing to settle
                     return True, 0
@@ -223,24 +239,23 @@ class Budget(RedisBacked):
                 ) from None
         return self.local.reserve(reservation, limits, self.config.reservation_seconds)
 
-    async def _settle(self, ctx: RequestContext) -> None:
-        """Replace the reservation by the actual cost; once, whatever ended the request."""
-        reservation = ctx.state.get(STATE)
-        if not isinstance(reservation, BudgetReservation) or reservation.settled:
-            return
-        reservation.settled = True
-        actual = 0 if ctx.cache_status == "HIT" or ctx.cost_usd is None else to_pico(ctx.cost_usd)
-        if reservation.backend == "local":
-            self.local.settle(reservation, actual)
-            return
+    async def _settle_in_redis(self, reservation: BudgetReservation, actual: int) -> None:
+        """Replace the reservation by the actual cost in Redis (a background task)."""
+        assert self.redis is not None
         try:
-            await self._settle_script(keys=self._keys(reservation.key), args=[reservation.id, actual, RETENTION_SECONDS])
-        except Exception as exc:  # the reservation is dropped after reservation_seconds; this spend is lost
-            self._redis_trouble.warning(error=type(exc).__name__, during="settlement", key_id=reservation.key)
+            await self.redis.run(
+                lambda: self._settle_script(keys=self._keys(reservation.key), args=[reservation.id, actual, RETENTION_SECONDS]),
+                timeout=self.config.redis_timeout_seconds,
+            )
+        except RedisUnavailable as exc:  # the reservation is dropped after reservation_seconds; this spend is lost
+            self._redis_trouble.warning(error=str(exc), during="settlement", key_id=reservation.key)
 
     def _keys(self, key: str) -> list[str]:
         base = f"{self.config.key_prefix}:{key}"
         return [base, f"{base}:reservations", f"{base}:reservation_amounts"]
+
+
+_RESERVATION: StateKey[BudgetReservation] = StateKey("budget.reservation", BudgetReservation, "what the request holds of its key's budget")
 
 
 @dataclass(slots=True)

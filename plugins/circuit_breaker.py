@@ -7,8 +7,8 @@ retry does not hammer the route either), or go to the model's fallback route whe
 requests through: a success closes it, a failure opens it again.
 
 Only upstream trouble counts (5xx, 529, timeouts, connection errors); a 4xx about the request or
-an upstream 429 says nothing about the route's health. State is per instance. Place it inside
-retry and outside concurrency: each attempt is judged, and a rejected request takes no slot.
+an upstream 429 says nothing about the route's health. State is per instance. Its rules put it
+inside retry (each attempt is judged) and outside concurrency (a rejected request takes no slot).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import structlog
 from pydantic import Field
 
 from hookgate import GatewayError, PluginConfig, ProviderResponse, RequestContext, ServiceUnavailable, hookimpl
+from hookgate.rules import After, Before
 from hookgate.upstream import is_upstream_failure
 
 log = structlog.get_logger("hookgate.circuit_breaker")
@@ -101,6 +102,11 @@ class CircuitBreaker:
     """Fails fast on routes that keep failing; half-open probes close the breaker again."""
 
     Config = CircuitBreakerConfig
+    roles = ("circuit_breaker",)
+    rules = (
+        After("retry", "call_provider", why="each attempt is judged, not the whole request"),
+        Before("concurrency", "call_provider", why="a request refused by an open circuit takes no slot"),
+    )
 
     def __init__(self, config: CircuitBreakerConfig) -> None:
         self.config = config

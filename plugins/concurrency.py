@@ -10,8 +10,9 @@ per-instance limit and says so in the log once per interval.
 
 A request that waits longer than ``max_wait_seconds`` for a slot gets a 429 with ``Retry-After``
 (or a 503, ``reject_status``). A slot is released on success, error, timeout, cancellation and
-client disconnect; for a stream, when the stream ends. Place it inside retry, so that no slot is
-held while retry sleeps between attempts (or before retry, to hold it across attempts).
+client disconnect; for a stream, when the stream ends. List it after retry, so that no slot is
+held while retry sleeps between attempts, or before it, to hold one slot across attempts. How long
+a request waited is the :data:`~hookgate.facts.CONCURRENCY_WAIT_SECONDS` fact (metrics reads it).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from time import monotonic, perf_counter
 from typing import Any, AsyncIterator, Awaitable, Callable, Literal
 
 import structlog
+from aiohttp import web
 from pydantic import Field
 
 from hookgate import (
@@ -33,9 +35,14 @@ from hookgate import (
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
+from hookgate.facts import CONCURRENCY_WAIT_SECONDS
+from hookgate.logs import IntervalLog
+from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
+from hookgate.rules import Produces
 
 log = structlog.get_logger("hookgate.concurrency")
+
+_DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 # Acquire a slot if fewer than ARGV[1] unexpired holders exist. Scores are Redis's own clock (ms),
 # so instances with skewed clocks agree on which leases have expired.
@@ -74,30 +81,33 @@ class ConcurrencyConfig(RedisURLConfig):
     lease_seconds: float = Field(30.0, gt=0, description="a crashed instance's slots come back after this long")
     poll_seconds: float = Field(0.02, gt=0, description="how often a waiting request asks Redis for a slot")
     redis_timeout_seconds: float = Field(1.0, gt=0, description="limit of one Redis operation (waiting for a pooled connection included)")
-    redis_max_connections: int = Field(32, ge=1, description="connections to Redis at most; a burst waits for one instead of opening more")
 
 
-class Concurrency(RedisBacked):
+class Concurrency:
     """Limits upstream calls in flight, per instance/provider/model/key, optionally across instances."""
 
     Config = ConcurrencyConfig
-    without_redis = None
-    default_redis_url = "redis://127.0.0.1:6379/0"
+    roles = ("concurrency",)
+    rules = (Produces(CONCURRENCY_WAIT_SECONDS, "call_provider"),)
 
     def __init__(self, config: ConcurrencyConfig) -> None:
         self.config = config
         self.local = KeyedSemaphore(config.limit)
+        self.redis: SharedRedis | None = None
         self._redis_trouble = IntervalLog(log, "concurrency_redis_unavailable")
 
-    def use_redis(self) -> bool:
-        return self.config.distributed
+    @hookimpl
+    async def startup(self, app: web.Application) -> None:
+        if self.config.distributed:
+            self.redis = await redis_service(app).connect(self.config.resolved_redis_url(default=_DEFAULT_URL) or _DEFAULT_URL)
+            self._acquire = self.redis.client.register_script(_ACQUIRE)
+            self._refresh = self.redis.client.register_script(_REFRESH)
 
-    def redis_opened(self, client: Any) -> None:
-        self._acquire = client.register_script(_ACQUIRE)
-        self._refresh = client.register_script(_REFRESH)
-
-    def redis_down(self, error: BaseException) -> Readiness:
-        return Readiness("degraded", f"Redis unreachable ({type(error).__name__}); limiting per instance")
+    @hookimpl
+    async def check_ready(self) -> Readiness | None:
+        if self.redis is None:
+            return None
+        return self.redis.readiness(detail_when_down="limiting per instance")
 
     @hookimpl
     async def call_provider(
@@ -106,7 +116,7 @@ class Concurrency(RedisBacked):
         key = self._scope_key(ctx)
         started = perf_counter()
         release = await self._acquire_slot(key)
-        ctx.state["concurrency.wait_ms"] = (perf_counter() - started) * 1000
+        ctx[CONCURRENCY_WAIT_SECONDS] = perf_counter() - started
         try:
             response = await call_next(ctx)
         except BaseException:
@@ -130,10 +140,8 @@ class Concurrency(RedisBacked):
     async def _acquire_slot(self, key: str) -> Callable[[], Awaitable[None]]:
         if self.redis is not None:
             try:
-                return await self._acquire_distributed(key)
-            except GatewayError:
-                raise
-            except Exception as exc:
+                return await self._acquire_distributed(self.redis, key)
+            except RedisUnavailable as exc:
                 self._log_fallback(exc)
         if not await self.local.acquire(key, self.config.max_wait_seconds):
             raise self._rejection()
@@ -147,41 +155,46 @@ class Concurrency(RedisBacked):
 
         return release
 
-    async def _acquire_distributed(self, key: str) -> Callable[[], Awaitable[None]]:
+    async def _acquire_distributed(self, redis: SharedRedis, key: str) -> Callable[[], Awaitable[None]]:
         redis_key = f"{self.config.key_prefix}:{{{key}}}"
         holder = uuid.uuid4().hex
         lease_ms = int(self.config.lease_seconds * 1000)
+        timeout = self.config.redis_timeout_seconds
         give_up = monotonic() + self.config.max_wait_seconds
+
+        async def forget() -> None:
+            try:
+                await redis.run(lambda: redis.client.zrem(redis_key, holder), timeout=timeout)
+            except RedisUnavailable as exc:  # the lease expires by itself
+                self._log_fallback(exc)
+
         try:
-            while not await self._acquire(keys=[redis_key], args=[self.config.limit, lease_ms, holder]):
+            while not await redis.run(lambda: self._acquire(keys=[redis_key], args=[self.config.limit, lease_ms, holder]), timeout=timeout):
                 if monotonic() >= give_up:
                     raise self._rejection()
                 await asyncio.sleep(min(self.config.poll_seconds, max(0.0, give_up - monotonic())))
         except asyncio.CancelledError:
             # Cancelled (client gone) while the acquire was in flight: it may have succeeded.
-            await asyncio.shield(self.redis.zrem(redis_key, holder))
+            await asyncio.shield(forget())
             raise
-        refresher = asyncio.create_task(self._keep_lease(redis_key, holder, lease_ms))
+        refresher = asyncio.create_task(self._keep_lease(redis, redis_key, holder, lease_ms))
 
         async def release() -> None:
             if refresher.done():
                 return
             refresher.cancel()
-            try:
-                await asyncio.shield(self.redis.zrem(redis_key, holder))
-            except Exception as exc:  # the lease expires by itself
-                self._log_fallback(exc)
+            await asyncio.shield(forget())
 
         return release
 
-    async def _keep_lease(self, redis_key: str, holder: str, lease_ms: int) -> None:
+    async def _keep_lease(self, redis: SharedRedis, redis_key: str, holder: str, lease_ms: int) -> None:
         while True:
             await asyncio.sleep(self.config.lease_seconds / 3)
             try:
-                if not await self._refresh(keys=[redis_key], args=[holder, lease_ms]):
+                if not await redis.run(lambda: self._refresh(keys=[redis_key], args=[holder, lease_ms]), timeout=self.config.redis_timeout_seconds):
                     log.warning("concurrency_lease_lost", key=redis_key)
                     return
-            except Exception as exc:
+            except RedisUnavailable as exc:
                 self._log_fallback(exc)
 
     def _rejection(self) -> GatewayError:

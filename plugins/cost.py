@@ -6,16 +6,18 @@ extends under ``[plugins.cost.prices]``, or replaces with ``price_file``. A requ
 
     (prompt - cached) × input + cached × cached_input + completion × output, / 1,000,000
 
-over the provider's own usage (``ctx.usage``; reasoning tokens are part of completion tokens and
-billed as output), computed with :class:`decimal.Decimal`, so $0.15 per million is never
-0.1499999. It goes to ``ctx.cost_usd``, the response header ``x-hookgate-cost-usd`` (JSON answers;
-a stream's headers leave before its usage is known, so its cost is in the log and the ledger),
-and the request log. A cache HIT costs 0. A model with no price has **no** cost, never a silent
-$0: no header, ``cost_usd: null`` and ``price_missing: true`` in the log, and one warning per model.
+over the provider's own usage (the :data:`~hookgate.facts.USAGE` fact; reasoning tokens are part
+of completion tokens and billed as output), computed with :class:`decimal.Decimal`, so $0.15 per
+million is never 0.1499999. It is the :data:`~hookgate.facts.COST_USD` fact, the response header
+``x-hookgate-cost-usd`` (JSON answers; a stream's headers leave before its usage is known, so its
+cost is in the log and the ledger), and the request log. A cache HIT costs 0. A model with no price
+has **no** cost, never a silent $0: no header, ``cost_usd: null`` and ``price_missing: true`` in
+the log, and one warning per model. The shipped table prices the built-in ``echo`` and ``mock``
+models at exactly $0.
 
 Before the call it also prices the worst case (the prompt estimate at the full input price plus
-the completion limit at the output price) into ``ctx.state[WORST_CASE_STATE]``: what budget
-reserves. List it after token_counter and before budget, usage and request_log.
+the completion limit at the output price): the :data:`~hookgate.facts.WORST_CASE_COST_USD` fact
+budget reserves. Its rules place it after token_counter (whose estimate and usage it reads).
 """
 from __future__ import annotations
 
@@ -31,13 +33,13 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hookgate import Completion, GatewayError, PluginConfig, RequestContext, hookimpl
-from hookgate.plugins.accounting import TokenUsage, format_usd, prompt_estimate
+from hookgate.accounting import TokenUsage, format_usd
+from hookgate.facts import COST_USD, PROMPT_ESTIMATE, USAGE, WORST_CASE_COST_USD, prompt_estimate
+from hookgate.rules import Produces, Reads
 
 log = structlog.get_logger("hookgate.cost")
 
 COST_HEADER = "x-hookgate-cost-usd"
-WORST_CASE_STATE = "cost.worst_case_usd"
-"""``ctx.state`` key: the most this request can cost (Decimal), or None when its model has no price."""
 PER_MILLION = Decimal(1_000_000)
 SHIPPED_PRICES = "data/prices.toml"
 
@@ -113,6 +115,15 @@ class Cost:
     """Prices every request from the provider's usage (exact decimals); x-hookgate-cost-usd."""
 
     Config = CostConfig
+    roles = ("cost",)
+    rules = (
+        Reads(PROMPT_ESTIMATE, "before_request", why="the worst case is priced from the prompt estimate"),
+        Produces(WORST_CASE_COST_USD, "before_request"),
+        Reads(USAGE, "after_response", why="the answer is priced from its usage"),
+        Reads(USAGE, "on_error", why="a stream cut off mid-way is priced from what it produced"),
+        Produces(COST_USD, "after_response"),
+        Produces(COST_USD, "on_error"),
+    )
 
     def __init__(self, config: CostConfig) -> None:
         self.config = config
@@ -127,10 +138,10 @@ class Cost:
     async def before_request(self, ctx: RequestContext) -> None:
         price = self.table.price_for(ctx.model)
         if price is None:
-            ctx.state[WORST_CASE_STATE] = None
+            ctx[WORST_CASE_COST_USD] = None
             return
         estimate = prompt_estimate(ctx)
-        ctx.state[WORST_CASE_STATE] = price.cost(TokenUsage(prompt=estimate.prompt_tokens, completion=estimate.max_completion_tokens))
+        ctx[WORST_CASE_COST_USD] = price.cost(TokenUsage(prompt=estimate.prompt_tokens, completion=estimate.max_completion_tokens))
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
@@ -141,7 +152,7 @@ class Cost:
 
     @hookimpl
     async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
-        if ctx.usage is not None:  # e.g. a stream cut off mid-way: what it used so far
+        if USAGE in ctx:  # e.g. a stream cut off mid-way: what it used so far
             self._settle(ctx, self._cost(ctx, None, None))
 
     def _cost(self, ctx: RequestContext, answered_by: str | None, answer_usage: Mapping[str, Any] | None) -> Decimal | None:
@@ -150,17 +161,13 @@ class Cost:
         if price is None:
             self._warn_unpriced(ctx.model or "?")
             return None
-        return price.cost(TokenUsage.of(ctx.usage if ctx.usage is not None else answer_usage))
+        usage = ctx.get(USAGE)
+        return price.cost(TokenUsage.of(usage if usage is not None else answer_usage))
 
     def _settle(self, ctx: RequestContext, cost: Decimal | None) -> None:
-        ctx.cost_usd = cost
-        if cost is None:
-            ctx.log_fields["cost_usd"] = None
-            ctx.log_fields["price_missing"] = True
-            return
-        text = format_usd(cost)
-        ctx.log_fields["cost_usd"] = text
-        ctx.response_headers[COST_HEADER] = text
+        ctx[COST_USD] = cost
+        if cost is not None:
+            ctx.response_headers[COST_HEADER] = format_usd(cost)
 
     def _warn_unpriced(self, model: str) -> None:
         if model in self._warned or len(self._warned) >= _MAX_WARNED_MODELS:

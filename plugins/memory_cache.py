@@ -21,10 +21,8 @@ from time import monotonic
 import orjson
 from pydantic import Field
 
-from hookgate import Completion, PluginConfig, RequestContext, cache_key, hookimpl, is_complete
-from hookgate.plugins.cache_control import CacheDirectives
-
-_STATE_KEY = "memory_cache"
+from hookgate import Completion, PluginConfig, RequestContext, StateKey, cache_key, hookimpl, is_complete
+from hookgate.cache_control import CacheDirectives
 
 
 class MemoryCacheConfig(PluginConfig):
@@ -55,6 +53,7 @@ class MemoryCache:
     """Exact-match LRU + TTL response cache inside this process."""
 
     Config = MemoryCacheConfig
+    roles = ("cache",)
 
     def __init__(self, config: MemoryCacheConfig) -> None:
         self.config = config
@@ -68,7 +67,7 @@ class MemoryCache:
     @hookimpl
     async def cache_lookup(self, ctx: RequestContext) -> Completion | None:
         directives = CacheDirectives.of(ctx.headers)
-        lookup = ctx.state[_STATE_KEY] = _Lookup(cache_key(ctx, shared=self.config.shared), _route_of(ctx), directives)
+        lookup = ctx[_LOOKUP] = _Lookup(cache_key(ctx, shared=self.config.shared), _route_of(ctx), directives)
         if directives.no_cache:
             ctx.cache_status = "BYPASS"
             return None
@@ -87,7 +86,7 @@ class MemoryCache:
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        lookup: _Lookup | None = ctx.state.get(_STATE_KEY)
+        lookup = ctx.get(_LOOKUP)
         if lookup is None or lookup.answered or lookup.directives.no_store:
             return
         if not is_complete(response) or any(c.get("finish_reason") not in self._finish_reasons for c in response.body["choices"]):
@@ -109,6 +108,9 @@ class MemoryCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.config.max_entries:
             self._entries.popitem(last=False)
+
+
+_LOOKUP: StateKey[_Lookup] = StateKey("memory_cache.lookup", _Lookup, "this cache's view of the request")
 
 
 def _route_of(ctx: RequestContext) -> tuple[int, int]:

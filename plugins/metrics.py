@@ -14,14 +14,18 @@ can join them. Label values are bounded: a model or provider is only named once 
 routed (``none`` before), and each label lets at most ``max_label_values`` distinct values through
 (later ones read ``other``), so a client inventing model names cannot grow the series without end.
 
+Everything is counted from the core's lifecycle events (``request_started``,
+``request_finished``) and hook timings, so the numbers are the same wherever ``metrics`` is listed:
+the cost of a request is there even when ``cost`` comes later in the pipeline, and the in-flight
+gauge always comes back down. A tenant label names only authenticated keys (``none`` otherwise), so
+junk credentials cannot push real tenants out of the bounded label set.
+
 The registry belongs to the app: two apps in one process share nothing, and after a live reload
 the new pipeline's ``metrics`` plugin carries on with the same registry (counters keep counting)
 as long as its label and bucket settings are unchanged. Under ``hookgate serve --workers N`` every
 worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode)
-and whichever worker answers ``/metrics`` sums all of them.
-
-List it first in the pipeline: its ``on_error`` then runs before any other plugin's, so the
-in-flight gauge comes back down even when a client disconnects while a later plugin is awaiting.
+and whichever worker answers ``/metrics`` sums all of them. ``GET /metrics`` is admin-only when an
+auth plugin is enabled (``require_admin`` unset), open otherwise.
 """
 from __future__ import annotations
 
@@ -36,17 +40,15 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import Field, field_validator
 
-from hookgate import Completion, GatewayError, PluginConfig, RequestContext, hookimpl
-from hookgate.server import current_gateway
+from hookgate import Completion, GatewayError, Outcome, PluginConfig, RequestContext, StateKey, hookimpl
+from hookgate.facts import CLIENT_KEY, CONCURRENCY_WAIT_SECONDS, COST_USD, USAGE
+from hookgate.rules import Reads
+from hookgate.web import require_admin
 
 OTHER = "other"
 """The label value standing for every value past a label's ``max_label_values``."""
 NONE = "none"
 """The model and provider of a request that was not routed (rejected before routing, 404)."""
-CONCURRENCY_WAIT_STATE = "concurrency.wait_ms"
-"""``ctx.state`` key where the concurrency plugin leaves how long the request waited for a slot."""
-_IN_FLIGHT_STATE = "metrics.in_flight"
-_RECORDED_STATE = "metrics.recorded"
 
 # OpenTelemetry GenAI semantic conventions' latency boundaries (0.01 s … 81.92 s), with three
 # smaller ones in front: a cache HIT is answered in well under 10 ms.
@@ -65,8 +67,10 @@ class MetricsConfig(PluginConfig):
     """Settings of the Prometheus metrics."""
 
     path: str = Field("/metrics", pattern=r"^/[^{}]*$", description="where the metrics are served (GET)")
-    require_admin: bool = Field(
-        False, description="serve the metrics only to requests that every authorize_admin hook accepts (an admin key…)"
+    require_admin: bool | None = Field(
+        None,
+        description="true: only requests every authorize_admin hook accepts (an admin key); false: anyone; "
+        "unset: admin-only when an auth plugin is enabled",
     )
     tenant_label: bool = Field(
         False,
@@ -93,6 +97,12 @@ class Metrics:
     """Prometheus metrics at GET /metrics: requests, latency, TTFT, tokens, cost, cache, retries, hook timings."""
 
     Config = MetricsConfig
+    roles = ("observer",)
+    rules = (
+        Reads(COST_USD, "request_finished", why="hookgate_cost_usd_total"),
+        Reads(CONCURRENCY_WAIT_SECONDS, "request_finished", why="hookgate_concurrency_wait_seconds"),
+        Reads(CLIENT_KEY, "request_finished", why="the tenant label"),
+    )
 
     def __init__(self, config: MetricsConfig) -> None:
         self.config = config
@@ -103,7 +113,11 @@ class Metrics:
 
     @hookimpl
     def register_routes(self, router: web.UrlDispatcher, app: web.Application) -> None:
-        self.metrics = self._inherited(app) or GatewayMetrics(self.config)
+        inherited = app.get(_APP_METRICS)
+        if inherited is not None and inherited.layout == GatewayMetrics.layout_of(self.config):
+            self.metrics = inherited  # a reload with the same layout: counters carry on
+        else:
+            self.metrics = app[_APP_METRICS] = GatewayMetrics(self.config)
         router.add_get(self.config.path, self.serve_metrics)
 
     @hookimpl
@@ -111,47 +125,22 @@ class Metrics:
         if self.config.hook_timings:
             register(self.observe_hook)
 
-    def _inherited(self, app: web.Application) -> GatewayMetrics | None:
-        """The metrics of the pipeline this one replaces (live reload), when they are compatible:
-        counters then carry on instead of starting again from zero."""
-        try:
-            plugins = current_gateway(app).runner.plugins.values()
-        except KeyError:
-            return None
-        for plugin in plugins:
-            if plugin is not self and isinstance(plugin, Metrics) and plugin.metrics is not None:
-                if plugin.metrics.layout == GatewayMetrics.layout_of(self.config):
-                    return plugin.metrics
-        return None
-
     # ------------------------------------------------------------------------------------ requests
 
     @hookimpl
-    async def before_request(self, ctx: RequestContext) -> None:
+    def request_started(self, ctx: RequestContext) -> None:
         metrics = self.metrics
         if metrics is not None:
             metrics.in_flight.inc()
-            ctx.state[_IN_FLIGHT_STATE] = metrics  # the gauge to bring down, even across a reload
+            ctx[_COUNTED_BY] = metrics  # the gauge to bring down, even across a reload
 
     @hookimpl
-    async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        self._done(ctx, ctx.status, None, response)
-
-    @hookimpl
-    async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
-        self._done(ctx, error.status, error, None)
-
-    def _done(self, ctx: RequestContext, status: int, error: GatewayError | None, response: Completion | None) -> None:
-        state = ctx.state
-        counted = state.pop(_IN_FLIGHT_STATE, None)
+    def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
+        counted = ctx.pop(_COUNTED_BY, None)
         if counted is not None:
             counted.in_flight.dec()
-        # A request is counted once: an after_response plugin that fails after this one has
-        # counted the answer turns it into an error that on_error would count again.
-        if self.metrics is None or _RECORDED_STATE in state:
-            return
-        state[_RECORDED_STATE] = True
-        self.metrics.record(ctx, status, error, response)
+        if self.metrics is not None:
+            self.metrics.record(ctx, outcome.status, outcome.error, outcome.response)
 
     def observe_hook(self, hook: str, plugin: str, seconds: float, outcome: str) -> None:
         """Hook observer: the time one plugin's hook call took, and its exceptions."""
@@ -163,8 +152,8 @@ class Metrics:
 
     async def serve_metrics(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text format (or OpenMetrics, when the scraper asks)."""
-        if self.config.require_admin:
-            await current_gateway(request.app).runner.each("authorize_admin", request=request)
+        if self.config.require_admin is not False:
+            await require_admin(request)  # with no auth plugin and require_admin unset, it lets everyone through
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         metrics = self.metrics
         assert metrics is not None  # bound when this route was added
@@ -311,14 +300,14 @@ class GatewayMetrics:
             first_byte = ctx.first_byte_at or now
             self.ttft.child("chat", provider, model, cache).observe(first_byte - ctx.started_at)
         if not hit:
-            usage = getattr(ctx, "usage", None) or (response.usage if response is not None else None)
+            usage = ctx.get(USAGE) or (response.usage if response is not None else None)
             if usage:
                 prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
                 if isinstance(prompt, int):
                     self.tokens.child("chat", provider, model, "input", *tenant).observe(prompt)
                 if isinstance(completion, int):
                     self.tokens.child("chat", provider, model, "output", *tenant).observe(completion)
-        cost = getattr(ctx, "cost_usd", None)
+        cost = ctx.get(COST_USD)
         if cost:
             self.cost.child(provider, model, *tenant).inc(float(cost))
         if cache == "HIT" or cache == "MISS":
@@ -329,20 +318,15 @@ class GatewayMetrics:
                 self.timeouts.child(provider, model).inc()
             if status == 429:
                 self.rate_limited.child(model, provider, self.errors(error.code or type(error).__name__)).inc()
-        waited_ms = ctx.state.get(CONCURRENCY_WAIT_STATE)
-        if waited_ms is not None:
-            self.concurrency_wait.child(provider, model).observe(waited_ms / 1000.0)
+        waited = ctx.get(CONCURRENCY_WAIT_SECONDS)
+        if waited is not None:
+            self.concurrency_wait.child(provider, model).observe(waited)
 
     def _count_attempts(self, ctx: RequestContext, provider: str, model: str, error: GatewayError | None) -> None:
-        if ctx.attempts:
-            for attempt in ctx.attempts:
-                self.attempts.child(provider, model, self.outcomes(attempt.outcome)).inc()
-            if len(ctx.attempts) > 1:
-                self.retries.child(provider, model).inc(len(ctx.attempts) - 1)
-        elif ctx.upstream_seconds > 0:
-            # No retry plugin recorded attempts: the provider was asked exactly once.
-            outcome = "ok" if error is None else self.outcomes(f"http_{error.upstream_status}" if error.upstream_status else error.code or type(error).__name__)
-            self.attempts.child(provider, model, outcome).inc()
+        for attempt in ctx.attempts:
+            self.attempts.child(provider, model, self.outcomes(attempt.outcome)).inc()
+        if len(ctx.attempts) > 1:
+            self.retries.child(provider, model).inc(len(ctx.attempts) - 1)
 
     def observe_hook(self, hook: str, plugin: str, seconds: float, outcome: str) -> None:
         self.hook_duration.child(hook, plugin).observe(seconds)
@@ -362,5 +346,12 @@ class GatewayMetrics:
 
 
 def _tenant(ctx: RequestContext) -> str | None:
-    key = getattr(ctx, "client_key", None)
-    return key.id if key is not None else ctx.tenant
+    """Only authenticated keys name a tenant: a label per junk credential would let anyone fill
+    the bounded label set and push real tenants into ``other``."""
+    key = ctx.get(CLIENT_KEY)
+    return key.id if key is not None else None
+
+
+_APP_METRICS = web.AppKey("hookgate_metrics", GatewayMetrics)
+"""The app's metric families, kept on the app so that a reloaded pipeline carries on counting."""
+_COUNTED_BY: StateKey[GatewayMetrics] = StateKey("metrics.in_flight", GatewayMetrics, "the metrics whose in-flight gauge counts this request")

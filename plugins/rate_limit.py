@@ -10,16 +10,24 @@ and ``[plugins.rate_limit.models.NAME]`` per model across all keys.
 
 Tokens are reserved before the call (token_counter's prompt estimate plus the completion limit) and
 corrected to the provider's usage after it, on success and on every failure (0 when nothing was
-generated; what was streamed when a stream broke; 0 for a cache HIT). A reservation is an entry of
-the window, so it leaves the count after 60 s whatever happens to the instance that made it: none
-can leak. A 429 carries ``Retry-After`` (when enough of the window expires) and every admitted
+generated; what was streamed when a stream broke; 0 for a cache HIT). **What counts:** a request
+answered (from the provider or a cache) or failed after the provider was asked; a request that
+never reached the provider (refused by a later plugin: a 403, an unknown model, a budget, an
+invalid parameter) gives its reservation back entirely. A reservation is an entry of the window,
+so it leaves the count after 60 s whatever happens to the instance that made it: none can leak.
+Corrections and releases run after the answer was sent, in the background. A 429 carries ``Retry-After`` (when enough of the window expires) and every admitted
 response OpenAI's headers: ``x-ratelimit-limit-requests``, ``x-ratelimit-remaining-requests``,
 ``x-ratelimit-reset-requests`` and the ``-tokens`` trio, for the tightest scope.
 
 Without Redis (no ``redis_url``, no ``$REDIS_URL``) the same windows are kept in the process: each
 instance then enforces the limit on its own, so N instances admit up to N × the limit. When a
 configured Redis cannot be reached, ``on_redis_error`` decides: ``local`` (default: per-instance
-windows, readiness degraded), ``allow`` or ``reject`` (503).
+windows, readiness degraded), ``allow`` or ``reject`` (503); once the app's Redis guard has seen
+it fail, requests take that path in milliseconds.
+
+Without api_keys, the "key" is whatever bearer token the client sends (hashed): a client that
+invents a new token per request is not limited by it. Enable api_keys, or set
+``key_by = "client_address"`` to limit per client address instead.
 """
 from __future__ import annotations
 
@@ -28,28 +36,30 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from hookgate import (
-    Completion,
-    GatewayError,
+    Outcome,
     RateLimited,
     Readiness,
     RequestContext,
     ServiceUnavailable,
+    StateKey,
     hookimpl,
 )
-from hookgate.plugins.accounting import billable_usage, key_id, prompt_estimate
-from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
+from hookgate.facts import CLIENT_KEY, PROMPT_ESTIMATE, USAGE, billable_usage, key_id, prompt_estimate
+from hookgate.logs import IntervalLog
+from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
+from hookgate.rules import Reads
+from hookgate.tasks import background
 
 log = structlog.get_logger("hookgate.rate_limit")
 
 WINDOW_MS = 60_000
-STATE = "rate_limit.reservation"
-"""``ctx.state`` key of the request's :class:`Reservation`."""
 NO_LIMIT = -1
 
 # KEYS: three per scope (request window, token window, token amounts with their '_sum').
@@ -126,6 +136,21 @@ for i = 0, scopes - 1 do
 end
 return report
 """
+# KEYS: three per scope, as for _RESERVE. ARGV: reservation id. Gives a reservation back entirely
+# (a request that never reached the provider).
+_RELEASE = """
+for i = 0, #KEYS / 3 - 1 do
+  local requests, tokens, amounts = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  redis.call('ZREM', requests, ARGV[1])
+  local old = redis.call('HGET', amounts, ARGV[1])
+  if old then
+    redis.call('HDEL', amounts, ARGV[1])
+    redis.call('HINCRBY', amounts, '_sum', -tonumber(old))
+    redis.call('ZREM', tokens, ARGV[1])
+  end
+end
+return 1
+"""
 # KEYS: the token-amount hashes of the reservation's scopes. ARGV: reservation id, actual tokens.
 # An entry that already left the window is not touched: its tokens no longer count anyway.
 _CORRECT = """
@@ -159,6 +184,10 @@ class RateLimitConfig(RedisURLConfig):
     redis_timeout_seconds: float = Field(2.0, gt=0, description="how long a request may wait for its limit decision; then on_redis_error applies")
     on_redis_error: Literal["local", "allow", "reject"] = Field(
         "local", description="when Redis fails: per-instance limits, admit everything, or 503"
+    )
+    key_by: Literal["key", "client_address"] = Field(
+        "key",
+        description="whose limit a request counts against: its gateway key (else its bearer token's hash), or the client's address",
     )
 
 
@@ -201,24 +230,40 @@ class Reservation:
     settled: bool = False
 
 
-class RateLimit(RedisBacked):
+class RateLimit:
     """Requests and tokens per minute per key and per model, atomically in Redis (Lua, sliding window)."""
 
     Config = RateLimitConfig
-    without_redis = "no Redis: limits are per instance"
+    roles = ("rate_limit",)
+    rules = (
+        Reads(CLIENT_KEY, "before_request", why="a key's own limits"),
+        Reads(PROMPT_ESTIMATE, "before_request", why="the tokens a request reserves"),
+        Reads(USAGE, "request_finished", why="the reservation is corrected to the tokens used"),
+    )
 
     def __init__(self, config: RateLimitConfig) -> None:
         self.config = config
         self.local = LocalWindows()
+        self.redis: SharedRedis | None = None
+        self.app: web.Application | None = None
         self._redis_trouble = IntervalLog(log, "rate_limit_redis_unavailable")
 
-    def redis_opened(self, client: Any) -> None:
-        self._reserve = client.register_script(_RESERVE)
-        self._correct = client.register_script(_CORRECT)
+    @hookimpl
+    async def startup(self, app: web.Application) -> None:
+        self.app = app
+        url = self.config.resolved_redis_url()
+        if url is not None:
+            self.redis = await redis_service(app).connect(url)
+            self._reserve = self.redis.client.register_script(_RESERVE)
+            self._correct = self.redis.client.register_script(_CORRECT)
+            self._release = self.redis.client.register_script(_RELEASE)
 
-    def redis_down(self, error: BaseException) -> Readiness:
-        status = "unavailable" if self.config.on_redis_error == "reject" else "degraded"
-        return Readiness(status, f"Redis unreachable ({type(error).__name__}); on_redis_error = {self.config.on_redis_error}")
+    @hookimpl
+    async def check_ready(self) -> Readiness:
+        if self.redis is None:
+            return Readiness("ok", "no Redis: limits are per instance")
+        fail_closed = self.config.on_redis_error == "reject"
+        return self.redis.readiness(detail_when_down=f"on_redis_error = {self.config.on_redis_error}", fail_closed=fail_closed)
 
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:
@@ -243,37 +288,49 @@ class RateLimit(RedisBacked):
                 f"Rate limit reached; retry in {retry_after} s.",
                 headers={"Retry-After": str(retry_after), **headers},
             )
-        ctx.state[STATE] = reservation
+        ctx[_RESERVATION] = reservation
         ctx.response_headers.update(headers)
 
     @hookimpl
-    async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        await self._settle(ctx, response)
-
-    @hookimpl
-    async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
-        await self._settle(ctx, None)
+    def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
+        """Correct the reservation to the tokens actually used, or give it back when the request
+        never reached the provider; once, whatever ended the request."""
+        reservation = ctx.get(_RESERVATION)
+        if reservation is None or reservation.settled:
+            return
+        reservation.settled = True
+        if outcome.error is not None and not ctx.attempts:
+            self._settle(reservation, None)
+            return
+        actual = billable_usage(ctx, outcome.response).total
+        if actual != reservation.tokens and any(scope.tokens for scope in reservation.scopes):
+            self._settle(reservation, actual)
 
     # ------------------------------------------------------------------------------------ helpers
 
     def _scopes(self, ctx: RequestContext) -> list[Scope]:
         scopes = []
-        key = ctx.client_key
+        key = ctx.get(CLIENT_KEY)
         requests = key.requests_per_minute if key is not None and key.requests_per_minute else self.config.requests_per_minute
         tokens = key.tokens_per_minute if key is not None and key.tokens_per_minute else self.config.tokens_per_minute
         if requests or tokens:
-            scopes.append(Scope(f"key:{key_id(ctx)}", requests, tokens))
+            scopes.append(Scope(self._whose(ctx), requests, tokens))
         model_limits = self.config.models.get(ctx.model or "")
         if model_limits is not None and (model_limits.requests_per_minute or model_limits.tokens_per_minute):
             scopes.append(Scope(f"model:{ctx.model}", model_limits.requests_per_minute, model_limits.tokens_per_minute))
         return scopes
 
+    def _whose(self, ctx: RequestContext) -> str:
+        if self.config.key_by == "client_address":
+            return f"address:{ctx.client_address or 'unknown'}"
+        return f"key:{key_id(ctx)}"
+
     async def _decide(self, reservation: Reservation) -> Decision | None:
         if reservation.backend == "redis":
             try:
                 return await self._decide_in_redis(reservation)
-            except Exception as exc:
-                self._redis_trouble.warning(error=type(exc).__name__, fallback=self.config.on_redis_error)
+            except RedisUnavailable as exc:
+                self._redis_trouble.warning(error=str(exc), fallback=self.config.on_redis_error)
                 if self.config.on_redis_error == "allow":
                     return None
                 if self.config.on_redis_error == "reject":
@@ -290,7 +347,9 @@ class RateLimit(RedisBacked):
             base = f"{self.config.key_prefix}:{scope.name}"
             keys += [f"{base}:requests", f"{base}:tokens", f"{base}:token_amounts"]
             limits += [scope.requests or NO_LIMIT, scope.tokens or NO_LIMIT]
-        reply = await self._reserve(keys=keys, args=[WINDOW_MS, reservation.id, reservation.tokens, *limits])
+        assert self.redis is not None
+        args = [WINDOW_MS, reservation.id, reservation.tokens, *limits]
+        reply = await self.redis.run(lambda: self._reserve(keys=keys, args=args), timeout=self.config.redis_timeout_seconds)
         admitted, retry_after_ms, *figures = (int(value) for value in reply)
         usages = [
             ScopeUsage(scope, *figures[4 * i : 4 * i + 4])  # type: ignore[arg-type]
@@ -298,26 +357,31 @@ class RateLimit(RedisBacked):
         ]
         return Decision(admitted == 1, retry_after_ms, usages, too_large=admitted == 2)
 
-    async def _settle(self, ctx: RequestContext, response: Completion | None) -> None:
-        """Correct the reservation to the tokens actually used; once, whatever ended the request."""
-        reservation = ctx.state.get(STATE)
-        if not isinstance(reservation, Reservation) or reservation.settled:
-            return
-        reservation.settled = True
-        actual = billable_usage(ctx, response).total
-        if actual == reservation.tokens:
-            return
-        token_scopes = [scope for scope in reservation.scopes if scope.tokens]
-        if not token_scopes:
-            return
+    def _settle(self, reservation: Reservation, actual: int | None) -> None:
+        """Correct to ``actual`` tokens, or give back entirely when ``actual`` is None."""
         if reservation.backend == "local":
-            self.local.correct(reservation, actual)
-            return
-        keys = [f"{self.config.key_prefix}:{scope.name}:token_amounts" for scope in token_scopes]
+            if actual is None:
+                self.local.release(reservation)
+            else:
+                self.local.correct(reservation, actual)
+        elif self.app is not None:
+            background(self.app).spawn(self._settle_in_redis(reservation, actual), name="rate_limit.settle")
+
+    async def _settle_in_redis(self, reservation: Reservation, actual: int | None) -> None:
+        assert self.redis is not None
+        if actual is None:
+            keys = [f"{self.config.key_prefix}:{scope.name}:{part}" for scope in reservation.scopes for part in ("requests", "tokens", "token_amounts")]
+            operation = lambda: self._release(keys=keys, args=[reservation.id])  # noqa: E731
+        else:
+            keys = [f"{self.config.key_prefix}:{scope.name}:token_amounts" for scope in reservation.scopes if scope.tokens]
+            operation = lambda: self._correct(keys=keys, args=[reservation.id, actual])  # noqa: E731
         try:
-            await self._correct(keys=keys, args=[reservation.id, actual])
-        except Exception as exc:  # the reservation leaves the window within a minute by itself
-            self._redis_trouble.warning(error=type(exc).__name__, during="correction")
+            await self.redis.run(operation, timeout=self.config.redis_timeout_seconds)
+        except RedisUnavailable as exc:  # the reservation leaves the window within a minute by itself
+            self._redis_trouble.warning(error=str(exc), during="correction")
+
+
+_RESERVATION: StateKey[Reservation] = StateKey("rate_limit.reservation", Reservation, "what the request holds in its scopes' windows")
 
 
 class LocalWindows:
@@ -371,6 +435,19 @@ class LocalWindows:
                 )
             )
         return Decision(admitted, max(1, int(wait)), usages, too_large=too_large)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back entirely."""
+        for scope in reservation.scopes:
+            requests = self._requests.get(scope.name)
+            if requests is not None:
+                for index, (_, member) in enumerate(requests):
+                    if member == reservation.id:
+                        del requests[index]
+                        break
+            entry = self._tokens.get(scope.name, {}).pop(reservation.id, None)
+            if entry is not None:
+                self._sums[scope.name] -= int(entry[1])
 
     def correct(self, reservation: Reservation, actual: int) -> None:
         for scope in reservation.scopes:

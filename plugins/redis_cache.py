@@ -30,12 +30,16 @@ request that started it, owns the answer, it stores the answer itself rather tha
 others still got their answer. Lookups are shared too: one ``GET`` per key in flight at a time.
 
 **Fail-open.** Redis trouble is a MISS, never a failed request. Every operation has a deadline
-(``operation_timeout_seconds``, and redis-py's own timeouts and retries are set explicitly since
-its defaults differ between versions); after the first failure a request asks Redis nothing
-more, so it pays at most one timeout. ``failure_threshold`` consecutive failures open the
-circuit: requests stop asking Redis, ``/readyz`` says ``degraded``, and a background probe tries
-Redis every ``retry_interval_seconds`` and closes the circuit when it answers. Errors are logged
-at most once per interval, never once per request.
+(``operation_timeout_seconds``); after the first failure a request asks Redis nothing more, so it
+pays at most one timeout. The client and its circuit are the app's Redis service
+(:mod:`hookgate.redis`), shared with every other Redis-backed plugin: once it has seen Redis fail
+(``[gateway] redis_failure_threshold``), requests stop asking it, ``/readyz`` says ``degraded``,
+and a background probe closes the circuit when Redis answers again. Errors are logged at most once
+per interval, never once per request.
+
+Its rules put it after ``memory_cache`` (memory answers first and fills itself from Redis hits)
+and before the reliability middlewares (one upstream call, retries included, serves every
+identical concurrent request).
 """
 from __future__ import annotations
 
@@ -45,17 +49,11 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Final, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import structlog
+from aiohttp import web
 from pydantic import Field, PositiveFloat
-from redis import asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from hookgate import (
     Completion,
@@ -63,14 +61,16 @@ from hookgate import (
     ProviderResponse,
     Readiness,
     RequestContext,
+    StateKey,
     UpstreamError,
     assemble_stream,
     cache_key,
     hookimpl,
     is_complete,
 )
-from hookgate.plugins.cache_control import CacheDirectives
-from hookgate.plugins.redis_support import RedisURLConfig
+from hookgate.cache_control import CacheDirectives
+from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
+from hookgate.rules import After, Before
 
 __all__ = ["RedisCache", "RedisCacheConfig"]
 
@@ -78,8 +78,6 @@ log = structlog.get_logger("hookgate.redis_cache")
 
 T = TypeVar("T")
 
-_STATE_KEY: Final = "redis_cache"
-_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 _DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 _FAILED: Final = object()
 """A shared lookup's outcome: Redis failed (or was skipped), so the request is a MISS."""
@@ -118,13 +116,6 @@ class RedisCacheConfig(RedisURLConfig):
     operation_timeout_seconds: float = Field(
         0.1, gt=0, le=30, description="deadline of every Redis operation; past it the request is a MISS"
     )
-    max_connections: int = Field(
-        64, ge=1, description="Redis operations at once, and connections in the pool (per node with cluster = true)"
-    )
-    failure_threshold: int = Field(3, ge=1, description="consecutive Redis failures that make the plugin stop asking Redis")
-    retry_interval_seconds: float = Field(
-        5.0, gt=0, description="while Redis is unavailable, how often it is tried again; also the least time between two error logs"
-    )
 
     def connection_url(self) -> str:
         """The URL to connect to: ``redis_url``, else ``$REDIS_URL``, else a local Redis."""
@@ -135,6 +126,12 @@ class RedisCache:
     """Exact-match response cache in Redis, shared by every gateway process, with single-flight."""
 
     Config = RedisCacheConfig
+    roles = ("cache",)
+    rules = (
+        After("memory_cache", "cache_lookup", why="memory answers first and fills itself from Redis hits"),
+        Before("retry", "call_provider", why="one upstream call, retries included, serves every identical concurrent request"),
+        Before("concurrency", "call_provider", why="identical requests waiting on one flight take no slot"),
+    )
     source_name: Final = "redis_cache"
     """Reported as ``ctx.cache_source`` for answers this plugin's single-flight handed out."""
 
@@ -142,9 +139,9 @@ class RedisCache:
         self.config = config
         self._prefix = f"{config.key_prefix}:" if config.key_prefix else ""
         self._finish_reasons = frozenset(config.cacheable_finish_reasons)
-        self._client: aioredis.Redis | RedisCluster | None = None
+        self.redis: SharedRedis | None = None
+        self._client: Any = None
         self._scripts: _Scripts | None = None
-        self._guard: _RedisGuard | None = None
         self._flights: dict[str, _Flight] = {}
         self._lookups: dict[str, asyncio.Future[object]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,12 +149,17 @@ class RedisCache:
     # ---------------------------------------------------------------------------- lifecycle ---
 
     @hookimpl
-    async def startup(self) -> None:
-        url = self.config.connection_url()
-        self._client = _open_client(url, self.config)
+    async def startup(self, app: web.Application) -> None:
+        config = self.config
+        self.redis = await redis_service(app).connect(
+            config.connection_url(),
+            cluster=config.cluster,
+            tls_ca_file=config.tls_ca_file,
+            tls_cert_file=config.tls_cert_file,
+            tls_key_file=config.tls_key_file,
+        )
+        self._client = self.redis.client
         self._scripts = _Scripts(self._client)
-        self._guard = _RedisGuard(self.config, where=_redacted(url), ping=self._client.ping)
-        await self._guard.connect()
 
     @hookimpl
     async def shutdown(self) -> None:
@@ -172,21 +174,19 @@ class RedisCache:
         for task in leftovers:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)
-        if self._guard is not None:
-            await self._guard.close()
-        if self._client is not None:
-            await _close_client(self._client)
 
     @hookimpl
     async def check_ready(self) -> Readiness | None:
-        return await self._guard.readiness() if self._guard is not None else None
+        if self.redis is None:
+            return None
+        return self.redis.readiness(detail_when_down="answering without the shared cache")
 
     # ----------------------------------------------------------------------------- requests ---
 
     @hookimpl
     async def cache_lookup(self, ctx: RequestContext) -> Completion | None:
         directives = CacheDirectives.of(ctx.headers)
-        request = ctx.state[_STATE_KEY] = _Request(self._key(ctx), _route_of(ctx), directives, self._ttl(ctx, directives))
+        request = ctx[_REQUEST] = _Request(self._key(ctx), _route_of(ctx), directives, self._ttl(ctx, directives))
         if directives.no_cache:
             ctx.cache_status = "BYPASS"
             return None
@@ -208,7 +208,7 @@ class RedisCache:
     async def call_provider(
         self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
     ) -> ProviderResponse:
-        request: _Request | None = ctx.state.get(_STATE_KEY)
+        request: _Request | None = ctx.get(_REQUEST)
         if request is None or not self.config.single_flight or request.directives.no_cache or request.directives.no_store:
             return await call_next(ctx)
         if request.route != _route_of(ctx):
@@ -253,7 +253,7 @@ class RedisCache:
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
         # Answers that went through a flight are stored by it; what is left here: requests that
         # skipped single-flight (no-cache, single_flight = false) and a later cache's hits.
-        request: _Request | None = ctx.state.get(_STATE_KEY)
+        request: _Request | None = ctx.get(_REQUEST)
         if request is None or request.handled or request.directives.no_store or not request.redis_ok:
             return
         payload = self._storable(response)
@@ -476,13 +476,13 @@ class RedisCache:
     async def _redis(self, request: _Request, operation: Callable[[], Awaitable[T]]) -> T:
         """One Redis operation for ``request``, through the guard; after one failure the request
         asks Redis nothing more, so it pays at most one timeout."""
-        if not request.redis_ok or self._guard is None:
+        if not request.redis_ok or self.redis is None:
             raise _RedisSkipped
         try:
-            return await self._guard.run(operation)
-        except _RedisSkipped:
+            return await self.redis.run(operation, timeout=self.config.operation_timeout_seconds)
+        except RedisUnavailable:
             request.redis_ok = False
-            raise
+            raise _RedisSkipped from None
 
     def _in_background(self, operation: Awaitable[None]) -> None:
         """Run a store or unlock off the request's path; shutdown waits for it (bounded)."""
@@ -507,6 +507,9 @@ class _Request:
     """The answer came from this plugin (a hit) or its flight stores it: nothing left to store."""
     redis_ok: bool = True
     """False once a Redis operation failed for this request: it asks Redis nothing more."""
+
+
+_REQUEST: StateKey[_Request] = StateKey("redis_cache.request", _Request, "this cache's view of the request")
 
 
 class _Flight:
@@ -549,128 +552,6 @@ class _RedisSkipped(Exception):
     the caller carries on without it."""
 
 
-class _RedisGuard:
-    """Fail-open access to Redis: a deadline per operation, a bound on operations at once
-    (``max_connections``) and a circuit breaker.
-
-    Closed: operations run; ``failure_threshold`` consecutive connection errors or timeouts open
-    it. Open: operations are refused at once, and a background probe pings Redis every
-    ``retry_interval_seconds`` until it answers, which closes the circuit. Error replies
-    (``OOM``, ``READONLY``) fail the operation but do not open the circuit: Redis is up.
-    """
-
-    def __init__(self, config: RedisCacheConfig, *, where: str, ping: Callable[[], Awaitable[Any]]) -> None:
-        self._timeout = config.operation_timeout_seconds
-        self._slots = asyncio.Semaphore(config.max_connections)
-        self._threshold = config.failure_threshold
-        self._interval = config.retry_interval_seconds
-        self._where = where
-        self._ping = ping
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._last_error = ""
-        self._last_success = 0.0
-        self._last_log = float("-inf")
-        self._suppressed = 0
-        self._probe: asyncio.Task[None] | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._opened_at is not None
-
-    async def connect(self) -> None:
-        """Ping once at start-up; an unreachable Redis opens the circuit instead of failing start-up."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._ping()
-        except Exception as exc:
-            self._open(exc, at_startup=True)
-        else:
-            self._last_success = time.monotonic()
-            log.info("redis_cache_connected", redis=self._where)
-
-    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        if self._opened_at is not None:
-            raise _RedisSkipped
-        try:
-            async with asyncio.timeout(self._timeout), self._slots:
-                result = await operation()
-        except ResponseError as exc:
-            self._log_error(exc)
-            raise _RedisSkipped from exc
-        except Exception as exc:  # connection errors, timeouts, and anything redis-py may raise
-            self._failures += 1
-            if self._failures >= self._threshold:
-                self._open(exc)
-            else:
-                self._log_error(exc)
-            raise _RedisSkipped from exc
-        self._failures = 0
-        self._last_success = time.monotonic()
-        return result
-
-    async def readiness(self) -> Readiness:
-        if self._opened_at is None and time.monotonic() - self._last_success > self._interval:
-            try:  # idle: make sure Redis is still there (a failure counts like any other)
-                await self.run(self._ping)
-            except _RedisSkipped:
-                pass
-        if self._opened_at is not None:
-            down = time.monotonic() - self._opened_at
-            return Readiness(
-                "degraded",
-                f"Redis at {self._where} unavailable for {down:.0f} s ({self._last_error}); answering without the "
-                f"shared cache, retrying every {self._interval:g} s",
-            )
-        if self._failures:
-            return Readiness("degraded", f"the last Redis operation failed ({self._last_error})")
-        return Readiness("ok", f"Redis at {self._where}")
-
-    async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            await asyncio.gather(self._probe, return_exceptions=True)
-
-    def _open(self, exc: BaseException, *, at_startup: bool = False) -> None:
-        self._last_error = _describe(exc)
-        if self._opened_at is not None:
-            return
-        self._opened_at = time.monotonic()
-        log.warning(
-            "redis_cache_unavailable",
-            redis=self._where,
-            error=self._last_error,
-            at_startup=at_startup,
-            retry_in_s=self._interval,
-            note="answering without the shared cache until Redis is back",
-        )
-        self._probe = asyncio.create_task(self._probe_until_back())
-
-    async def _probe_until_back(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await self._ping()
-            except Exception as exc:
-                self._last_error = _describe(exc)
-                continue
-            break
-        assert self._opened_at is not None
-        log.info("redis_cache_recovered", redis=self._where, down_s=round(time.monotonic() - self._opened_at, 1))
-        self._opened_at, self._failures, self._probe = None, 0, None
-        self._last_success = time.monotonic()
-
-    def _log_error(self, exc: BaseException) -> None:
-        self._last_error = _describe(exc)
-        now = time.monotonic()
-        if now - self._last_log < self._interval:
-            self._suppressed += 1
-            return
-        log.warning("redis_cache_error", redis=self._where, error=self._last_error, suppressed_since_last=self._suppressed)
-        self._last_log, self._suppressed = now, 0
-
-
 class _Scripts:
     """The Lua scripts that need an entry and its lock (one hash slot) at once."""
 
@@ -696,7 +577,7 @@ class _Scripts:
         return 0
     """
 
-    def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
+    def __init__(self, client: Any) -> None:
         self._claim = client.register_script(self._CLAIM)
         self._store_and_unlock = client.register_script(self._STORE_AND_UNLOCK)
         self._unlock = client.register_script(self._UNLOCK)
@@ -710,43 +591,6 @@ class _Scripts:
 
     async def unlock(self, lock: str, token: str) -> None:
         await self._unlock(keys=[lock], args=[token])
-
-
-def _open_client(url: str, config: RedisCacheConfig) -> aioredis.Redis | RedisCluster:
-    """A client whose every timeout and retry is ours: redis-py's defaults differ between
-    versions (5.x: no socket timeout; 6+: 5 s and several retries with backoff), and either
-    would turn a Redis outage into slow requests.
-
-    One immediate retry on a *connection* error, none on a timeout: a pooled connection that
-    died with a restarted Redis fails once and reconnects at once (without it, each stale
-    connection would cost a MISS and count towards opening the circuit), while a Redis that is
-    down refuses the retry at once and a Redis that hangs is bounded by the timeout.
-    """
-    timeout = config.operation_timeout_seconds
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        "retry_on_error": [],
-        "health_check_interval": 0,
-        "max_connections": config.max_connections + 1,  # + the start-up and probe pings, outside the guard
-    }
-    if url.startswith("rediss://"):
-        tls = {"ssl_ca_certs": config.tls_ca_file, "ssl_certfile": config.tls_cert_file, "ssl_keyfile": config.tls_key_file}
-        options.update({name: value for name, value in tls.items() if value is not None})
-    if config.cluster:
-        return RedisCluster.from_url(url, **options)
-    # The guard lets at most max_connections operations run at once (a burst waits for a slot,
-    # within the operation's deadline), so this pool never runs out; it is cheaper per command
-    # than redis-py's BlockingConnectionPool (measured ~65 against ~80 µs CPU per GET).
-    return aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(url, **options))
-
-
-async def _close_client(client: aioredis.Redis | RedisCluster) -> None:
-    close = getattr(client, "aclose", None) or client.close
-    await close()
-    if isinstance(client, aioredis.Redis):
-        await client.connection_pool.disconnect()
 
 
 def _route_of(ctx: RequestContext) -> tuple[object, object]:
@@ -775,18 +619,3 @@ def _copy_error(error: BaseException) -> BaseException:
         return copy.copy(error)
     except Exception:  # an exception class that cannot be rebuilt from its args: a bug, a 500
         return RuntimeError(f"the shared upstream call failed: {type(error).__name__}")
-
-
-def _redacted(url: str) -> str:
-    """The URL for logs and /readyz: without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or "no detail"
-    return f"{type(exc).__name__}: {text[:200]}"

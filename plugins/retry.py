@@ -11,33 +11,29 @@ asked for does not fit, the client gets the 429 at once, with ``Retry-After`` pa
 budget per instance (retries at most ``budget_ratio`` of requests over ``budget_window_seconds``,
 with a floor of ``budget_min_retries``) keeps an upstream outage from multiplying the load on it.
 
-Streams are retried only until their first chunk: once a byte may have reached the client, a
-failure ends the stream instead. Responses say how many attempts were made
-(``x-hookgate-attempts``) and ``ctx.attempts`` records each one's outcome for the request log.
-Place it outermost among the reliability middlewares, so no concurrency slot is held while it
-sleeps.
+Streams are retried only until their first chunk (the core hands the chain a stream once its
+first chunk is in hand): once a byte may have reached the client, a failure ends the stream
+instead. Responses say how many attempts were made (``x-hookgate-attempts``); the core records
+each one's outcome in ``ctx.attempts`` for the observers.
+
+Where it sits is the operator's choice: listed before ``concurrency`` no slot is held while it
+sleeps between attempts; after it, the slot is held across attempts. The breaker and the timeout
+declare that they run inside it (their rules), so each attempt is judged and timed on its own.
 """
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from time import monotonic, perf_counter
+from time import monotonic
 from typing import Awaitable, Callable
 
 import structlog
 from pydantic import Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from hookgate import (
-    Attempt,
-    CompletionStream,
-    GatewayError,
-    PluginConfig,
-    ProviderResponse,
-    RequestContext,
-    hookimpl,
-    with_first_chunk,
-)
+from hookgate import GatewayError, PluginConfig, ProviderResponse, RequestContext, hookimpl
+from hookgate.facts import DEADLINE
+from hookgate.rules import Reads
 from hookgate.upstream import is_retriable, retry_after_seconds
 
 log = structlog.get_logger("hookgate.retry")
@@ -96,6 +92,8 @@ class Retry:
     """Retries transient upstream failures with full-jitter backoff, within deadline and budget."""
 
     Config = RetryConfig
+    roles = ("retry",)
+    rules = (Reads(DEADLINE, "call_provider", why="never waits past the request's deadline"),)
 
     def __init__(self, config: RetryConfig) -> None:
         self.config = config
@@ -114,30 +112,15 @@ class Retry:
             sleep=asyncio.sleep,
             reraise=True,
         )
+        made = 0
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(ctx, call_next)
+                    made += 1
+                    return await call_next(ctx)
         finally:
-            ctx.response_headers["x-hookgate-attempts"] = str(len(ctx.attempts))
+            ctx.response_headers["x-hookgate-attempts"] = str(made)
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
-
-    async def _attempt(self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]) -> ProviderResponse:
-        started = perf_counter()
-        try:
-            response = await call_next(ctx)
-            if isinstance(response, CompletionStream):
-                # Retrying is allowed only until the first chunk: wait for it inside the attempt.
-                response = await with_first_chunk(response)
-        except GatewayError as error:
-            outcome = f"http_{error.upstream_status}" if error.upstream_status else (error.code or type(error).__name__)
-            ctx.attempts.append(Attempt(outcome, error.upstream_status, (perf_counter() - started) * 1000))
-            raise
-        except asyncio.CancelledError:
-            ctx.attempts.append(Attempt("cancelled", None, (perf_counter() - started) * 1000))
-            raise
-        ctx.attempts.append(Attempt("ok", None, (perf_counter() - started) * 1000))
-        return response
 
     def _wait(self, state: RetryCallState, ctx: RequestContext | None = None) -> float:
         """Full jitter, shortened to leave the deadline's last moments for the next attempt, or

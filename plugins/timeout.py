@@ -10,8 +10,10 @@ produce its first chunk within ``first_token_seconds`` (and the attempt budget),
 between chunks may exceed ``chunk_gap_seconds``, and the whole stream must end by the deadline.
 
 On expiry the upstream call is cancelled (its connection closed) and the client gets a 504 in
-OpenAI's error shape, or mid-stream an SSE error event and a clean end. Place it innermost, right
-before the providers, so that retry and concurrency wrap each attempt.
+OpenAI's error shape, or mid-stream an SSE error event and a clean end. Its rules put it inside
+retry and concurrency: each attempt gets its own budget, and waiting for a slot is not counted
+against the attempt. The deadline it sets is the :data:`~hookgate.facts.DEADLINE` fact that retry
+reads.
 """
 from __future__ import annotations
 
@@ -21,16 +23,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from pydantic import Field, model_validator
 
-from hookgate import (
-    CompletionStream,
-    GatewayTimeout,
-    InvalidRequest,
-    PluginConfig,
-    ProviderResponse,
-    RequestContext,
-    hookimpl,
-    with_first_chunk,
-)
+from hookgate import CompletionStream, GatewayTimeout, InvalidRequest, PluginConfig, ProviderResponse, RequestContext, hookimpl
+from hookgate.facts import ATTEMPT_DEADLINE, DEADLINE
+from hookgate.rules import After, Produces
 
 
 class TimeoutConfig(PluginConfig):
@@ -57,6 +52,13 @@ class Timeout:
     """Per-request deadline, per-attempt limit, time-to-first-token and chunk-gap limits."""
 
     Config = TimeoutConfig
+    roles = ("timeout",)
+    rules = (
+        Produces(DEADLINE, "before_request"),
+        Produces(ATTEMPT_DEADLINE, "call_provider"),
+        After("retry", "call_provider", why="each attempt gets its own budget"),
+        After("concurrency", "call_provider", why="waiting for a slot is not the attempt's time"),
+    )
 
     def __init__(self, config: TimeoutConfig) -> None:
         self.config = config
@@ -74,7 +76,8 @@ class Timeout:
                 raise InvalidRequest(f"The {self.config.request_header} header must be a positive number of seconds.", code="invalid_timeout")
             seconds = min(seconds, self.config.max_deadline_seconds)
         deadline = ctx.started_at + seconds
-        ctx.deadline = deadline if ctx.deadline is None else min(ctx.deadline, deadline)
+        earlier = ctx.get(DEADLINE)
+        ctx[DEADLINE] = deadline if earlier is None else min(earlier, deadline)
 
     @hookimpl
     async def call_provider(
@@ -86,11 +89,10 @@ class Timeout:
         budget = min(self.config.per_attempt_seconds, remaining)
         if ctx.stream:
             budget = min(budget, self.config.first_token_seconds)
+        ctx[ATTEMPT_DEADLINE] = perf_counter() + budget
         try:
             async with asyncio.timeout(budget):
-                response = await call_next(ctx)
-                if isinstance(response, CompletionStream):
-                    response = await with_first_chunk(response)
+                response = await call_next(ctx)  # a stream comes back with its first chunk in hand
         except TimeoutError:
             raise GatewayTimeout(f"The provider did not answer within {budget:.2f} s.", code="timeout") from None
         if isinstance(response, CompletionStream):

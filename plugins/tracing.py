@@ -21,28 +21,30 @@ Attributes follow OpenTelemetry's GenAI semantic conventions (``gen_ai.operation
 ``gen_ai.response.finish_reasons``, ``gen_ai.usage.input_tokens``…); prompts and answers are never
 recorded. A client's W3C ``traceparent`` makes the request span its child (``trust_traceparent``).
 
-Phase and hook spans are built from the core's hook timings (``register_hook_observers``), so they
-cover every plugin wherever this one is listed. The attempt spans come from this plugin's own
-``call_provider`` middleware: **list it after the reliability middlewares, right before the
-providers** (``… retry, circuit_breaker, concurrency, timeout, tracing, echo, openai``), so each
-attempt is one span; listed before ``retry`` it would see one span for all attempts. That place
-also makes its ``after_response`` the last of the observers, so the request span closes after
-the others. The tracer provider belongs to the plugin instance (never the global one), and so does
-its exporter: two apps in one process trace separately.
+Every span is built from the core's lifecycle events (request started and finished, each phase
+started and finished, each upstream attempt started and finished) and its hook timings, so the
+trace is the same wherever ``tracing`` is listed, and each upstream attempt is its own span even
+when retry wraps it. An attempt span is current while the provider is called, so an instrumented
+HTTP client nests under it; for a stream it ends with the first chunk (the stream's finish reasons
+and usage are on the request span). The tracer provider belongs to the plugin instance (never the
+global one), and so does its exporter: two apps in one process trace separately.
 """
 from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
 from time import perf_counter, time_ns
-from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from pydantic import Field, SecretStr
 
-from hookgate import Completion, CompletionStream, GatewayError, PluginConfig, ProviderResponse, RequestContext, hookimpl
-from hookgate.registry import PluginLoadError
+from hookgate import Attempt, Outcome, PluginConfig, PluginLoadError, RequestContext, StateKey, hookimpl
+from hookgate.accounting import TokenUsage
+from hookgate.facts import CLIENT_KEY, COST_USD
+from hookgate.rules import Reads
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import trace as otel_trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -86,6 +88,11 @@ class Tracing:
     """OpenTelemetry spans: the request, each hook phase and plugin, each upstream attempt (GenAI conventions)."""
 
     Config = TracingConfig
+    roles = ("observer",)
+    rules = (
+        Reads(CLIENT_KEY, "request_finished", why="hookgate.key_id"),
+        Reads(COST_USD, "request_finished", why="hookgate.cost_usd"),
+    )
 
     def __init__(self, config: TracingConfig) -> None:
         if OPENTELEMETRY_MISSING is not None:
@@ -98,9 +105,9 @@ class Tracing:
         """With ``exporter = "memory"``: the finished spans (``get_finished_spans()``), for tests."""
         self.provider: TracerProvider | None = None
         self.tracer: otel_trace.Tracer | None = None
-        # Per instance, so that two apps (or two pipelines across a reload) never see each
-        # other's requests. A request runs in its own task (aiohttp copies the context per
-        # request), and hooks are awaited in it, so the variable follows exactly one request.
+        # Hook timings carry no request: they are matched to it through the task's context, which
+        # request_started sets (each request runs in its own task, and tasks it starts inherit it).
+        # Per instance, so that two apps (or two pipelines across a reload) never mix.
         self._current: ContextVar[RequestTrace | None] = ContextVar(f"hookgate_tracing_{id(self):x}", default=None)
         self._propagator = TraceContextTextMapPropagator()
 
@@ -131,192 +138,164 @@ class Tracing:
 
     @hookimpl
     def register_hook_observers(self, register: Callable[[Callable[[str, str, float, str], None]], None]) -> None:
-        register(self.observe_hook)
+        if self.config.hook_spans:
+            register(self.observe_hook)
 
-    # ------------------------------------------------------------------------------------ requests
-
-    @hookimpl
-    async def before_request(self, ctx: RequestContext) -> None:
-        self._trace_of(ctx)
+    # ------------------------------------------------------------------------------------- events
 
     @hookimpl
-    async def call_provider(
-        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
-    ) -> ProviderResponse:
-        trace = self._current.get()
-        if trace is None or trace.span is None or not trace.recording or self.tracer is None:
-            return await call_next(ctx)
-        parent = trace.enter_phase("call_provider", trace.last_end_ns or time_ns()) if self.config.hook_spans else trace.span
-        trace.attempts += 1
-        route = ctx.route
-        upstream_model = route.upstream_model if route is not None else ctx.model
-        trace.span.update_name(f"chat {_short(ctx.model)}")
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": ctx.provider_name,
-            "hookgate.attempt": trace.attempts,
-        }
+    def request_started(self, ctx: RequestContext) -> None:
+        if self.tracer is None:
+            return
+        parent = self._propagator.extract(_traceparent_only(ctx.headers)) if self.config.trust_traceparent else None
+        span = self.tracer.start_span(
+            "chat", context=parent, kind=SpanKind.SERVER, attributes={"hookgate.request_id": ctx.request_id}, start_time=_wall_ns(ctx.started_at)
+        )
+        if not span.is_recording():
+            return
+        trace = ctx[_TRACE] = RequestTrace(span)
+        self._current.set(trace)
+
+    @hookimpl
+    def phase_started(self, ctx: RequestContext, phase: str, started_at: float) -> None:
+        trace = ctx.get(_TRACE)
+        if trace is not None and self.config.hook_spans and self.tracer is not None:
+            trace.phases[phase] = self.tracer.start_span(
+                phase, context=otel_trace.set_span_in_context(trace.span), attributes={"hookgate.phase": phase}, start_time=_wall_ns(started_at)
+            )
+
+    @hookimpl
+    def phase_finished(self, ctx: RequestContext, phase: str, started_at: float, seconds: float, outcome: str) -> None:
+        trace = ctx.get(_TRACE)
+        span = trace.phases.pop(phase, None) if trace is not None else None
+        if span is not None:
+            if outcome not in ("ok", "hit"):
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            span.end(end_time=_wall_ns(started_at + seconds))
+
+    @hookimpl
+    def attempt_started(self, ctx: RequestContext, number: int) -> None:
+        trace = ctx.get(_TRACE)
+        if trace is None or self.tracer is None:
+            return
+        parent = trace.phases.get("call_provider") or trace.span
+        upstream_model = ctx.route.upstream_model if ctx.route is not None else ctx.model
+        attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": ctx.provider_name, "hookgate.attempt": number}
         if upstream_model:
             attributes["gen_ai.request.model"] = _short(upstream_model)
         span = self.tracer.start_span(
             f"chat {_short(upstream_model)}", context=otel_trace.set_span_in_context(parent), kind=SpanKind.CLIENT, attributes=attributes
         )
-        started = perf_counter()
+        # Current while the provider is called, so an instrumented HTTP client nests under it.
+        token = otel_context.attach(otel_trace.set_span_in_context(span))
+        trace.attempts[number] = (span, token)
+
+    @hookimpl
+    def attempt_finished(self, ctx: RequestContext, attempt: Attempt) -> None:
+        trace = ctx.get(_TRACE)
+        opened = trace.attempts.pop(attempt.number, None) if trace is not None else None
+        if opened is None:
+            return
+        span, token = opened
         try:
-            # Current while the provider is called, so an instrumented HTTP client nests under it.
-            with otel_trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                response = await call_next(ctx)
-        except BaseException as exc:
-            _fail(span, exc)
-            span.end()
-            raise
-        if isinstance(response, CompletionStream):
-            return _traced_stream(response, span, started)
-        _set_response(span, response.body, response.usage)
+            otel_context.detach(token)
+        except Exception:  # detached in another context: the span is still ended below
+            pass
+        if attempt.outcome == "ok":
+            # The answered attempt stays open until the answer is complete (a stream: its last
+            # chunk), so it can carry the response's model, finish reasons and usage.
+            if ctx.stream:
+                span.set_attribute("gen_ai.response.time_to_first_chunk", attempt.duration_ms / 1000)
+            trace.answered = span
+            return
+        error_type = attempt.outcome.removeprefix("http_") if attempt.status else attempt.outcome
+        if attempt.status:
+            span.set_attribute("http.response.status_code", attempt.status)
+        span.set_attribute("error.type", error_type)
+        span.set_status(Status(StatusCode.ERROR, attempt.outcome))
         span.end()
-        return response
 
     @hookimpl
-    async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        trace = self._trace_of(ctx)
-        if trace.recording and not trace.done:
-            span = trace.span
-            _set_outcome(span, ctx, ctx.status)
-            if ctx.cache_status != "HIT":  # a HIT spent no tokens: usage stays on the attempt that did
-                _set_response(span, response.body, getattr(ctx, "usage", None) or response.usage)
-            else:
-                _set_response(span, response.body, None)
-            self._close(trace)
-
-    @hookimpl
-    async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
-        trace = self._trace_of(ctx)
-        if trace.recording and not trace.done:
-            span = trace.span
-            _set_outcome(span, ctx, error.status)
+    def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
+        trace = ctx.pop(_TRACE, None)
+        if trace is None:
+            return
+        span = trace.span
+        for leftover in trace.phases.values():
+            leftover.end()
+        answered = trace.answered
+        if answered is not None:
+            if outcome.response is not None and ctx.cache_status != "HIT":
+                _set_response(answered, outcome.response.body, outcome.usage)
+            elif outcome.error is not None:
+                answered.set_attribute("hookgate.stream.incomplete", True)
+            # The upstream was done once the answer was complete, before after_response and the send.
+            done = ctx.started_at + outcome.total_seconds - outcome.phases.get("after_response", 0.0)
+            answered.end(end_time=_wall_ns(done))
+        span.set_attributes(_request_attributes(ctx))
+        _set_outcome(span, ctx, outcome)
+        if outcome.response is not None:
+            _set_response(span, outcome.response.body, outcome.usage if ctx.cache_status != "HIT" else None)
+        error = outcome.error
+        if error is not None:
             span.set_attribute("error.type", error.code or type(error).__name__)
             if error.status >= 500:  # OpenTelemetry's HTTP conventions: a 4xx is the client's doing
                 span.set_status(Status(StatusCode.ERROR, error.message[:_MAX_ATTRIBUTE_CHARS]))
-            self._close(trace)
+        span.end(end_time=_wall_ns(ctx.started_at + outcome.total_seconds))
 
     # --------------------------------------------------------------------------------- hook spans
 
     def observe_hook(self, hook: str, plugin: str, seconds: float, outcome: str) -> None:
-        """Hook observer: turn one plugin's hook call into a span of its request's trace."""
-        if hook not in REQUEST_PHASES:
-            return
+        """Hook observer: one plugin's hook call becomes a span of its phase (a call_provider
+        middleware, whose own time is split around the rest of the chain, an event on it)."""
         trace = self._current.get()
-        if trace is None or (trace.done and hook == "before_request"):
-            # A hook of a plugin listed before this one: kept until before_request starts the trace.
-            trace = RequestTrace(self.tracer)
-            self._current.set(trace)
-        if not trace.recording:
+        if trace is None or hook not in REQUEST_PHASES or self.tracer is None:
+            return
+        phase = trace.phases.get(hook)
+        if phase is None:
             return
         end = time_ns()
-        call = (hook, plugin, end - int(seconds * 1e9), end, outcome)
-        if trace.span is None:
-            trace.pending.append(call)
-        elif self.config.hook_spans:
-            trace.record(call)
-        if trace.closing:
-            # This was this plugin's own after_response/on_error: the request span ends now, after
-            # the phase that contains it.
-            trace.finish()
-
-    def _trace_of(self, ctx: RequestContext) -> RequestTrace:
-        """The request's trace, its span started (at the request's arrival) on first use."""
-        trace = self._current.get()
-        if trace is None or (trace.ctx is not None and trace.ctx is not ctx):
-            # (A previous request's trace only when requests share a task: hooks driven directly.)
-            trace = RequestTrace(self.tracer)
-            self._current.set(trace)
-        if trace.span is None and trace.recording:
-            trace.ctx = ctx
-            parent = self._propagator.extract(ctx.headers) if self.config.trust_traceparent else None
-            span = self.tracer.start_span(
-                "chat",
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes=_request_attributes(ctx),
-                start_time=time_ns() - int((perf_counter() - ctx.started_at) * 1e9),
-            )
-            trace.span = span
-            trace.recording = span.is_recording()
-            if trace.recording and self.config.hook_spans:
-                for call in trace.pending:
-                    trace.record(call)
-            trace.pending.clear()
-        return trace
-
-    def _close(self, trace: RequestTrace) -> None:
-        if self.config.hook_spans:
-            trace.closing = True  # finished by the observer, right after this hook call
-        else:
-            trace.finish()
-
-
-class RequestTrace:
-    """One request's spans while it runs: the request span, the open phase, hook calls seen
-    before the request span existed."""
-
-    __slots__ = ("tracer", "ctx", "span", "recording", "pending", "phase", "phase_span", "last_end_ns", "attempts", "closing", "done")
-
-    def __init__(self, tracer: Any) -> None:
-        self.tracer = tracer
-        self.ctx: RequestContext | None = None
-        self.span: Any = None
-        self.recording = tracer is not None
-        self.pending: list[tuple[str, str, int, int, str]] = []
-        self.phase: str | None = None
-        self.phase_span: Any = None
-        self.last_end_ns = 0
-        self.attempts = 0
-        self.closing = False
-        self.done = False
-
-    def enter_phase(self, phase: str, start_ns: int) -> Any:
-        """The span of ``phase``, opened at ``start_ns`` if the request moved on to it."""
-        if self.phase != phase:
-            self._end_phase()
-            self.phase = phase
-            self.phase_span = self.tracer.start_span(
-                phase, context=otel_trace.set_span_in_context(self.span), attributes={"hookgate.phase": phase}, start_time=start_ns
-            )
-        return self.phase_span
-
-    def record(self, call: tuple[str, str, int, int, str]) -> None:
-        """One plugin's hook call: a child span of its phase, or for a ``call_provider``
-        middleware (whose own time is split around the rest of the chain) an event on the phase."""
-        hook, plugin, start, end, outcome = call
         attributes = {"hookgate.hook": hook, "hookgate.plugin": plugin, "hookgate.hook.outcome": outcome}
-        if self.done:
-            # A plugin listed after this one, still running after the request span ended.
-            parent = self.span
-        elif hook == "call_provider":
-            phase = self.enter_phase(hook, self.last_end_ns or start)
-            phase.add_event(f"middleware {plugin}", {**attributes, "hookgate.hook.self_ms": (end - start) / 1e6}, timestamp=end)
-            self.last_end_ns = max(self.last_end_ns, end)
+        if hook == "call_provider":
+            phase.add_event(f"middleware {plugin}", {**attributes, "hookgate.hook.self_ms": seconds * 1000}, timestamp=end)
             return
-        else:
-            parent = self.enter_phase(hook, start)
-        span = self.tracer.start_span(f"{hook} {plugin}", context=otel_trace.set_span_in_context(parent), attributes=attributes, start_time=start)
+        span = self.tracer.start_span(
+            f"{hook} {plugin}", context=otel_trace.set_span_in_context(phase), attributes=attributes, start_time=end - int(seconds * 1e9)
+        )
         if outcome != "ok" and outcome != "hit":
             span.set_status(Status(StatusCode.ERROR, outcome))
         span.end(end_time=end)
-        self.last_end_ns = max(self.last_end_ns, end)
 
-    def finish(self) -> None:
-        """End the open phase and the request span."""
-        self._end_phase()
-        self.span.end()
-        self.done = True
-        self.closing = False
 
-    def _end_phase(self) -> None:
-        if self.phase_span is not None:
-            self.phase_span.end(end_time=max(self.last_end_ns, self.phase_span.start_time or 0) or None)
-            self.phase_span = None
-            self.phase = None
+class RequestTrace:
+    """One request's open spans: the request span, the phases under way, the attempts under way."""
+
+    __slots__ = ("span", "phases", "attempts", "answered")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.phases: dict[str, Any] = {}
+        self.attempts: dict[int, tuple[Any, Any]] = {}
+        self.answered: Any = None
+        """The attempt span that got the answer, ended when the request finishes."""
+
+
+_TRACE: StateKey[RequestTrace] = StateKey("tracing.trace", RequestTrace, "the request's open spans")
+
+
+def _wall_ns(at: float) -> int:
+    """A ``perf_counter()`` instant as wall-clock nanoseconds (what span timestamps are)."""
+    return time_ns() - int((perf_counter() - at) * 1e9)
+
+
+def _traceparent_only(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace headers of a request, bounded: the propagator never sees anything else."""
+    found = {}
+    for name in ("traceparent", "tracestate"):
+        value = headers.get(name)
+        if value is not None and len(value) <= 512:
+            found[name] = value
+    return found
 
 
 # ------------------------------------------------------------------------------------ attributes
@@ -366,12 +345,12 @@ _REQUEST_PARAMETERS = (
 )
 
 
-def _set_outcome(span: Any, ctx: RequestContext, status: int) -> None:
+def _set_outcome(span: Any, ctx: RequestContext, outcome: Outcome) -> None:
     """What the gateway did with the request: routing, cache, attempts, status, cost."""
     attributes: dict[str, Any] = {
-        "http.response.status_code": status,
+        "http.response.status_code": outcome.status,
         "hookgate.cache": ctx.cache_status,
-        "hookgate.upstream_seconds": ctx.upstream_seconds,
+        "hookgate.upstream_seconds": outcome.upstream_seconds,
     }
     if ctx.route is not None:  # routed: the model name is one the gateway serves
         span.update_name(f"chat {_short(ctx.model)}")
@@ -380,12 +359,13 @@ def _set_outcome(span: Any, ctx: RequestContext, status: int) -> None:
         attributes["hookgate.cache_source"] = ctx.cache_source
     if ctx.attempts:
         attributes["hookgate.attempts"] = len(ctx.attempts)
-    key = getattr(ctx, "client_key", None)
+    if outcome.time_to_first_byte_seconds is not None and ctx.stream:
+        attributes["gen_ai.response.time_to_first_chunk"] = outcome.time_to_first_byte_seconds
+    key = ctx.get(CLIENT_KEY)
     if key is not None:
         attributes["hookgate.key_id"] = key.id
-    cost = getattr(ctx, "cost_usd", None)
-    if cost is not None:
-        attributes["hookgate.cost_usd"] = float(cost)
+    if outcome.cost_usd is not None:
+        attributes["hookgate.cost_usd"] = float(outcome.cost_usd)
     span.set_attributes(attributes)
 
 
@@ -411,75 +391,9 @@ def _usage_attributes(usage: Mapping[str, Any] | None) -> dict[str, int]:
         found["gen_ai.usage.input_tokens"] = usage["prompt_tokens"]
     if isinstance(usage.get("completion_tokens"), int):
         found["gen_ai.usage.output_tokens"] = usage["completion_tokens"]
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    if isinstance(cached, int) and cached:
-        found["gen_ai.usage.cache_read.input_tokens"] = cached
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
-    if isinstance(reasoning, int) and reasoning:
-        found["gen_ai.usage.reasoning.output_tokens"] = reasoning
+    counts = TokenUsage.of(usage)
+    if counts.cached:
+        found["gen_ai.usage.cache_read.input_tokens"] = counts.cached
+    if counts.reasoning:
+        found["gen_ai.usage.reasoning.output_tokens"] = counts.reasoning
     return found
-
-
-def _fail(span: Any, exc: BaseException) -> None:
-    """Mark an attempt span failed: ``error.type`` is the upstream status, the error code, or the
-    exception's class (``cancelled`` when a timeout or a disconnected client cancelled it)."""
-    if isinstance(exc, GatewayError):
-        error_type = str(exc.upstream_status) if exc.upstream_status else exc.code or type(exc).__name__
-        if exc.upstream_status:
-            span.set_attribute("http.response.status_code", exc.upstream_status)
-        description = exc.message
-    elif isinstance(exc, asyncio.CancelledError):
-        error_type, description = "cancelled", "the attempt was cancelled (a timeout, or the client went away)"
-    else:
-        error_type, description = type(exc).__name__, str(exc)
-    span.set_attribute("error.type", error_type)
-    span.set_status(Status(StatusCode.ERROR, description[:_MAX_ATTRIBUTE_CHARS]))
-
-
-def _traced_stream(stream: CompletionStream, span: Any, started: float) -> CompletionStream:
-    """Pass a stream's chunks through, noting its response attributes; the attempt span ends
-    with the stream (exhausted, failed, or closed early by the client or a timeout)."""
-    seen: dict[str, Any] = {"reasons": []}
-    ended = False
-
-    def end(complete: bool) -> None:
-        nonlocal ended
-        if ended:
-            return
-        ended = True
-        body = {"id": seen.get("id"), "model": seen.get("model"), "choices": [{"finish_reason": r} for r in seen["reasons"]]}
-        _set_response(span, body, seen.get("usage"))
-        if not complete and "error" not in seen:
-            span.set_attribute("hookgate.stream.incomplete", True)
-        span.end()
-
-    async def chunks() -> AsyncIterator[dict[str, Any]]:
-        try:
-            async for chunk in stream:
-                if "first" not in seen:
-                    seen["first"] = True
-                    seen["id"], seen["model"] = chunk.get("id"), chunk.get("model")
-                    span.set_attribute("gen_ai.response.time_to_first_chunk", perf_counter() - started)
-                for choice in chunk.get("choices") or ():
-                    reason = choice.get("finish_reason")
-                    if reason:
-                        seen["reasons"].append(reason)
-                if chunk.get("usage"):
-                    seen["usage"] = chunk["usage"]
-                yield chunk
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            seen["error"] = True
-            _fail(span, exc)
-            end(False)
-            raise
-        end(True)
-
-    async def close() -> None:
-        try:
-            await stream.aclose()
-        finally:
-            end(False)
-
-    return CompletionStream(chunks(), close=close, first_chunk_received=stream.first_chunk_received)

@@ -2,10 +2,12 @@
 
 Every answered request adds to its (day, key, model) row: requests, cache hits, prompt,
 completion, cached and reasoning tokens, and cost; a failed request of a known key adds an error
-and whatever it consumed (a stream cut off mid-way). One Lua script updates the row atomically in
-Redis, dated on Redis's clock, so every instance writes to the same rows. A request whose model
-has no price counts in ``unpriced_requests`` instead of adding a silent $0. A cache HIT counts as
-a request and a cache hit, with no tokens or cost (nothing was spent upstream).
+and whatever it consumed (a stream cut off mid-way). Only routed requests count: a model name the
+gateway does not serve never becomes a row (a client cannot grow the ledger with invented names).
+One Lua script updates the row atomically in Redis, dated on Redis's clock, so every instance
+writes to the same rows; it runs after the answer was sent, in the background. A request whose
+model has no price counts in ``unpriced_requests`` instead of adding a silent $0. A cache HIT
+counts as a request and a cache hit, with no tokens or cost (nothing was spent upstream).
 
 ``GET /v1/usage?key=&model=&start=YYYY-MM-DD&end=YYYY-MM-DD`` (default: the last 30 days): with
 the api_keys plugin a key sees its own rows, and rows of every key (or of another) pass the
@@ -31,25 +33,20 @@ from aiohttp import web
 from pydantic import Field
 
 from hookgate import (
-    Completion,
-    GatewayError,
     InvalidRequest,
+    Outcome,
     Readiness,
     RequestContext,
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.plugins.accounting import (
-    REDIS_CALENDAR_LUA,
-    billable_usage,
-    format_usd,
-    from_pico,
-    key_id,
-    to_pico,
-)
-from hookgate.plugins.api_keys import find_api_keys
-from hookgate.plugins.redis_support import IntervalLog, RedisBacked, RedisURLConfig
-from hookgate.server import current_gateway
+from hookgate.accounting import REDIS_CALENDAR_LUA, format_usd, from_pico, to_pico
+from hookgate.facts import CLIENT_KEY, COST_USD, USAGE, billable_usage, key_id
+from hookgate.logs import IntervalLog
+from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
+from hookgate.rules import Reads
+from hookgate.tasks import background
+from hookgate.web import identify, require_admin
 
 log = structlog.get_logger("hookgate.usage")
 
@@ -108,45 +105,69 @@ class UsageConfig(RedisURLConfig):
     max_range_days: int = Field(366, ge=1, description="longest date range one GET /v1/usage may ask for")
 
 
-class Usage(RedisBacked):
+class Usage:
     """Usage ledger per key, model and day (Redis, atomic); GET /v1/usage."""
 
     Config = UsageConfig
-    without_redis = "no Redis: the ledger is per instance"
+    roles = ("usage",)
+    rules = (
+        Reads(CLIENT_KEY, "request_finished", why="rows are per key"),
+        Reads(USAGE, "request_finished", why="tokens"),
+        Reads(COST_USD, "request_finished", why="cost"),
+    )
 
     def __init__(self, config: UsageConfig) -> None:
         self.config = config
         self.local: dict[tuple[str, str, str], UsageRow] = {}
         self.lost_updates = 0
+        self.redis: SharedRedis | None = None
+        self.app: web.Application | None = None
         self._redis_trouble = IntervalLog(log, "usage_ledger_redis_unavailable")
 
-    def redis_opened(self, client: Any) -> None:
-        self._record = client.register_script(_RECORD)
+    @hookimpl
+    async def startup(self, app: web.Application) -> None:
+        self.app = app
+        url = self.config.resolved_redis_url()
+        if url is not None:
+            self.redis = await redis_service(app).connect(url)
+            self._record = self.redis.client.register_script(_RECORD)
 
-    def redis_down(self, error: BaseException) -> Readiness:
-        return Readiness("degraded", f"Redis unreachable ({type(error).__name__}); usage is not being recorded")
+    @hookimpl
+    async def check_ready(self) -> Readiness:
+        if self.redis is None:
+            return Readiness("ok", "no Redis: the ledger is per instance")
+        return self.redis.readiness(detail_when_down="usage is not being recorded")
 
     @hookimpl
     def register_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v1/usage", self.get_usage)
 
     @hookimpl
-    async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        await self.record(ctx, failed=False, response=response)
-
-    @hookimpl
-    async def on_error(self, ctx: RequestContext, error: GatewayError) -> None:
-        if ctx.client_key is not None:  # unauthenticated failures would only let strangers grow the ledger
-            await self.record(ctx, failed=True)
+    def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
+        if ctx.route is None:
+            return  # never routed (an unknown model, a rejected request): nothing to account for
+        failed = outcome.error is not None
+        if failed and CLIENT_KEY not in ctx:
+            return  # unauthenticated failures would only let strangers grow the ledger
+        row = self.row_of(ctx, outcome)
+        key, model = key_id(ctx), ctx.route.model
+        if self.redis is None:
+            today = datetime.now(timezone.utc).date().isoformat()
+            self.local.setdefault((today, key, model), UsageRow()).add(row)
+        elif self.app is not None:
+            background(self.app).spawn(self._record_in_redis(key, model, row), name="usage.record")
 
     # ----------------------------------------------------------------------------------- recording
 
-    async def record(self, ctx: RequestContext, *, failed: bool, response: Completion | None = None) -> None:
-        """Add this request to its row."""
-        usage = billable_usage(ctx, response)
+    @staticmethod
+    def row_of(ctx: RequestContext, outcome: Outcome) -> UsageRow:
+        """What this request adds to its row."""
+        failed = outcome.error is not None
+        usage = billable_usage(ctx, outcome.response)
         hit = ctx.cache_status == "HIT" and not failed
         consumed = usage.total > 0
-        row = UsageRow(
+        cost = outcome.cost_usd
+        return UsageRow(
             requests=0 if failed else 1,
             cache_hits=1 if hit else 0,
             errors=1 if failed else 0,
@@ -154,20 +175,19 @@ class Usage(RedisBacked):
             completion_tokens=usage.completion,
             cached_tokens=usage.cached,
             reasoning_tokens=usage.reasoning,
-            cost_pico=to_pico(ctx.cost_usd) if ctx.cost_usd is not None and not hit else 0,
-            unpriced_requests=1 if ctx.cost_usd is None and consumed else 0,
+            cost_pico=to_pico(cost) if cost is not None and not hit else 0,
+            unpriced_requests=1 if cost is None and consumed else 0,
         )
-        key, model = key_id(ctx), ctx.model or "unknown"
-        if self.redis is None:
-            today = datetime.now(timezone.utc).date().isoformat()
-            self.local.setdefault((today, key, model), UsageRow()).add(row)
-            return
+
+    async def _record_in_redis(self, key: str, model: str, row: UsageRow) -> None:
+        assert self.redis is not None
         increments = [getattr(row, name) for name in FIELDS]
+        args = [key, model, self.config.retention_days * 86400, *increments]
         try:
-            await self._record(keys=self._prefixes(), args=[key, model, self.config.retention_days * 86400, *increments])
-        except Exception as exc:
+            await self.redis.run(lambda: self._record(keys=self._prefixes(), args=args), timeout=self.config.redis_timeout_seconds)
+        except RedisUnavailable as exc:
             self.lost_updates += 1
-            self._redis_trouble.warning(error=type(exc).__name__, lost_updates=self.lost_updates)
+            self._redis_trouble.warning(error=str(exc), lost_updates=self.lost_updates)
 
     def _prefixes(self) -> list[str]:
         return [f"{self.config.key_prefix}:index:", f"{self.config.key_prefix}:row:"]
@@ -177,13 +197,12 @@ class Usage(RedisBacked):
     async def get_usage(self, request: web.Request) -> web.Response:
         """``GET /v1/usage``: rows by day, key and model, with totals; a key sees only its own."""
         wanted_key = request.query.get("key") or None
-        auth = find_api_keys(request.app)
-        caller = await auth.authenticate_request(request) if auth is not None else None
+        caller = await identify(request)
         if caller is None or wanted_key != caller.id:
             if caller is not None and not caller.admin and wanted_key is None:
                 wanted_key = caller.id  # a key's own usage needs no admin rights
             else:
-                await current_gateway(request.app).runner.each("authorize_admin", request=request)
+                await require_admin(request)
         start, end = self._date_range(request.query.get("start"), request.query.get("end"))
         rows = await self.rows(start, end, key=wanted_key, model=request.query.get("model") or None)
         total = UsageRow()
@@ -208,23 +227,31 @@ class Usage(RedisBacked):
                     found.append((day, row_key, row_model, row))
             return sorted(found, key=lambda item: item[:3])
         index_prefix, row_prefix = self._prefixes()
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+        redis = self.redis
+
+        async def indexes() -> list[Any]:
+            async with redis.client.pipeline(transaction=False) as pipe:
                 for day in days:
                     pipe.smembers(index_prefix + day)
-                indexes = await pipe.execute()
+                return await pipe.execute()
+
+        async def rows_of(wanted: list[tuple[str, str, str, bytes]]) -> list[Any]:
+            async with redis.client.pipeline(transaction=False) as pipe:
+                for *_, redis_key in wanted:
+                    pipe.hgetall(redis_key)
+                return await pipe.execute()
+
+        timeout = self.config.redis_timeout_seconds
+        try:
             wanted = []
-            for day, members in zip(days, indexes):
+            for day, members in zip(days, await redis.run(indexes, timeout=timeout)):
                 for member in members:
                     row_key, row_model = orjson.loads(member)
                     if key in (None, row_key) and model in (None, row_model):
                         wanted.append((day, row_key, row_model, row_prefix.encode() + day.encode() + b":" + member))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for *_, redis_key in wanted:
-                    pipe.hgetall(redis_key)
-                values = await pipe.execute()
-        except Exception as exc:
-            self._redis_trouble.warning(error=type(exc).__name__, during="query")
+            values = await redis.run(lambda: rows_of(wanted), timeout=timeout)
+        except RedisUnavailable as exc:
+            self._redis_trouble.warning(error=str(exc), during="query")
             raise ServiceUnavailable("The usage ledger (Redis) cannot be reached.", code="usage_unavailable") from None
         for (day, row_key, row_model, _), value in zip(wanted, values):
             row = UsageRow(**{name.decode(): int(count) for name, count in value.items() if name.decode() in FIELDS})
@@ -234,7 +261,10 @@ class Usage(RedisBacked):
     def _date_range(self, start_text: str | None, end_text: str | None) -> tuple[date, date]:
         today = datetime.now(timezone.utc).date()
         end = _parse_date(end_text, "end") if end_text else today
-        start = _parse_date(start_text, "start") if start_text else end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        try:
+            start = _parse_date(start_text, "start") if start_text else end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        except OverflowError:
+            raise InvalidRequest(f"end must be at least {DEFAULT_RANGE_DAYS} days after year 1, or give start.", param="end") from None
         if start > end:
             raise InvalidRequest("start must not be after end.", param="start")
         if (end - start).days + 1 > self.config.max_range_days:
@@ -244,7 +274,7 @@ class Usage(RedisBacked):
 
 def _parse_date(text: str, param: str) -> date:
     try:
-        return date.fromisoformat(text)
+        return date.fromisoformat(text[:32])
     except ValueError:
         raise InvalidRequest(f"{param} must be a date as YYYY-MM-DD.", param=param) from None
 

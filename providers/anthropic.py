@@ -1,7 +1,7 @@
 """The ``anthropic`` provider: Anthropic's Messages API through the official ``anthropic`` SDK,
 translated both ways so clients keep speaking OpenAI's chat completions.
 
-Built on :mod:`hookgate.providers.sdk_provider`: the SDK client has ``max_retries=0`` and runs on
+Built on :mod:`hookgate.provider_kit`: the SDK client has ``max_retries=0`` and runs on
 its aiohttp transport; requests are translated (:mod:`hookgate.providers.anthropic_translation`),
 serialised once with orjson and sent through the SDK's raw ``post("/v1/messages")``, which adds
 the key (``Authorization: Bearer``) and the ``anthropic-version`` header the SDK was built for.
@@ -24,7 +24,7 @@ from hookgate.providers.anthropic_translation import (
     from_anthropic_message,
     to_anthropic_request,
 )
-from hookgate.providers.sdk_provider import SDKProviderConfig, SDKProviderPlugin, SDKTransport
+from hookgate.provider_kit import SDKProviderConfig, SDKProviderPlugin, SDKTransport
 from hookgate.routing import upstream_body
 
 _MESSAGES_PATH = "/v1/messages"

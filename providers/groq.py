@@ -1,6 +1,6 @@
 """The ``groq`` provider: Groq's OpenAI-shaped API through the official ``groq`` SDK.
 
-Built on :mod:`hookgate.providers.sdk_provider` (``max_retries=0``, aiohttp transport, raw
+Built on :mod:`hookgate.provider_kit` (``max_retries=0``, aiohttp transport, raw
 ``post()``); Groq answers in OpenAI's wire format, so chunks are relayed unchanged.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import groq
 import httpx
 from pydantic import Field
 
-from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, SDKTransport
+from hookgate.provider_kit import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, SDKTransport
 
 
 class GroqConfig(SDKProviderConfig):

@@ -1,15 +1,13 @@
 """The ``openai`` provider: OpenAI's chat completions API through the official ``openai`` SDK.
 
-Built on :mod:`hookgate.providers.sdk_provider`: ``max_retries=0`` on the SDK's aiohttp
-transport, pre-serialised bodies through its ``post()``, raw responses parsed once.
+Built on :mod:`hookgate.provider_kit`: ``max_retries=0`` on the SDK's aiohttp transport,
+pre-serialised bodies through its ``post()``, raw responses parsed once.
 """
 from __future__ import annotations
 
-import httpx2
-import openai
 from pydantic import Field
 
-from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, SDKTransport
+from hookgate.provider_kit import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, openai_transport
 
 
 class OpenAIConfig(SDKProviderConfig):
@@ -21,20 +19,6 @@ class OpenAIConfig(SDKProviderConfig):
     models: list[str] = Field(
         ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini"],
         description="model names this provider serves (more via [models])",
-    )
-
-
-def openai_transport(name: str, config: SDKProviderConfig, *, organization: str | None = None, key_required: bool = True) -> SDKTransport:
-    """An SDK transport over an ``openai.AsyncOpenAI`` client (also used by openai_compatible)."""
-
-    return SDKTransport(
-        name,
-        config,
-        sdk=openai,
-        client_class=openai.AsyncOpenAI,
-        response_type=httpx2.Response,
-        client_options={"organization": organization},
-        key_required=key_required,
     )
 
 

@@ -20,8 +20,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from hookgate import PluginConfig
-from hookgate.providers.openai import openai_transport
-from hookgate.providers.sdk_provider import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin
+from hookgate.provider_kit import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, openai_transport
 
 
 class ServerConfig(SDKProviderConfig):

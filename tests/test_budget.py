@@ -21,7 +21,7 @@ from accounting_support import (  # noqa: F401  (captured_logs: autouse)
     stop_and_check,
 )
 from conftest import completion, eventually, pipeline_config, provider_plugin, upstream_config
-from hookgate.plugins.accounting import PICO_PER_USD, REDIS_CALENDAR_LUA
+from hookgate.accounting import PICO_PER_USD, REDIS_CALENDAR_LUA
 from hookgate.testing.openai_emulator import Fault
 from servers import free_port
 
@@ -163,7 +163,7 @@ async def test_budget_listed_before_cost_is_refused_at_start_up(make_config, emu
     with pytest.raises(ConfigError) as caught:
         Gateway(make_config(config))
     assert (caught.value.section, caught.value.key) == ("gateway", "pipeline")
-    assert "plugin 'budget': list the cost plugin before budget" in caught.value.reason
+    assert "list cost before budget" in caught.value.reason
 
 
 async def _answer(ctx):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from hookgate.plugins.cache_control import CacheDirectives
+from hookgate.cache_control import CacheDirectives
 
 
 @pytest.mark.parametrize(

@@ -193,17 +193,17 @@ async def test_unreachable_upstream_is_502(gateway, sdk, unused_tcp_port):
 
 
 async def test_missing_provider_key_is_503_naming_the_variable(gateway, sdk, monkeypatch):
-    monkeypatch.delenv("HOOKGATE_TEST_MISSING_KEY", raising=False)
+    monkeypatch.delenv("HG_TEST_MISSING_KEY", raising=False)
     client = sdk(await gateway("""
         [gateway]
         pipeline = ["echo", "openai"]
         [plugins.openai]
-        api_key_env = "HOOKGATE_TEST_MISSING_KEY"
+        api_key_env = "HG_TEST_MISSING_KEY"
     """))
     with pytest.raises(openai.APIStatusError) as caught:
         await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert caught.value.status_code == 503
-    assert "HOOKGATE_TEST_MISSING_KEY" in caught.value.message
+    assert "HG_TEST_MISSING_KEY" in caught.value.message
     assert (await client.chat.completions.create(model="echo", messages=MESSAGES)).choices, "other providers still serve"
 
 

@@ -3,6 +3,7 @@ run as real processes the way scripts and deployments run them."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -59,7 +60,7 @@ def test_serve_with_the_repository_config_answers_and_caches(serve):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0
-    assert "gateway_started" in stderr and "request_log" in stderr, "the resolved pipeline is logged at start"
+    assert "listening" in stderr and "request_log" in stderr, "the resolved pipeline is logged at start"
     assert '"cache":"HIT"' in stderr, "one JSON request line per request"
     assert "sk-client-secret-999" not in stderr
 
@@ -119,19 +120,23 @@ def test_check_config_accepts_the_repository_config():
 
 def test_plugins_lists_installed_enabled_order_and_schemas(tmp_path):
     path = tmp_path / "plugins.toml"
-    path.write_text('[gateway]\npipeline = ["memory_cache", "request_log", "echo"]\n')
+    path.write_text('[gateway]\npipeline = ["memory_cache", "request_log", "echo"]\n[plugins.memory_cache]\nttl_seconds = 42\n')
     result = run("plugins", "--config", str(path))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "pipeline: memory_cache -> request_log -> echo" in out
-    assert "memory_cache     enabled #1" in out
-    assert "openai           not in pipeline" in out
-    assert "after_response     memory_cache -> request_log" in out
-    assert "ttl_seconds: number = 300.0" in out
+    assert re.search(r"^  memory_cache +enabled #1 +hookgate ", out, re.M)
+    assert re.search(r"^  openai +not in pipeline +hookgate ", out, re.M)
+    assert re.search(r"^  after_response +memory_cache$", out, re.M)
+    assert re.search(r"^  request_finished +request_log$", out, re.M)
+    assert re.search(r"^    ttl_seconds +number += 42\.0 ", out, re.M), "the effective value, not the default"
+    assert re.search(r"^    max_entries +integer += 10000 ", out, re.M), "a default where the file says nothing"
+    columns = {line.index("= ") for line in out.splitlines() if line.startswith("    ") and "= " in line and "[plugins.memory_cache]" not in line}
+    assert columns, "aligned value columns"
     report = json.loads(run("plugins", "--config", str(path), "--json").stdout)
     by_name = {p["name"]: p for p in report["plugins"]}
     assert by_name["memory_cache"]["enabled"] and by_name["memory_cache"]["position"] == 1
-    assert by_name["memory_cache"]["config"]["ttl_seconds"] == 300.0
+    assert by_name["memory_cache"]["config"]["ttl_seconds"] == 42.0
     assert "ttl_seconds" in by_name["memory_cache"]["config_schema"]["properties"]
     assert report["hooks"]["cache_lookup"] == ["memory_cache"]
 

@@ -80,7 +80,8 @@ def test_environment_overrides_the_file(make_config, monkeypatch):
 def test_a_bad_environment_value_is_reported_like_a_file_value(make_config, monkeypatch):
     monkeypatch.setenv("HOOKGATE_MEMORY_CACHE__MAX_ENTRIES", "many")
     error = error_of(make_config, '[gateway]\npipeline = ["memory_cache", "echo"]')
-    assert (error.section, error.key) == ("plugins.memory_cache", "max_entries")
+    assert error.variable == "HOOKGATE_MEMORY_CACHE__MAX_ENTRIES", "the variable is named, not plugins.toml"
+    assert str(error).startswith("environment variable HOOKGATE_MEMORY_CACHE__MAX_ENTRIES: ") and "'many'" in str(error)
 
 
 def test_enabled_false_switches_a_plugin_off(make_config, monkeypatch):

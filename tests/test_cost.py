@@ -8,7 +8,7 @@ import orjson
 
 from accounting_support import captured_logs, cost_of, emulated_usage  # noqa: F401  (captured_logs: autouse)
 from conftest import CHAT, completion, provider_plugin, upstream_config
-from hookgate.plugins.accounting import TokenUsage, format_usd
+from hookgate.accounting import TokenUsage, format_usd
 from hookgate.plugins.cost import CostConfig, ModelPrice, PriceTable
 
 PRICED = {"prices": {"gpt-4o-mini": {"input": "0.15", "cached_input": "0.075", "output": "0.60"}}}

@@ -12,7 +12,7 @@ from conftest import ROOT
 from hookgate import hookspecs
 
 HOOKS_DOC = (ROOT / "docs" / "plugin_hooks.md").read_text()
-HOOK_NAMES = [*hookspecs.STARTUP_HOOKS, *hookspecs.PHASE_HOOKS]
+HOOK_NAMES = [*hookspecs.STARTUP_HOOKS, *hookspecs.PHASE_HOOKS, *hookspecs.EVENT_HOOKS]
 
 
 def documented_signature(name: str) -> str:

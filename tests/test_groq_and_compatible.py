@@ -67,13 +67,13 @@ async def test_groq_without_a_key_is_503_naming_the_variable(gateway, sdk, monke
 
 
 async def test_several_openai_compatible_servers(gateway, sdk, monkeypatch):
-    monkeypatch.setenv("HOOKGATE_TEST_TOGETHER_KEY", "tk-secret-1")
-    monkeypatch.delenv("HOOKGATE_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("HG_TEST_TOGETHER_KEY", "tk-secret-1")
+    monkeypatch.delenv("HG_TEST_UNSET_KEY", raising=False)
     async with OpenAIEmulator().serve() as vllm, OpenAIEmulator().serve() as together:
         config = pipeline_config(["openai_compatible"], openai_compatible={"servers": {
             "vllm": {"base_url": vllm.base_url, "models": ["llama-local"]},
-            "together": {"base_url": together.base_url, "api_key_env": "HOOKGATE_TEST_TOGETHER_KEY", "models": ["llama-remote"]},
-            "other": {"base_url": together.base_url, "api_key_env": "HOOKGATE_TEST_UNSET_KEY", "models": ["needs-key"]},
+            "together": {"base_url": together.base_url, "api_key_env": "HG_TEST_TOGETHER_KEY", "models": ["llama-remote"]},
+            "other": {"base_url": together.base_url, "api_key_env": "HG_TEST_UNSET_KEY", "models": ["needs-key"]},
         }})
         client = sdk(await gateway(config))
         raw = await client.chat.completions.with_raw_response.create(model="llama-local", messages=MESSAGES)
@@ -84,7 +84,7 @@ async def test_several_openai_compatible_servers(gateway, sdk, monkeypatch):
         assert vllm.stats.calls == 1 and together.stats.calls == 1
         with pytest.raises(openai.APIStatusError) as caught:
             await client.chat.completions.create(model="needs-key", messages=MESSAGES)
-        assert caught.value.status_code == 503 and "HOOKGATE_TEST_UNSET_KEY" in caught.value.message
+        assert caught.value.status_code == 503 and "HG_TEST_UNSET_KEY" in caught.value.message
 
 
 async def test_every_sdk_client_is_built_with_max_retries_0(make_config, monkeypatch):

@@ -106,7 +106,7 @@ async def test_two_apps_in_one_process_keep_separate_state(make_config):
 async def test_readyz_reports_each_plugin_and_fails_while_one_is_unavailable(gateway, monkeypatch):
     from hookgate import Readiness
 
-    monkeypatch.delenv("HOOKGATE_TEST_NO_KEY", raising=False)
+    monkeypatch.delenv("HG_TEST_NO_KEY", raising=False)
     state = {"status": "ok"}
 
     class Dependency:
@@ -126,13 +126,13 @@ async def test_readyz_reports_each_plugin_and_fails_while_one_is_unavailable(gat
             if state["status"] == "crash":
                 raise ConnectionError("boom")
 
-    toml = '[gateway]\npipeline = ["dep", "crashing", "echo", "openai"]\n[plugins.openai]\napi_key_env = "HOOKGATE_TEST_NO_KEY"'
+    toml = '[gateway]\npipeline = ["dep", "crashing", "echo", "openai"]\n[plugins.openai]\napi_key_env = "HG_TEST_NO_KEY"'
     client = await gateway(toml, local={"dep": Dependency, "crashing": Crashing})
     response = await client.get("/readyz")
     body = await response.json()
     assert response.status == 200 and body["status"] == "degraded"
     assert body["checks"]["dep"] == {"status": "ok", "detail": "database is ok"}
-    assert body["checks"]["openai"]["status"] == "degraded" and "HOOKGATE_TEST_NO_KEY" in body["checks"]["openai"]["detail"]
+    assert body["checks"]["openai"]["status"] == "degraded" and "HG_TEST_NO_KEY" in body["checks"]["openai"]["detail"]
     state["status"] = "unavailable"
     response = await client.get("/readyz")
     assert response.status == 503 and (await response.json())["status"] == "unavailable"

@@ -13,7 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import CHAT, completion, eventually, pipeline_config, provider_plugin, upstream_config
-from hookgate import PermissionDenied, RateLimited, hookimpl
+from hookgate import ClientKey, PermissionDenied, RateLimited, hookimpl
+from hookgate.facts import CLIENT_KEY, COST_USD
+from hookgate.rules import Produces
 from hookgate.pipelines import Pipelines
 from hookgate.server import PIPELINES, create_app
 from hookgate.testing.openai_emulator import Fault
@@ -211,13 +213,15 @@ class PricedAndTenanted:
     def __init__(self, config) -> None:
         pass
 
+    rules = (Produces(CLIENT_KEY, "authenticate"), Produces(COST_USD, "after_response"))
+
     @hookimpl
-    async def before_request(self, ctx):
-        ctx.tenant = ctx.headers.get("x-team", "anonymous")
+    async def authenticate(self, headers):
+        return ClientKey(id=headers.get("x-team", "anonymous"))
 
     @hookimpl
     async def after_response(self, ctx, response):
-        ctx.cost_usd = Decimal("0.0125")
+        ctx[COST_USD] = Decimal("0.0125")
 
 
 async def test_cost_and_the_optional_tenant_label(gateway):

@@ -40,7 +40,11 @@ def redis_cache(emulator, url: str, prefix: str, *, pipeline: tuple[str, ...] = 
     stall of a loaded CI machine into a fail-open MISS, which only the fail-open tests are about.
     """
     settings.setdefault("operation_timeout_seconds", 1.0)
-    return upstream_config(emulator, list(pipeline), redis_cache={"redis_url": url, "key_prefix": prefix, **settings})
+    # The circuit and the pool belong to the app's Redis service, shared by every plugin.
+    service = {f"redis_{name}": settings.pop(name) for name in ("failure_threshold", "retry_interval_seconds", "max_connections") if name in settings}
+    text = upstream_config(emulator, list(pipeline), redis_cache={"redis_url": url, "key_prefix": prefix, **settings})
+    head, _, rest = text.partition("\n[plugins.")
+    return head + "".join(f"\n{name} = {value}" for name, value in service.items()) + "\n[plugins." + rest
 
 
 async def ask(client, body: dict[str, Any] = CHAT, headers: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
@@ -445,7 +449,7 @@ async def test_a_burst_beyond_the_pool_waits_for_a_connection_instead_of_failing
         await eventually(lambda: True)
         again = await asyncio.gather(*(ask(client, body) for body in bodies))
     assert {status for status, _ in first} == {"MISS"} and {status for status, _ in again} == {"HIT"}
-    assert not [log for log in logs if log["event"].startswith("redis_cache_")], logs
+    assert not [log for log in logs if log["event"].startswith("redis_")], logs
     assert await readiness(client) == "ok"
 
 
@@ -481,7 +485,7 @@ async def test_fifty_concurrent_requests_over_two_processes_make_one_upstream_ca
 
 def redis_trouble(*processes) -> str:
     """What the gateway processes logged about Redis, to explain a failed assertion."""
-    lines = [line for process in processes for line in process.stop().splitlines() if "redis_cache" in line]
+    lines = [line for process in processes for line in process.stop().splitlines() if "redis" in line]
     return "\n".join(lines) or "no redis_cache log lines"
 
 
@@ -512,7 +516,7 @@ async def test_redis_killed_mid_run_then_restarted(gateway, emulator, redis_serv
         durations = await request_times(client, 10)
         assert await readiness(client) == "degraded"
     assert max(durations) < 0.1 + 0.2, durations
-    assert [log["event"] for log in logs].count("redis_cache_unavailable") == 1, "said once, not once per request"
+    assert [log["event"] for log in logs].count("redis_unavailable") == 1, "said once, not once per request"
     redis_server.start()
     await eventually(lambda: True)
     started = time.monotonic()
@@ -561,7 +565,7 @@ async def test_the_gateway_starts_and_serves_without_redis(gateway, emulator, re
     ready = await (await client.get("/readyz")).json()
     assert ready["status"] == "degraded" and ready["checks"]["redis_cache"]["status"] == "degraded"
     assert "hunter2" not in str(ready) and "hunter2" not in str(logs)
-    assert any(log["event"] == "redis_cache_unavailable" and log["at_startup"] for log in logs)
+    assert any(log["event"] == "redis_unavailable" and log["at_startup"] for log in logs)
 
 
 def test_a_bad_url_fails_the_config_without_echoing_it(make_config):

@@ -144,10 +144,10 @@ async def test_an_open_circuit_sends_requests_to_the_fallback(gateway, emulator,
 
 
 async def test_a_provider_without_a_key_falls_back(gateway, second_emulator, monkeypatch):
-    monkeypatch.delenv("HOOKGATE_TEST_NO_KEY", raising=False)
+    monkeypatch.delenv("HG_TEST_NO_KEY", raising=False)
     config = pipeline_config(
         ["openai", "openai_compatible"],
-        openai={"api_key_env": "HOOKGATE_TEST_NO_KEY", "models": ["gpt-4o-mini"]},
+        openai={"api_key_env": "HG_TEST_NO_KEY", "models": ["gpt-4o-mini"]},
         openai_compatible={"servers": {"backup": {"base_url": second_emulator.base_url, "models": ["backup-model"]}}},
     ) + models_toml({"smart": {"provider": "openai", "model": "gpt-4o-mini", "fallbacks": ["backup-model"]}})
     client = await gateway(config)

@@ -10,7 +10,7 @@ import tiktoken
 from accounting_support import captured_logs, emulated_usage  # noqa: F401  (captured_logs: autouse)
 from conftest import CHAT, assert_conforms, completion, eventually, provider_plugin, upstream_config
 from hookgate import CompletionStream, RequestContext, hookimpl
-from hookgate.plugins.accounting import ESTIMATE_STATE, prompt_estimate
+from hookgate.facts import PROMPT_ESTIMATE, prompt_estimate
 from hookgate.plugins.token_counter import TokenCounter, TokenCounterConfig
 
 async def counter(**settings) -> TokenCounter:
@@ -208,7 +208,7 @@ async def test_the_estimate_is_shared_through_the_request_state(gateway, emulato
 
         @hookimpl
         async def before_request(self, ctx):
-            seen.append(ctx.state[ESTIMATE_STATE])
+            seen.append(ctx[PROMPT_ESTIMATE])
 
     client = await gateway(upstream_config(emulator, ["token_counter", "reader"]), local={"reader": Reader})
     await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 7})

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from hookgate import Completion, InvalidRequest, PluginConfig, RequestContext, hookimpl
+from hookgate import Completion, InvalidRequest, PluginConfig, RequestContext, StateKey, hookimpl
 from hookgate.messages import message_text
+
+ANSWERED: StateKey[bool] = StateKey("word_guard.answered", bool, "the request got an answer this plugin saw")
+"""A fact of this plugin's own (private to it: other plugins do not read it)."""
 
 __all__ = ["WordGuard", "WordGuardConfig", "command"]
 
@@ -43,7 +46,7 @@ class WordGuard:
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        ctx.state["word_guard.answered"] = True
+        ctx[ANSWERED] = True
 
 
 def command(argv: list[str]) -> None:

@@ -1,12 +1,12 @@
-"""What the accounting plugins (token_counter, cost, rate_limit, budget, usage) share.
+"""Arithmetic of tokens and money that accounting plugins share.
 
-They agree on a few facts about each request, kept on the :class:`~hookgate.RequestContext`:
-the prompt estimate made before the call (``ctx.state[ESTIMATE_STATE]``), the usage reported
-after it (``ctx.usage``), its cost (``ctx.cost_usd``) and whose request it is
-(``ctx.client_key``). This module holds the types and arithmetic for those facts, the units money
-is stored in (integer pico-dollars, so Redis adds exactly), the one way these plugins open Redis,
-and the Lua that reads the calendar from Redis's clock, so that every instance agrees on when a
-day or a month ends whatever its own clock says.
+Tokens and cost are facts about a request that several plugins agree on: the prompt estimate made
+before the call (:data:`hookgate.facts.PROMPT_ESTIMATE`), the usage after it
+(:data:`hookgate.facts.USAGE`) and its cost (:data:`hookgate.facts.COST_USD`). This module holds
+the types of those facts, the units money is stored in (integer pico-dollars, so Redis adds
+exactly), and the Lua that reads the calendar from Redis's clock, so that every instance agrees on
+when a day or a month ends whatever its own clock says. It knows nothing of requests: the helpers
+that read facts off a request live in :mod:`hookgate.facts`.
 """
 from __future__ import annotations
 
@@ -14,30 +14,27 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Any, Mapping
 
-from hookgate import Completion, RequestContext
-from hookgate.messages import message_text
-
 __all__ = [
-    "ESTIMATE_STATE",
     "PICO_PER_USD",
+    "MAX_PICO",
+    "FALLBACK_MAX_COMPLETION_TOKENS",
     "REDIS_CALENDAR_LUA",
     "PromptEstimate",
     "TokenUsage",
-    "billable_usage",
     "format_usd",
     "from_pico",
-    "key_id",
     "max_completion_tokens",
-    "prompt_estimate",
     "to_pico",
 ]
-
-ESTIMATE_STATE = "token_counter.estimate"
-"""``ctx.state`` key of the request's :class:`PromptEstimate`, set by token_counter."""
 
 PICO_PER_USD = 10**12
 """Money is stored in Redis as integer pico-dollars: a price with up to six decimals per million
 tokens is then a whole number per token, and ``HINCRBY`` adds exactly (int64: up to $9.2M)."""
+
+MAX_PICO = 2**62
+"""The largest amount one request may add (about $4.6M): :func:`to_pico` clamps to it, so absurd
+usage figures from an upstream can never overflow a Redis counter (int64) half-way through an
+update."""
 
 FALLBACK_MAX_COMPLETION_TOKENS = 1024
 """Completion tokens reserved for a request without ``max_tokens`` when token_counter is not
@@ -45,7 +42,7 @@ enabled (token_counter's own ``default_max_completion_tokens`` wins when it is).
 
 
 # -------------------------------------------------------------------------------------------------
-# Per-request facts
+# Tokens
 # -------------------------------------------------------------------------------------------------
 
 
@@ -91,34 +88,18 @@ class TokenUsage:
 
     @classmethod
     def of(cls, usage: Mapping[str, Any] | None) -> TokenUsage:
-        if not usage:
+        if not usage or not isinstance(usage, Mapping):
             return cls()
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
+        prompt_details = usage.get("prompt_tokens_details")
+        completion_details = usage.get("completion_tokens_details")
+        prompt_details = prompt_details if isinstance(prompt_details, Mapping) else {}
+        completion_details = completion_details if isinstance(completion_details, Mapping) else {}
         return cls(
             prompt=_count(usage.get("prompt_tokens")),
             completion=_count(usage.get("completion_tokens")),
             cached=_count(prompt_details.get("cached_tokens")),
             reasoning=_count(completion_details.get("reasoning_tokens")),
         )
-
-
-def billable_usage(ctx: RequestContext, response: Completion | None = None) -> TokenUsage:
-    """What this request consumed upstream: nothing for a cache HIT, else ``ctx.usage`` (or,
-    without token_counter, the usage in ``response``)."""
-    if ctx.cache_status == "HIT":
-        return TokenUsage()
-    return TokenUsage.of(ctx.usage if ctx.usage is not None else (response.usage if response is not None else None))
-
-
-def prompt_estimate(ctx: RequestContext) -> PromptEstimate:
-    """The request's :class:`PromptEstimate`: token_counter's, or a rough one without it
-    (four characters a token, labelled ``approx:chars``) so that limits still hold."""
-    estimate = ctx.state.get(ESTIMATE_STATE)
-    if isinstance(estimate, PromptEstimate):
-        return estimate
-    chars = sum(len(message_text(m.get("content"))) + 16 for m in ctx.body.get("messages") or ())
-    return PromptEstimate(chars // 4 + 3, max_completion_tokens(ctx.body, FALLBACK_MAX_COMPLETION_TOKENS), False, "approx:chars")
 
 
 def max_completion_tokens(body: Mapping[str, Any], default: int) -> int:
@@ -130,15 +111,7 @@ def max_completion_tokens(body: Mapping[str, Any], default: int) -> int:
     if not isinstance(limit, int) or limit <= 0:
         limit = default
     n = body.get("n")
-    return limit * (n if isinstance(n, int) and n > 0 else 1)
-
-
-def key_id(ctx: RequestContext) -> str:
-    """Whose request this is, for limits and the ledger: the gateway key's id, else the tenant
-    (a hash of the client's key), else ``anonymous``."""
-    if ctx.client_key is not None:
-        return ctx.client_key.id
-    return ctx.tenant or "anonymous"
+    return min(limit, MAX_COUNTED_TOKENS) * (n if isinstance(n, int) and 0 < n <= 128 else 1)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -147,8 +120,13 @@ def key_id(ctx: RequestContext) -> str:
 
 
 def to_pico(usd: Decimal, *, round_up: bool = False) -> int:
-    """Dollars as integer pico-dollars; exact for realistic prices. ``round_up`` for
-    reservations (never reserve less than the worst case), half-even otherwise."""
+    """Dollars as integer pico-dollars; exact for realistic prices, clamped to
+    ``[0, MAX_PICO]``. ``round_up`` for reservations (never reserve less than the worst case),
+    half-even otherwise."""
+    if not usd.is_finite() or usd <= 0:
+        return 0
+    if usd >= Decimal(MAX_PICO) / PICO_PER_USD:
+        return MAX_PICO
     scaled = usd * PICO_PER_USD
     return int(scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_HALF_EVEN))
 
@@ -203,6 +181,13 @@ local seconds_to_next_month = next_month_day * 86400 - now_s
 (Howard Hinnant's civil-from-days arithmetic). Prepended to the scripts that need them."""
 
 
+MAX_COUNTED_TOKENS = 2**40
+"""A token count above this (a broken or hostile upstream) is clamped, so arithmetic on it stays
+exact and bounded."""
+
+
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return 0
+    return min(value, MAX_COUNTED_TOKENS)
 

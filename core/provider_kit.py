@@ -1,5 +1,7 @@
-"""Shared machinery for providers built on the official, Stainless-generated SDKs
-(``openai``, ``groq``, ``anthropic``), and the OpenAI-shaped chat provider three plugins use.
+"""Building blocks for provider plugins: the official, Stainless-generated SDKs (``openai``,
+``groq``, ``anthropic``) used as a transport, and the OpenAI-shaped chat provider that the
+``openai``, ``groq`` and ``openai_compatible`` plugins (and any provider of an OpenAI-compatible
+server) share. A public module: a third-party provider uses it exactly as the built-ins do.
 
 Every SDK client is created with ``max_retries=0`` (the retry plugin is the one owner of retries)
 on the SDK's aiohttp transport, and called through its public low-level ``post()`` with a body
@@ -17,23 +19,17 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from pydantic import Field, SecretStr
 
-from hookgate import (
-    Completion,
-    CompletionStream,
-    GatewayError,
-    GatewayTimeout,
-    PluginConfig,
-    Readiness,
-    RequestContext,
-    ServiceUnavailable,
-    UpstreamError,
-    hookimpl,
-)
-from hookgate.routing import upstream_body
-from hookgate.sse import iter_sse_data
-from hookgate.upstream import error_from_upstream
+from .config import PluginConfig
+from .context import RequestContext
+from .errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError
+from .health import Readiness
+from .markers import hookimpl
+from .responses import Completion, CompletionStream
+from .routing import upstream_body
+from .sse import iter_sse_data
+from .upstream import error_from_upstream
 
-__all__ = ["SDKProviderConfig", "SDKTransport", "SDKProviderPlugin", "OpenAIShapedProvider"]
+__all__ = ["SDKProviderConfig", "SDKTransport", "SDKProviderPlugin", "OpenAIShapedProvider", "openai_transport"]
 
 # Tells a Stainless SDK not to read the body: the switch its own with_streaming_response uses.
 _RAW_STREAM_HEADER = {"X-Stainless-Raw-Response": "stream"}
@@ -170,6 +166,24 @@ class SDKTransport:
         if isinstance(exc, self.sdk.APIConnectionError):
             return UpstreamError(f"Could not connect to the {self.provider} provider.", code="upstream_unreachable")
         return UpstreamError(f"The {self.provider} provider failed ({type(exc).__name__}).")
+
+
+def openai_transport(name: str, config: SDKProviderConfig, *, organization: str | None = None, key_required: bool = True) -> SDKTransport:
+    """An :class:`SDKTransport` over the official ``openai`` SDK's ``AsyncOpenAI``: what the
+    ``openai`` and ``openai_compatible`` providers (and a provider of any OpenAI-compatible
+    server) use. The SDK is imported here, when the first such provider is built."""
+    import httpx2
+    import openai
+
+    return SDKTransport(
+        name,
+        config,
+        sdk=openai,
+        client_class=openai.AsyncOpenAI,
+        response_type=httpx2.Response,
+        client_options={"organization": organization},
+        key_required=key_required,
+    )
 
 
 class SDKProviderPlugin:
