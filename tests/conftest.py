@@ -22,7 +22,10 @@ from hookgate.config import GatewayConfig, load_config
 from hookgate.registry import InstalledPlugin, installed_plugins
 from hookgate.server import create_app
 from hookgate.testing.openai_emulator import OpenAIEmulator
+from no_skips_in_ci import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (hooks)
 from servers import PROCESS_LOGS, GatewayProcess, RedisServer, start_gateway
+
+pytest_plugins = ("pytester",)  # tests/test_no_skips_in_ci.py runs pytest on its own examples
 
 ROOT = Path(__file__).resolve().parents[1]
 
