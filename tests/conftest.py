@@ -1,5 +1,6 @@
 """Shared fixtures: isolated gateway apps, the official OpenAI SDK pointed at them, and the
-conformance validator for OpenAI's published schema."""
+conformance checks against OpenAI's published schema and Anthropic's SDK-derived one
+(both shipped in tests/conformance)."""
 from __future__ import annotations
 
 import os
@@ -15,30 +16,34 @@ from typing import Any, Awaitable, Callable
 import openai
 import pytest
 
+from conformance.anthropic_schema import anthropic_errors_for
+from conformance.openai_schema import errors_for
 from hookgate.config import GatewayConfig, load_config
 from hookgate.registry import InstalledPlugin, installed_plugins
 from hookgate.server import create_app
 from hookgate.testing.openai_emulator import OpenAIEmulator
+from no_skips_in_ci import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (hooks)
 from servers import PROCESS_LOGS, GatewayProcess, RedisServer, start_gateway
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFORMANCE = ROOT.parent / "shared" / "conformance"
-if not CONFORMANCE.is_dir():
-    raise RuntimeError(f"OpenAI conformance validator not found at {CONFORMANCE} (expected ../shared/conformance)")
-sys.path.insert(0, str(CONFORMANCE))
+pytest_plugins = ("pytester",)  # tests/test_no_skips_in_ci.py runs pytest on its own examples
 
-from openai_schema import errors_for  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def assert_conforms(schema: str, body: Any) -> None:
-    """Fail with every way ``body`` breaks OpenAI's published schema ``schema``."""
-    if schema == "CreateChatCompletionStreamResponse" and isinstance(body, dict) and "usage" in body and body["usage"] is None:
-        # The spec marks chunk `usage` nullable next to a $ref, which the shared validator does not
-        # translate; the live API and the official SDK send and accept `"usage": null` on every
-        # chunk but the last when include_usage is on. Validate the rest of the chunk.
-        body = {k: v for k, v in body.items() if k != "usage"}
+    """Fail with every way ``body`` breaks OpenAI's published schema ``schema``
+    (tests/conformance/openai-openapi.json)."""
     problems = errors_for(schema, body)
     assert problems == [], f"{schema} violations:\n" + "\n".join(problems)
+
+
+def assert_anthropic_conforms(name: str, body: Any) -> None:
+    """Fail with every way ``body`` breaks Anthropic's wire shape ``name`` (``"Message"``, a
+    stream event's ``"RawMessageStartEvent"``..., ``"MessageTokensCount"``, ``"ErrorResponse"``)
+    as the ``anthropic`` SDK's types define it, unknown fields included
+    (tests/conformance/anthropic-messages.schema.json)."""
+    problems = anthropic_errors_for(name, body)
+    assert problems == [], f"Anthropic {name} violations:\n" + "\n".join(problems)
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
 """The documentation stays true: every hook is documented with its exact signature, every
-example in docs/plugin_hooks.md runs, and every hook is exercised by a test."""
+example in docs/plugin_hooks.md runs, every hook is exercised by a test, and the README's first
+example prints what a user expects."""
 from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 import types
 
 import pytest
@@ -63,3 +66,22 @@ async def test_every_example_runs_in_a_gateway(gateway, index):
 def test_every_hook_is_exercised_by_a_test(name):
     tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py") if path.name != "test_docs.py")
     assert re.search(rf"def {name}\(", tests), f"no test implements {name}"
+
+
+def readme_quickstart() -> str:
+    """The first Python block of README.md: the first code a new user copies."""
+    readme = (ROOT / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)[0]
+
+
+def test_the_readme_quickstart_prints_both_answers_and_nothing_else(gateway_process):
+    # Against `hookgate serve` on the repository's default plugins.toml, as the README runs it.
+    served = gateway_process((ROOT / "plugins.toml").read_text())
+    snippet = readme_quickstart()
+    assert "http://127.0.0.1:8080/v1" in snippet
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet.replace("http://127.0.0.1:8080", served.url)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "echo: hello\necho: stream me\n"
