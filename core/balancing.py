@@ -291,11 +291,13 @@ class Strategy(Protocol):
     """Orders the deployments of one tier, most preferred first.
 
     ``rank`` returns indices into ``deployments`` (every index once); ``loads`` are aligned with
-    it. It is called on every pick, so it must be cheap, and it must not keep per-request state.
-    Refused deployments may be ranked anywhere: the state skips them when it reserves.
+    it (empty when ``needs_loads`` is false: the state is then not asked). It is called on
+    every pick, so it must be cheap, and it must not keep per-request state. Refused deployments
+    may be ranked anywhere: the state skips them when it reserves.
     """
 
     name: str
+    needs_loads: bool
 
     def rank(self, deployments: Sequence[Deployment], loads: Sequence[DeploymentLoad], rng: random.Random, stream: bool) -> list[int]: ...
 
@@ -312,6 +314,7 @@ class WeightedRandom:
 
     __slots__ = ()
     name = "weighted"
+    needs_loads = False
 
     def rank(self, deployments: Sequence[Deployment], loads: Sequence[DeploymentLoad], rng: random.Random, stream: bool) -> list[int]:
         keys = _weighted_keys(deployments, rng)
@@ -324,6 +327,7 @@ class LeastBusy:
 
     __slots__ = ()
     name = "least_busy"
+    needs_loads = True
 
     def rank(self, deployments: Sequence[Deployment], loads: Sequence[DeploymentLoad], rng: random.Random, stream: bool) -> list[int]:
         keys = _weighted_keys(deployments, rng)
@@ -337,6 +341,7 @@ class LowestLatency:
 
     __slots__ = ("exploration", "tolerance")
     name = "lowest_latency"
+    needs_loads = True
 
     def __init__(self, exploration: float = 0.05, tolerance: float = 0.1) -> None:
         self.exploration, self.tolerance = exploration, tolerance
@@ -346,7 +351,7 @@ class LowestLatency:
         order = range(len(deployments))
         if self.exploration and rng.random() < self.exploration:
             return sorted(order, key=keys.__getitem__)
-        scores = [(load.ttft if stream and load.ttft is not None else load.total) for load in loads]
+        scores = [load.ttft if stream else load.total for load in loads]
         known = [score for score in scores if score is not None]
         # Unmeasured deployments count as good as the best, so a new one gets traffic and a sample.
         best = min(known) if known else 0.0
@@ -361,6 +366,7 @@ class LeastUsage:
 
     __slots__ = ()
     name = "usage"
+    needs_loads = True
 
     def rank(self, deployments: Sequence[Deployment], loads: Sequence[DeploymentLoad], rng: random.Random, stream: bool) -> list[int]:
         keys = _weighted_keys(deployments, rng)
@@ -429,7 +435,8 @@ class AttemptReport:
 @dataclass(slots=True)
 class Acquisition:
     """The result of ``acquire``: a ticket for the first ranked deployment that fits (None if
-    none does), and the fresh load of every ranked deployment, aligned with the ranking."""
+    none does), and the fresh loads of the ranked deployments, aligned with the ranking: at least
+    of those it considered, so of all of them when none fit."""
 
     ticket: Ticket | None
     loads: list[DeploymentLoad]
@@ -652,10 +659,10 @@ class Balancer:
         if len(groups) == 1 and len(groups[0]) == 1:
             ranked = groups[0]
         else:
-            loads = await self.state.loads([d for group in groups for d in group])
+            loads = await self.state.loads([d for group in groups for d in group]) if self.strategy.needs_loads else None
             at = 0
             for group in groups:
-                group_loads = loads[at : at + len(group)]
+                group_loads = loads[at : at + len(group)] if loads is not None else ()
                 at += len(group)
                 ranked.extend(group[i] for i in self.strategy.rank(group, group_loads, self._rng, stream))
         acquisition = await self.state.acquire(ranked, max(0, int(tokens)))
@@ -803,14 +810,11 @@ class LocalBalancingState:
         chosen: Ticket | None = None
         loads = []
         for d in ranked:
-            if chosen is None:
-                load = self.load_of(d, now, tokens)
-                if load.refusal is None:
-                    chosen = self._reserve(d, tokens, now)
-                    load = self.load_of(d, now)
-            else:
-                load = self.load_of(d, now)
+            load = self.load_of(d, now, tokens)
             loads.append(load)
+            if load.refusal is None:
+                chosen = self._reserve(d, tokens, now)
+                break
         return Acquisition(chosen, loads)
 
     def _reserve(self, d: Deployment, tokens: int, now: float) -> Ticket:

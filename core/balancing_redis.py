@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from dataclasses import replace
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable, Sequence, final
 
@@ -306,11 +307,14 @@ class RedisBalancingState:
             return
         self._held.pop(ticket.lease_id, None)
         cached = self._cache.get(ticket.deployment.key)
-        if cached is not None:
-            cached[1].in_flight = max(0, cached[1].in_flight - 1)
+        if cached is not None:  # a copy: callers may hold the cached load
+            self._cache[ticket.deployment.key] = (cached[0], replace(cached[1], in_flight=max(0, cached[1].in_flight - 1)))
+        record = self.fallback.record(ticket.deployment)
         if not self.share_latency:
-            self.fallback.sample_latency(self.fallback.record(ticket.deployment), report, self._clock())
+            self.fallback.sample_latency(record, report, self._clock())
         if not self.shared:
+            if report.cooldown is not None:  # keep it here at least
+                record.cooling_until = max(record.cooling_until, self._clock() + report.cooldown)
             return  # the lease expires by itself; the token correction is lost
         delta = 0 if report.tokens is None else report.tokens - ticket.reserved_tokens
         args: list[Any] = [

@@ -476,6 +476,16 @@ async def test_a_dead_instance_gives_its_slots_back_when_its_leases_expire_and_a
         await state.aclose()
 
 
+async def test_an_upstream_429_on_one_instance_cools_the_deployment_down_on_every_instance(redis_clients, redis_prefix):
+    deployments = [deployment("a"), deployment("b")]
+    one, other = (RedisBalancingState(redis_clients(), key_prefix=redis_prefix, snapshot_max_age_seconds=0) for _ in range(2))
+    limited = await Balancer("gpt-4o", deployments, state=one).pick(exclude={"b"})
+    await limited.release("rate_limited", cooldown=30)
+    assert await pick_and_release(Balancer("gpt-4o", deployments, state=other, rng=random.Random(3)), 30) == {"b": 30}
+    await one.aclose()
+    await other.aclose()
+
+
 async def test_latency_can_be_shared_across_instances(redis_clients, redis_prefix):
     deployments = [deployment("a"), deployment("b")]
     one, other = (
