@@ -54,12 +54,12 @@ async def time_attempts(balancer: Balancer, n: int) -> tuple[float, float]:
 
 async def local_costs(n: int) -> None:
     print(f"per-instance state: µs per pick + release (median of 3 x {n:,})")
-    print(f"  {'route':<26}{'CPU µs':>9}{'wall µs':>9}")
+    print(f"  {'route':<30}{'CPU µs':>9}{'wall µs':>9}")
     cpu, wall = await time_attempts(Balancer("bench", route(1)), n)
-    print(f"  {'1 deployment':<26}{cpu:9.1f}{wall:9.1f}")
+    print(f"  {'1 deployment':<30}{cpu:9.1f}{wall:9.1f}")
     for strategy in STRATEGIES:
         cpu, wall = await time_attempts(Balancer("bench", route(3), strategy=strategy, rng=random.Random(1)), n)
-        print(f"  {'3 deployments, ' + strategy:<26}{cpu:9.1f}{wall:9.1f}")
+        print(f"  {'3 deployments, ' + strategy:<30}{cpu:9.1f}{wall:9.1f}")
 
 
 async def redis_costs(url: str, n: int) -> None:
@@ -76,10 +76,10 @@ async def redis_costs(url: str, n: int) -> None:
         await client.aclose()
         return
     print(f"Redis-shared state ({url.split('@')[-1]}): µs per pick + release (median of 3 x {n:,})")
-    print(f"  {'route':<26}{'CPU µs':>9}{'wall µs':>9}{'Redis CPU µs':>14}")
+    print(f"  {'route':<30}{'CPU µs':>9}{'wall µs':>9}{'Redis CPU µs':>14}")
     try:
         cpu, wall = await time_pings(client, n)
-        print(f"  {'(redis-py floor: 2 PINGs)':<26}{cpu:9.1f}{wall:9.1f}")
+        print(f"  {'(redis-py floor: 2 PINGs)':<30}{cpu:9.1f}{wall:9.1f}")
         cases: list[tuple[str, int, StrategyName]] = [("1 deployment", 1, "weighted")]
         cases += [(f"3 deployments, {strategy}", 3, strategy) for strategy in STRATEGIES]
         for label, size, strategy in cases:
@@ -89,7 +89,7 @@ async def redis_costs(url: str, n: int) -> None:
             cpu, wall = await time_attempts(balancer, n)
             server = (await redis_cpu(client) - before) / (n * 3 + min(n, 200)) * 1e6
             await state.aclose()
-            print(f"  {label:<26}{cpu:9.1f}{wall:9.1f}{server:14.1f}")
+            print(f"  {label:<30}{cpu:9.1f}{wall:9.1f}{server:14.1f}")
     finally:
         async for key in client.scan_iter(match=f"{prefix}:*"):
             await client.delete(key)
