@@ -31,7 +31,8 @@ class RequestStoreBackend(Protocol):
     backend's timeouts and raises :class:`StoreUnavailable` rather than hanging.
     """
 
-    dialect: Literal["sqlite", "postgresql"]
+    @property
+    def dialect(self) -> Literal["sqlite", "postgresql"]: ...
 
     async def open(self) -> None: ...
 

@@ -118,6 +118,9 @@ class RequestWriter:
                 self._dropped_full += 1
             else:
                 self._dropped_shutdown += 1
+            # Here rather than only in the background task, which may be stuck in a write
+            # for up to write_timeout_s: a clock read, and a log line once per interval.
+            self._report_drops()
             return False
         self._queue.append(record)
         if len(self._queue) >= self._batch_size:
