@@ -109,6 +109,8 @@ def bounded_body(value: Any, max_bytes: int) -> tuple[str | None, bool]:
 
 def _count(value: object) -> int | None:
     """A token count as a non-negative int within range, or None when unknown/garbage."""
+    if type(value) is int and 0 <= value <= _MAX_TOKENS:  # the usual case, without a call
+        return value
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -120,6 +122,8 @@ def _count(value: object) -> int | None:
 
 def _millis(value: object) -> float | None:
     """A duration as a finite, non-negative float of milliseconds, or None."""
+    if type(value) is float and 0.0 <= value <= _MAX_MS:  # NaN fails the comparison
+        return value
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -141,11 +145,18 @@ def _cost(value: object) -> Decimal | None:
         amount = amount.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)
     except (InvalidOperation, ValueError):
         return None
-    return min(max(amount, Decimal(0).quantize(COST_QUANTUM)), _MAX_COST)
+    return min(max(amount, _ZERO_COST), _MAX_COST)
 
 
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
+_ZERO_COST = Decimal(0).quantize(COST_QUANTUM)
+_set = object.__setattr__
+"""How the ``__post_init__`` methods replace a field of their frozen instance. Each replaces a
+field only when bounding changed it: records are built on the request path, so the common case
+(short ASCII text, sane numbers) costs a few comparisons and no extra assignment."""
+
+
+def _storable(value: object, limit: int) -> bool:
+    return type(value) is str and len(value) <= limit and value.isascii() and "\x00" not in value
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +169,14 @@ class AttemptRecord:
     duration_ms: float | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "outcome", bounded_text(self.outcome, MAX_LABEL_CHARS) or "")
-        status = _count(self.status)
-        _set(self, "status", None if status is None or status > 999 else status)
-        _set(self, "duration_ms", _millis(self.duration_ms))
+        if not _storable(self.outcome, MAX_LABEL_CHARS):
+            _set(self, "outcome", bounded_text(self.outcome, MAX_LABEL_CHARS) or "")
+        status = self.status
+        if status is not None and not (type(status) is int and 0 <= status <= 999):
+            status = _count(status)
+            _set(self, "status", None if status is None or status > 999 else status)
+        if self.duration_ms is not None and _millis(self.duration_ms) is not self.duration_ms:
+            _set(self, "duration_ms", _millis(self.duration_ms))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +194,22 @@ class Timings:
     phases: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _set(self, "total_ms", _millis(self.total_ms) or 0.0)
-        _set(self, "upstream_ms", _millis(self.upstream_ms))
-        _set(self, "ttft_ms", _millis(self.ttft_ms))
+        total = _millis(self.total_ms)
+        if total is not self.total_ms:
+            _set(self, "total_ms", total or 0.0)
+        upstream, ttft = self.upstream_ms, self.ttft_ms
+        if upstream is not None and _millis(upstream) is not upstream:
+            _set(self, "upstream_ms", _millis(upstream))
+        if ttft is not None and _millis(ttft) is not ttft:
+            _set(self, "ttft_ms", _millis(ttft))
+        given = self.phases
         phases: dict[str, float] = {}
-        for name, ms in list(self.phases.items())[:MAX_PHASES]:
-            value = _millis(ms)
+        for name, ms in (given.items() if len(given) <= MAX_PHASES else list(given.items())[:MAX_PHASES]):
+            value = ms if type(ms) is float and 0.0 <= ms <= _MAX_MS else _millis(ms)
             if value is not None:
-                phases[bounded_text(name, MAX_LABEL_CHARS) or ""] = value
+                if not (type(name) is str and len(name) <= MAX_LABEL_CHARS and name.isascii() and "\x00" not in name):
+                    name = bounded_text(name, MAX_LABEL_CHARS) or ""
+                phases[name] = value
         _set(self, "phases", MappingProxyType(phases))
 
 
@@ -203,7 +226,9 @@ class TokenCounts:
 
     def __post_init__(self) -> None:
         for name in ("prompt", "completion", "cached", "reasoning"):
-            _set(self, name, _count(getattr(self, name)))
+            value = getattr(self, name)
+            if value is not None and not (type(value) is int and 0 <= value <= _MAX_TOKENS):
+                _set(self, name, _count(value))
 
     @classmethod
     def from_usage(cls, usage: Mapping[str, Any] | None) -> TokenCounts:
@@ -219,6 +244,13 @@ class TokenCounts:
             cached=prompt_details.get("cached_tokens") if isinstance(prompt_details, Mapping) else None,
             reasoning=completion_details.get("reasoning_tokens") if isinstance(completion_details, Mapping) else None,
         )
+
+
+_TEXT_FIELDS = (
+    ("key_id", MAX_ID_CHARS), ("model", MAX_NAME_CHARS), ("upstream_model", MAX_NAME_CHARS), ("provider", MAX_LABEL_CHARS),
+    ("surface", MAX_LABEL_CHARS), ("error_code", MAX_LABEL_CHARS), ("cache_source", MAX_LABEL_CHARS),
+)
+"""The optional text fields of a record and their bounds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,37 +291,45 @@ class RequestRecord:
 
     def __post_init__(self) -> None:
         moment = self.time
-        if not isinstance(moment, datetime):
-            raise TypeError("RequestRecord.time must be a datetime")
-        _set(self, "time", moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc))
-        _set(self, "request_id", bounded_text(self.request_id, MAX_ID_CHARS) or "")
-        status = _count(self.status)
-        _set(self, "status", 0 if status is None or status > 999 else status)
-        _set(self, "key_id", bounded_text(self.key_id, MAX_ID_CHARS))
-        _set(self, "model", bounded_text(self.model, MAX_NAME_CHARS))
-        _set(self, "upstream_model", bounded_text(self.upstream_model, MAX_NAME_CHARS))
-        _set(self, "provider", bounded_text(self.provider, MAX_LABEL_CHARS))
-        _set(self, "surface", bounded_text(self.surface, MAX_LABEL_CHARS))
-        _set(self, "error_code", bounded_text(self.error_code, MAX_LABEL_CHARS))
-        _set(self, "cache_status", bounded_text(self.cache_status, 16) or "BYPASS")
-        _set(self, "cache_source", bounded_text(self.cache_source, MAX_LABEL_CHARS))
-        attempts = tuple(self.attempts)
-        count = _count(self.attempt_count) if self.attempt_count is not None else len(attempts)
-        _set(self, "attempt_count", min(count or 0, 32767))  # a SMALLINT column
-        _set(self, "attempts", tuple(a if isinstance(a, AttemptRecord) else AttemptRecord(str(a)) for a in attempts[:MAX_ATTEMPTS]))
+        if type(moment) is not datetime or moment.tzinfo is not timezone.utc:
+            if not isinstance(moment, datetime):
+                raise TypeError("RequestRecord.time must be a datetime")
+            _set(self, "time", moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc))
+        if not _storable(self.request_id, MAX_ID_CHARS):
+            _set(self, "request_id", bounded_text(self.request_id, MAX_ID_CHARS) or "")
+        status = self.status
+        if not (type(status) is int and 0 <= status <= 999):
+            status = _count(status)
+            _set(self, "status", 0 if status is None or status > 999 else status)
+        for name, limit in _TEXT_FIELDS:
+            value = getattr(self, name)
+            # _storable() inlined: this loop runs for every request.
+            if value is not None and not (type(value) is str and len(value) <= limit and value.isascii() and "\x00" not in value):
+                _set(self, name, bounded_text(value, limit))
+        if not _storable(self.cache_status, 16):
+            _set(self, "cache_status", bounded_text(self.cache_status, 16) or "BYPASS")
+        attempts = self.attempts
+        if self.attempt_count is None:
+            _set(self, "attempt_count", min(len(attempts), 32767))
+        else:
+            _set(self, "attempt_count", min(_count(self.attempt_count) or 0, 32767))  # a SMALLINT column
+        if type(attempts) is not tuple or len(attempts) > MAX_ATTEMPTS or not all(type(a) is AttemptRecord for a in attempts):
+            _set(self, "attempts", tuple(a if isinstance(a, AttemptRecord) else AttemptRecord(str(a)) for a in tuple(attempts)[:MAX_ATTEMPTS]))
         if not isinstance(self.timings, Timings):
             raise TypeError("RequestRecord.timings must be a Timings")
         if not isinstance(self.tokens, TokenCounts):
             raise TypeError("RequestRecord.tokens must be a TokenCounts")
-        _set(self, "cost_usd", _cost(self.cost_usd))
-        truncated = bool(self.bodies_truncated)
-        for name in ("request_body", "response_body"):
-            body = getattr(self, name)
-            if body is not None:
-                text, cut = bounded_body(body, MAX_BODY_BYTES)
-                _set(self, name, text)
-                truncated = truncated or cut
-        _set(self, "bodies_truncated", truncated)
+        if self.cost_usd is not None:
+            _set(self, "cost_usd", _cost(self.cost_usd))
+        if self.request_body is not None or self.response_body is not None or type(self.bodies_truncated) is not bool:
+            truncated = bool(self.bodies_truncated)
+            for name in ("request_body", "response_body"):
+                body = getattr(self, name)
+                if body is not None:
+                    text, cut = bounded_body(body, MAX_BODY_BYTES)
+                    _set(self, name, text)
+                    truncated = truncated or cut
+            _set(self, "bodies_truncated", truncated)
 
     @property
     def is_error(self) -> bool:
