@@ -111,8 +111,9 @@ class RequestStore:
             capacity=config.queue_capacity,
             batch_size=config.batch_size,
             flush_interval_s=config.flush_interval_ms / 1000,
-            # The backend bounds its own writes by write_timeout_s; this is the backstop.
-            write_timeout_s=config.write_timeout_s + 1.0,
+            # Backends bound their own writes by write_timeout_s and report the true outcome;
+            # this backstop only catches one that does not come back (beyond SQLite's own).
+            write_timeout_s=config.write_timeout_s * 2 + 10.0,
             drop_log_interval_s=config.drop_log_interval_s,
             shutdown_timeout_s=config.shutdown_timeout_s,
         )

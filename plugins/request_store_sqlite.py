@@ -14,9 +14,11 @@ durable across application crashes and loses at most the last commits on power l
 a request log. Several ``hookgate serve`` workers may share the file; SQLite's own locks (and the
 busy timeout) serialize their writes.
 
-A job that runs over its time budget is interrupted (``Connection.interrupt()``, the one call
-SQLite allows from another thread), so the thread is free again and jobs never pile up behind a
-stuck one; its transaction rolls back.
+A job bounds itself (busy timeout for locks, a progress-handler deadline for statements), and
+the caller always waits for its outcome, so a batch counted as failed was really not written.
+Only a thread that does not come back at all is interrupted (``Connection.interrupt()``, the one
+call SQLite allows from another thread) and abandoned; jobs never pile up behind it, since each
+waits for the previous one.
 """
 from __future__ import annotations
 
@@ -69,8 +71,25 @@ class _ConnectionThread:
         self._conn = conn
 
     async def run(self, job: Callable[[sqlite3.Connection], T], *, timeout: float) -> T:
-        """Run ``job(connection)`` on the thread; over ``timeout`` it is interrupted."""
-        return await self._submit(lambda: job(self._connection()), timeout=timeout)
+        """Run ``job(connection)`` on the thread, within ``timeout`` seconds of its start.
+
+        The job bounds itself: lock waits by the busy timeout (at most ``timeout``), statements
+        by a progress handler that aborts them at the deadline (the transaction rolls back). So
+        its outcome is always known: the caller waits for it, and a batch reported as failed
+        was not written. Only if the thread does not come back at all (a hung disk) is the job
+        interrupted and abandoned after a backstop of ``timeout + busy + 5`` seconds.
+        """
+
+        def call() -> T:
+            conn = self._connection()
+            deadline = time.monotonic() + timeout
+            conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+            try:
+                return job(conn)
+            finally:
+                conn.set_progress_handler(None, 0)
+
+        return await self._submit(call, timeout=timeout + self._busy_timeout_s + 5)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -88,11 +107,13 @@ class _ConnectionThread:
                     return await asyncio.wrap_future(future)
             except (TimeoutError, asyncio.CancelledError) as stop:
                 if not future.cancel() and self._conn is not None:
-                    self._conn.interrupt()
+                    self._conn.interrupt()  # the one call SQLite allows from another thread
                 if isinstance(stop, TimeoutError):
                     raise StoreUnavailable(f"sqlite: no answer within {timeout:g} s") from None
                 raise
             except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
+                    raise StoreUnavailable("sqlite: aborted at its deadline") from None
                 raise StoreUnavailable(f"sqlite: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     async def close(self) -> None:

@@ -45,7 +45,9 @@ class WriterStats:
     dropped_queue_full: int
     """Refused by ``submit`` because the queue was at capacity (the database is slow or down)."""
     dropped_write_failed: int
-    """In a batch the database refused or did not take in time."""
+    """In a batch the database refused or did not take in time. SQLite always knows a batch's
+    outcome; with PostgreSQL a COPY cut off right after the server committed it counts here
+    although its rows exist, so this is an upper bound."""
     dropped_at_shutdown: int
     """Still queued, or submitted after close, when the flush time ran out."""
     queued: int

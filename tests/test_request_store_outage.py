@@ -88,7 +88,9 @@ async def test_postgres_going_away_drops_and_counts_rows_and_writing_resumes(dat
         await store.close()
     stats = store.writer_stats()
     assert accounted(stats) and stats.queued == 0
-    assert await count_rows(database_url, pg_schema) == stats.written
+    # A COPY cut off by the outage may have committed just before its answer was lost: such a
+    # row exists though it was counted as dropped. Never the other way round.
+    assert stats.written <= await count_rows(database_url, pg_schema) <= stats.written + stats.dropped_write_failed
 
 
 async def test_a_postgres_table_locked_by_someone_else_times_writes_out(database_url, pg_schema):
@@ -113,7 +115,7 @@ async def test_a_postgres_table_locked_by_someone_else_times_writes_out(database
         await store.close()
     stats = store.writer_stats()
     assert stats.written > 0 and accounted(stats)
-    assert await count_rows(database_url, pg_schema) == stats.written
+    assert stats.written <= await count_rows(database_url, pg_schema) <= stats.written + stats.dropped_write_failed
 
 
 async def test_sqlite_locked_by_another_process_drops_and_counts_rows(tmp_path):
