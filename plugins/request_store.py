@@ -124,7 +124,11 @@ class RequestStore:
         self._body_keys = frozenset(config.store_bodies_for_keys)
 
     async def start(self) -> None:
-        await self.backend.open()
+        try:
+            await self.backend.open()
+        except BaseException:
+            await self.backend.close()  # whatever the failed open left (threads, connections)
+            raise
         self.writer.start()
         if self.pruner is not None:
             self.pruner.start()

@@ -299,8 +299,8 @@ class RequestRecord:
             _set(self, "request_id", bounded_text(self.request_id, MAX_ID_CHARS) or "")
         status = self.status
         if not (type(status) is int and 0 <= status <= 999):
-            status = _count(status)
-            _set(self, "status", 0 if status is None or status > 999 else status)
+            counted = _count(status)
+            _set(self, "status", 0 if counted is None or counted > 999 else counted)
         for name, limit in _TEXT_FIELDS:
             value = getattr(self, name)
             # _storable() inlined: this loop runs for every request.

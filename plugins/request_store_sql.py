@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
@@ -35,7 +36,7 @@ __all__ = ["Dialect", "SQLITE", "POSTGRESQL", "TABLE", "INSERT_COLUMNS_OF", "Sql
 TABLE = "request_store_requests"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _COST_SCALE = Decimal(1) / COST_QUANTUM  # 1e10
-_GROUP_COLUMNS = {"model": "model", "key": "key_id", "provider": "provider"}
+_GROUP_COLUMNS = MappingProxyType({"model": "model", "key": "key_id", "provider": "provider"})
 _PERCENTILES = (0.5, 0.95)
 
 
@@ -262,15 +263,15 @@ _COMMON_COLUMNS = (
     "completion_tokens", "cached_tokens", "reasoning_tokens",
 )
 _BODY_COLUMNS = ("request_body", "response_body", "bodies_truncated")
-INSERT_COLUMNS_OF: Mapping[str, tuple[str, ...]] = {
+INSERT_COLUMNS_OF: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sqlite": (*_COMMON_COLUMNS, "cost_e10", *_BODY_COLUMNS),
     "postgresql": (*_COMMON_COLUMNS, "cost_usd", *_BODY_COLUMNS),
-}
+})
 """The columns a record fills, in :meth:`Dialect.to_row` order."""
-SELECT_COLUMNS_OF: Mapping[str, tuple[str, ...]] = {
+SELECT_COLUMNS_OF: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sqlite": INSERT_COLUMNS_OF["sqlite"],
     "postgresql": tuple(f"{c}::text" if c in ("attempts", "phases") else c for c in INSERT_COLUMNS_OF["postgresql"]),
-}
+})
 
 SQLITE = Dialect(name="sqlite", cost_column="cost_e10", ts_micros="ts")
 POSTGRESQL = Dialect(name="postgresql", cost_column="cost_usd", ts_micros="(floor(extract(epoch from ts) * 1000000))::bigint")

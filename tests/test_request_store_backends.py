@@ -266,3 +266,25 @@ async def test_prune_deletes_only_rows_older_than_the_cutoff_in_batches(backend,
     remaining = await all_pages(backend, limit=100)
     assert remaining == [f"req-{i}" for i in range(59, 24, -1)]
     assert await backend.prune(T0 + timedelta(seconds=25), batch=4) == 0
+
+
+async def test_the_store_prunes_old_rows_in_the_background_from_start_up(make_backend):
+    from datetime import datetime, timezone
+
+    from hookgate.plugins.request_store import RequestStore, RequestStoreConfig
+
+    now = datetime.now(timezone.utc)
+    seeding = make_backend()
+    await seeding.open()
+    await seeding.insert([record(i, time=now - timedelta(days=10, seconds=i), request_id=f"old-{i}") for i in range(30)])
+    await seeding.insert([record(i, time=now - timedelta(days=2, seconds=i), request_id=f"recent-{i}") for i in range(5)])
+    store = RequestStore(RequestStoreConfig(retention_days=7, prune_interval_s=3600), backend=make_backend())
+    await store.start()
+    try:
+        async with asyncio.timeout(10):
+            while store.pruner.runs == 0:
+                await asyncio.sleep(0.01)
+        assert store.pruner.last_pruned == 30
+        assert sorted(await all_pages(store)) == sorted(f"recent-{i}" for i in range(5))
+    finally:
+        await store.close()

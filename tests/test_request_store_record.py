@@ -111,3 +111,13 @@ def test_the_config_refuses_unknown_databases_and_keeps_the_url_secret():
         RequestStoreConfig(postgres_schema="Robert'); DROP TABLE students;--")
     with pytest.raises(ValueError):
         RequestStoreConfig(store_bodies_for_keys=["k" * 1000])
+
+
+def test_bodies_are_kept_only_where_configured_and_within_the_configured_size():
+    from hookgate.plugins.request_store import RequestStore
+
+    store = RequestStore(RequestStoreConfig(url="sqlite:///unused.db", store_bodies_for_keys=["audited"], max_body_bytes=16))
+    assert store.stores_bodies_for("audited") and not store.stores_bodies_for("other") and not store.stores_bodies_for(None)
+    assert store.body({"content": "a long prompt that goes on"}) == ('{"content":"a lo', True)
+    everyone = RequestStore(RequestStoreConfig(url="sqlite:///unused.db", store_bodies=True))
+    assert everyone.stores_bodies_for(None) and everyone.stores_bodies_for("other")
