@@ -491,9 +491,14 @@ def _echo(index: int, messages: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _last_text(messages: Sequence[Mapping[str, Any]], roles: tuple[str, ...]) -> str:
+    """The text of the last message in ``roles``, its parts on lines of their own (so a
+    directive in one part never swallows the next part when lines are stripped)."""
     for message in reversed(messages):
         if message.get("role") in roles:
-            return message_text(message.get("content"))
+            content = message.get("content")
+            if isinstance(content, list):
+                return "\n".join(message_text([part]) for part in content if message_text([part]))
+            return message_text(content)
     return ""
 
 
