@@ -152,7 +152,7 @@ class MockProvider:
 
     async def _loaded_encoding(self) -> tiktoken.Encoding:
         if self._encoding is None:
-            # Loading reads and parses a 1.7 MB file (about 0.4 s): never on the event loop.
+            # Loading reads and parses a 1.7 MB file (about half a second): never on the event loop.
             self._encoding = await asyncio.to_thread(tiktoken.get_encoding, ENCODING)
         return self._encoding
 

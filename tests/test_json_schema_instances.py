@@ -86,6 +86,7 @@ def test_strings_are_named_after_what_they_stand_for():
     [
         ({"type": "array", "items": {"type": "integer"}, "minItems": MAX_NODES + 1}, "minItems"),
         ({"type": "string", "minLength": 10**9}, "minLength"),
+        ({"type": "array", "items": {"type": "string", "minLength": 50_000}, "minItems": 3}, "more than 100000 characters"),
         ({"$ref": "#/$defs/missing"}, "does not resolve"),
         ({"$ref": "https://example.com/schema.json"}, "only local"),
         ({"$defs": {"loop": {"type": "object", "properties": {"next": {"$ref": "#/$defs/loop"}}, "required": ["next"]}}, "$ref": "#/$defs/loop"}, "nested deeper"),

@@ -85,9 +85,13 @@ async def test_a_plain_request_gets_a_deterministic_echo_counted_in_tokens(mock_
 
 
 async def test_the_models_it_serves_are_configurable(gateway, sdk):
-    client = sdk(await gateway('[gateway]\npipeline = ["mock"]\n[plugins.mock]\nmodels = ["gpt-4o-mini", "mock-large"]\n'))
+    client = sdk(await gateway(
+        '[gateway]\npipeline = ["mock"]\n[plugins.mock]\nmodels = ["gpt-4o-mini", "mock-large"]\n[models."mock/*"]\nprovider = "mock"\n'
+    ))
     for model in ("gpt-4o-mini", "mock-large"):
         assert (await client.chat.completions.create(model=model, messages=user("hi"))).model == model
+    routed = await client.chat.completions.with_raw_response.create(model="mock/anything", messages=user("hi"))
+    assert routed.headers["x-hookgate-provider"] == "mock" and routed.parse().choices[0].message.content == "mock: hi"
     with pytest.raises(openai.NotFoundError):
         await client.chat.completions.create(model="mock", messages=user("hi"))
 
@@ -278,7 +282,9 @@ async def test_streamed_tool_calls_assemble_into_valid_arguments(mock_client):
     [
         ("status=429 retry_after=2", openai.RateLimitError, 429),
         ('status=400 message="bad prompt"', openai.BadRequestError, 400),
+        ("status=404", openai.NotFoundError, 404),
         ("status=503", openai.InternalServerError, 503),
+        ("status=408", openai.InternalServerError, 504),
         ("status=500", openai.InternalServerError, 502),
         ("status=401", openai.InternalServerError, 502),
     ],

@@ -37,7 +37,7 @@ MAX_NODES: Final = 10_000
 """Values (objects, arrays, scalars) one instance may contain; a ``minItems: 1000000`` schema is
 refused rather than built."""
 MAX_STRING_LENGTH: Final = 100_000
-"""Longest string built for a ``minLength``."""
+"""Characters all the strings of one instance may hold together (``minLength`` included)."""
 
 _SHALLOW_DEPTH: Final = 12
 """From this depth (or inside a ``$ref`` to a schema already being built) only what the schema
@@ -114,6 +114,7 @@ def instance_for(schema: Mapping[str, Any] | bool, *, name: str = "") -> Any:
 class _Builder:
     root: Mapping[str, Any]
     nodes: int = 0
+    characters: int = 0
     building: list[str] = field(default_factory=list)
     """The ``$ref`` targets being built, outermost first: a repeat is recursion."""
 
@@ -154,7 +155,11 @@ class _Builder:
             case "array":
                 return self._array(schema, pointer, name, depth)
             case "string":
-                return _string(schema, name, variant)
+                text = _string(schema, name, variant)
+                self.characters += len(text)
+                if self.characters > MAX_STRING_LENGTH:
+                    raise SchemaTooComplex(f"{pointer}: the instance's strings would hold more than {MAX_STRING_LENGTH} characters")
+                return text
             case "integer":
                 return _number(schema, integer=True, variant=variant)
             case "number":
