@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 import uuid
 from typing import Annotated, Literal
 
@@ -74,6 +75,17 @@ def test_the_instance_is_valid_and_the_same_every_time(name):
 def test_the_pydantic_model_accepts_its_instance(schema):
     order = Order.model_validate(instance_for(schema))
     assert order.tree.children[0].children == [], "recursion stops after one level"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "^(a{100000}){100000}$"},
+        {"type": "number", "minimum": 1e308, "maximum": 1.5e308, "exclusiveMinimum": 1e308},
+    ],
+)
+def test_hostile_bounds_give_a_bounded_finite_answer(schema):
+    assert len(json.dumps(instance_for(schema), allow_nan=False)) < 1000  # allow_nan=False: inf would raise
 
 
 def test_strings_are_named_after_what_they_stand_for():

@@ -228,9 +228,11 @@ def loop_threads() -> int:
     return sum(thread.name == "hookgate-test-loop" for thread in threading.enumerate())
 
 
-def test_sync_fixtures_need_no_async_plugin(pytester):
+def test_sync_fixtures_need_no_async_plugin_and_the_loop_ends_with_the_session(pytester):
+    before = loop_threads()
     result = run(pytester, SYNC_TESTS, "-p", "no:asyncio", "-p", "no:aiohttp", "-p", "no:anyio")
     result.assert_outcomes(passed=3)
+    assert loop_threads() == before
 
 
 def test_async_tests_under_pytest_asyncio_strict_mode(pytester):
@@ -257,12 +259,6 @@ def test_config_plugins_and_emulators_are_overridable_fixtures(pytester):
 def test_anthropic_clients_reach_the_gateway(pytester):
     result = run(pytester, ANTHROPIC_TESTS)
     result.assert_outcomes(passed=1)
-
-
-def test_the_background_loop_ends_with_the_session(pytester):
-    before = loop_threads()
-    run(pytester, SYNC_TESTS).assert_outcomes(passed=3)
-    assert loop_threads() == before
 
 
 def test_fixtures_are_documented_in_pytest_fixtures(pytester):

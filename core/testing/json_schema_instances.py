@@ -334,7 +334,7 @@ def _number(schema: Mapping[str, Any], *, integer: bool, variant: int) -> int | 
     if high is not None and _outside(value, high, above=False):
         value = high[0] - (1 if integer else 0.5) if high[1] else high[0]
         if low is not None and _outside(value, low, above=True):
-            value = (low[0] + high[0]) / 2
+            value = low[0] / 2 + high[0] / 2  # halves first: no overflow to infinity
     if step is not None:
         value = math.ceil(value / step) * step
         if high is not None and value > high[0]:
@@ -404,7 +404,10 @@ def _walk(items: list[tuple[Any, Any]], variant: int) -> str:
             out.append(_class_member(arg, variant))
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
             low, _high, sub = arg
-            out.append(_walk(sub.data, variant) * low)  # the fewest repetitions the regex allows
+            piece = _walk(sub.data, variant)
+            if len(piece) * low > MAX_STRING_LENGTH:
+                raise _Unsupported("the pattern's shortest match is too long")
+            out.append(piece * low)  # the fewest repetitions the regex allows
         elif op is c.SUBPATTERN:
             out.append(_walk(arg[-1].data, variant))
         elif op is c.BRANCH:
@@ -415,6 +418,8 @@ def _walk(items: list[tuple[Any, Any]], variant: int) -> str:
             out.append(_category_member(arg))
         else:
             raise _Unsupported(str(op))
+        if sum(map(len, out)) > MAX_STRING_LENGTH:
+            raise _Unsupported("the pattern's shortest match is too long")
     return "".join(out)
 
 

@@ -163,9 +163,12 @@ class LiveGateway:
         available = installed_plugins()
         for name, target in (plugins or {}).items():
             available[name] = InstalledPlugin.local(name, target)
-        app = create_app(load_config(path, available=available))
+        gateway_config = load_config(path, available=available)
 
-        async def serve() -> tuple[web.AppRunner, str]:
+        async def serve() -> tuple[web.Application, web.AppRunner, str]:
+            # Built on the loop that serves it, so plugin objects made in their constructors
+            # (locks, queues, clients) belong to that loop.
+            app = create_app(gateway_config)
             runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
             await runner.setup()
             try:
@@ -175,9 +178,9 @@ class LiveGateway:
                 await runner.cleanup()
                 raise
             host, port = runner.addresses[0][:2]
-            return runner, f"http://{host}:{port}"
+            return app, runner, f"http://{host}:{port}"
 
-        runner, url = loop.run(serve())
+        app, runner, url = loop.run(serve())
         return cls(app, runner, url, loop)
 
     @property
