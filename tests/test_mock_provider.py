@@ -264,6 +264,17 @@ async def test_stream_chunks_gives_a_stream_of_that_length(mock_client):
     assert text.startswith("mock: hi mock mock")
 
 
+async def test_a_long_answer_is_bounded_in_length_and_in_chunks(gateway, sdk):
+    client = sdk(await gateway(MOCK + "[plugins.mock]\nmax_stream_chunks = 100\n"))
+    prompt = "word " * 20_000
+    body = await completion_json(client, model="mock", messages=user(prompt), n=4)
+    assert all(len(choice["message"]["content"]) <= len("mock (choice 3): ") + 2000 for choice in body["choices"])
+    chunks = await stream_chunks(client, model="mock", messages=user(prompt), n=4)
+    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) <= 100
+    for index in range(4):
+        assert streamed_text(chunks, index) == body["choices"][index]["message"]["content"]
+
+
 async def test_streamed_tool_calls_assemble_into_valid_arguments(mock_client):
     tools = [openai.pydantic_function_tool(Weather)]
     chunks = await stream_chunks(mock_client, model="mock", messages=user("Weather in Rome"), tools=tools)

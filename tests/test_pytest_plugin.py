@@ -4,10 +4,12 @@ pytest-asyncio's strict and auto modes and with no async plugin at all."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -267,6 +269,15 @@ def test_fixtures_are_documented_in_pytest_fixtures(pytester):
     for name in ("hookgate_gateway", "hookgate_openai", "hookgate_async_openai", "hookgate_anthropic", "hookgate_redis_url", "hookgate_openai_emulator"):
         assert f"{name} " in listing or f"{name}\n" in listing, name
     assert "A gateway serving ``hookgate_config``" in listing
+
+
+def test_the_tutorials_test_passes_as_written(pytester):
+    """docs/writing_plugins.md, section 6, copied into a fresh project (the example plugin is
+    installed by the README's test command)."""
+    tutorial = (Path(__file__).resolve().parents[1] / "docs" / "writing_plugins.md").read_text()
+    section = tutorial[tutorial.index("## 6. Test it"):]
+    [code] = re.findall(r"```python\n(.*?)```", section.split("\n## ")[0], flags=re.DOTALL)
+    run(pytester, code, name="test_word_guard.py").assert_outcomes(passed=1)
 
 
 def test_a_bad_config_fails_the_test_naming_the_key(pytester):
