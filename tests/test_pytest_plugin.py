@@ -188,6 +188,21 @@ def test_anthropic_clients_are_bound_to_the_gateway(hookgate_anthropic, hookgate
         return await hookgate_async_anthropic.messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "yo"}])
 
     assert asyncio.run(ask()).content[0].text == "surface: yo"
+
+
+def test_the_anthropic_and_groq_emulators_are_served(hookgate_anthropic_emulator, hookgate_groq_emulator):
+    import anthropic
+    import groq
+
+    claude = anthropic.Anthropic(base_url=hookgate_anthropic_emulator.base_url, api_key="upstream-test-key", max_retries=0)
+    message = claude.messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "emulated: hi"
+    llama = groq.Groq(base_url=hookgate_groq_emulator.base_url, api_key="upstream-test-key", max_retries=0)
+    answer = llama.chat.completions.create(model="llama-3.1-8b-instant", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == "emulated: hi"
+    assert (hookgate_anthropic_emulator.stats.calls, hookgate_groq_emulator.stats.calls) == (1, 1)
+    claude.close()
+    llama.close()
 '''
 
 REDIS_TESTS = '''
@@ -258,9 +273,9 @@ def test_config_plugins_and_emulators_are_overridable_fixtures(pytester):
     result.assert_outcomes(passed=3)
 
 
-def test_anthropic_clients_reach_the_gateway(pytester):
+def test_anthropic_clients_and_the_other_emulators(pytester):
     result = run(pytester, ANTHROPIC_TESTS)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
 
 
 def test_fixtures_are_documented_in_pytest_fixtures(pytester):
