@@ -129,7 +129,8 @@ class EmbeddingModel(Protocol):
 class InvalidEmbeddingInput(InvalidRequest):
     """400: a call gave more texts than the embedder accepts (code ``too_many_inputs``), a text
     longer than it accepts (``input_too_long``), or something that is not a string
-    (``invalid_type``). ``param`` names the input (``input[3]``)."""
+    (``invalid_type``), or text with lone surrogates (``invalid_text``). ``param`` names the input
+    (``input[3]``)."""
 
 
 class EmbedderOverloaded(ServiceUnavailable):
@@ -310,7 +311,7 @@ class _RunResult:
 class OnnxSentenceEmbedder:
     """A sentence-transformers model on onnxruntime: tokenise (truncating at ``max_tokens``), run,
     mean-pool over real tokens, L2-normalise. Create it with :meth:`load`; close it with
-    :meth:`aclose` (or ``async with``)."""
+    :meth:`aclose` (or ``async with``). Use it from one event loop (the app's)."""
 
     __slots__ = (
         "_config",
@@ -400,7 +401,7 @@ class OnnxSentenceEmbedder:
             )
         loop = asyncio.get_running_loop()
         call = _Call(
-            texts=texts,
+            texts=tuple(texts),  # the caller may reuse its list while it waits
             future=loop.create_future(),
             vectors=np.empty((len(texts), self.dimensions), dtype=np.float32),
             token_counts=[0] * len(texts),
@@ -459,6 +460,13 @@ class OnnxSentenceEmbedder:
                     param=f"input[{index}]",
                     code="input_too_long",
                 )
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): the tokenizer cannot take it
+                    raise InvalidEmbeddingInput(
+                        f"input[{index}] is not valid Unicode text", param=f"input[{index}]", code="invalid_text"
+                    ) from None
 
     # -- batching
 
@@ -493,20 +501,34 @@ class OnnxSentenceEmbedder:
                 run = self._take_run()
                 if not run:
                     continue
-                texts = [call.texts[index] for call, index in run]
                 try:
-                    result = await loop.run_in_executor(self._executor, _infer_blocking, self._loaded, texts)
-                except Exception as exc:  # a failed run fails the calls it served, not the embedder
-                    for call in {call for call, _ in run}:
-                        self._fail(call, exc)
+                    result = await loop.run_in_executor(self._executor, _infer_blocking, self._loaded, _texts_of(run))
+                except Exception:
+                    await self._isolate(loop, run)  # one call's text must not fail the others
                     continue
-                self._runs += 1
-                self._texts_embedded += len(texts)
-                self._inference_seconds += result.seconds
+                self._account(result, len(run))
                 for row, (call, index) in enumerate(run):
                     self._deliver(call, index, result, row)
         finally:
             self._drainer = None
+
+    async def _isolate(self, loop: asyncio.AbstractEventLoop, run: list[tuple[_Call, int]]) -> None:
+        """A run failed: run each call's part of it alone, failing only the calls that fail again."""
+        for call in dict.fromkeys(call for call, _ in run):
+            part = [(c, index) for c, index in run if c is call]
+            try:
+                result = await loop.run_in_executor(self._executor, _infer_blocking, self._loaded, _texts_of(part))
+            except Exception as exc:
+                self._fail(call, exc)
+                continue
+            self._account(result, len(part))
+            for row, (_, index) in enumerate(part):
+                self._deliver(call, index, result, row)
+
+    def _account(self, result: _RunResult, texts: int) -> None:
+        self._runs += 1
+        self._texts_embedded += texts
+        self._inference_seconds += result.seconds
 
     def _deliver(self, call: _Call, index: int, result: _RunResult, row: int) -> None:
         if call.future.done():  # the caller gave up meanwhile; _forget already released its count
@@ -527,6 +549,10 @@ class OnnxSentenceEmbedder:
         call.remaining = 0
         if not call.future.done():
             call.future.set_exception(exc)
+
+
+def _texts_of(run: list[tuple[_Call, int]]) -> list[str]:
+    return [call.texts[index] for call, index in run]
 
 
 # --- blocking work (on the worker thread only) ----------------------------------------------------

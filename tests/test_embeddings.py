@@ -168,6 +168,30 @@ async def test_inputs_past_the_limits_are_refused_with_a_clear_error():
         await model.aclose()
 
 
+async def test_one_callers_bad_text_never_fails_another_callers_texts(embedder, monkeypatch):
+    with pytest.raises(InvalidEmbeddingInput) as surrogate:
+        await embedder.embed(["fine", "broken \ud800 text"])  # a lone surrogate: legal in JSON, not in UTF-8
+    assert surrogate.value.code == "invalid_text" and surrogate.value.param == "input[1]"
+
+    # a text that makes inference itself fail, batched with an innocent call: only its caller fails
+    import hookgate.embeddings as embeddings
+
+    real = embeddings._infer_blocking
+
+    def fragile(loaded, texts):
+        if "poison" in texts:
+            raise RuntimeError("inference failed")
+        return real(loaded, texts)
+
+    monkeypatch.setattr(embeddings, "_infer_blocking", fragile)
+    innocent, poisoned = await asyncio.gather(
+        embedder.embed(["an innocent question"]), embedder.embed(["poison"]), return_exceptions=True
+    )
+    assert isinstance(poisoned, RuntimeError)
+    assert len(innocent) == 1 and innocent.vectors.shape == (1, 384)  # type: ignore[union-attr]
+    assert embedder.stats.pending_texts == 0
+
+
 async def test_a_cancelled_caller_releases_its_place_in_the_queue():
     model = await OnnxSentenceEmbedder.load(OnnxEmbedderConfig(batch_size=4))
     try:

@@ -144,6 +144,8 @@ def test_long_prompts_are_refused_unread_and_cheaply(guard):
     assert verdict.refused_by == (GuardCheck.TOO_LONG,)
     at_limit = ("x" * (limit - 1)) + "?"
     assert guard.check(at_limit, at_limit, 1.0).serve
+    stored = analyse_prompt(at_limit + "!")  # features analysed elsewhere obey the same bound
+    assert guard.check(stored, at_limit, 1.0).refused_by == (GuardCheck.TOO_LONG,)
 
 
 def test_any_text_gets_a_verdict_never_an_exception(guard):
