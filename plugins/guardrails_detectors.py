@@ -81,8 +81,8 @@ class DetectorOptions(BaseModel):
 IDENTIFIER_LABEL = re.compile(
     r"(?i)(?:\b(?:order|invoice|inv|tracking|track|shipment|parcel|ticket|case|ref|reference|sku|part|serial|s/n"
     r"|model|po|confirmation|booking|transaction|txn|receipt|item|product|article|batch|lot|build|request"
-    r"|customer|account\s+id|user\s+id|id)"
-    r"\s*(?:no\.?|nr\.?|num(?:ber)?\.?|#|id)?\s*[:#=]?\s*#?\s*)\Z"
+    r"|customer|account\s+id|user\s+id|id|upc|ean|gtin|isbn|zip|postcode|postal\s+code|tax|vat|ein|tin)"
+    r"\s*(?:no\.?|nr\.?|num(?:ber)?\.?|#|id)?(?:\s+(?:is|was))?\s*[:#=]?\s*#?\s*)\Z"
 )
 """A label that says the number after it is an identifier (``Order #``, ``invoice no.``)."""
 
@@ -96,6 +96,14 @@ def follows_identifier_label(text: str, start: int) -> bool:
     return IDENTIFIER_LABEL.search(text, max(0, start - 40), start) is not None
 
 
+VERSION_CONTEXT = re.compile(
+    r"(?i)(?:\b(?:version|versions|ver|release|rel|build|rev|revision|rv|firmware|fw|driver|patch|update|kernel"
+    r"|section|sect|chapter|clause|paragraph|para|figure|fig|table|step|rule|article|art|item|oid|isbn)\.?\s*[:#]?\s*"
+    r"|(?:==|>=|<=|~=|!=|\^|@)\s*|[A-Za-z][\w+]*[-/_]v?|§\s*)\Z"
+)
+"""What makes a dotted number a version, a section number or a package pin, not an address or a phone."""
+
+
 def _digits(value: str) -> str:
     return "".join(ch for ch in value if ch.isdigit())
 
@@ -103,23 +111,26 @@ def _digits(value: str) -> str:
 # --- e-mail --------------------------------------------------------------------------------------
 
 _LOCAL = r"[\w!#$%&'*+/=?^`{|}~-]"
-EMAIL = re.compile(
-    rf"(?<![\w!#$%&'*+/=?^`{{|}}~.-]){_LOCAL}{{1,64}}(?:\.{_LOCAL}{{1,64}}){{0,8}}"
+EMAIL = re.compile(  # the first character is not a "/": "ssh://git@host" is a URL, not an address
+    rf"(?<![\w!#$%&'*+/=?^`{{|}}~.-])(?!/){_LOCAL}{{1,64}}(?:\.{_LOCAL}{{1,64}}){{0,8}}"
     r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}([^\W\d_]{2,63})(?![\w-])"
 )
 FILE_EXTENSIONS = frozenset(
     "png jpg jpeg gif svg webp bmp ico tif tiff css js mjs ts tsx jsx json txt yaml yml toml lock html htm".split()
 )
 """'TLDs' that are file names (``icon@2x.png``, ``logo@3x.webp``): retina assets, not addresses."""
-URL_USERINFO_BEFORE = re.compile(r"://[^\s/@]{0,256}:\Z")
+URL_USERINFO_BEFORE = re.compile(r"://(?:[^\s/@]{0,256}:)?\Z")
+SCP_PATH_AFTER = re.compile(r":[\w~.-]{0,100}/")
+"""``git@github.com:org/repo.git``: a remote's user and host, not an address."""
 
 
 class EmailDetector:
     """E-mail addresses (``EMAIL``), internationalised local parts and domains included.
 
     Not reported: ``name@host`` without a dot (``root@localhost``), a numeric top-level label
-    (``pkg@1.2.3``), file names (``icon@2x.png``), and the ``password@host`` part of a URL's
-    userinfo (the ``credentials`` detector reports that password).
+    (``pkg@1.2.3``), file names (``icon@2x.png``), a URL's userinfo (``ftp://anonymous@host``,
+    ``https://user:password@host``: the ``credentials`` detector reports that password) and git
+    remotes (``git@github.com:org/repo.git``).
     """
 
     name = "email"
@@ -133,6 +144,8 @@ class EmailDetector:
             if match.group(1).lower() in FILE_EXTENSIONS:
                 continue
             if URL_USERINFO_BEFORE.search(text, max(0, match.start() - 300), match.start()):
+                continue
+            if SCP_PATH_AFTER.match(text, match.end()):
                 continue
             findings.append(Finding("EMAIL", match.start(), match.end(), self.name, 0.95))
         return findings
@@ -191,8 +204,37 @@ class PhoneDetector:
             for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=self._leniency):
                 if match.start in spans or follows_identifier_label(text, match.start):
                     continue
+                if not_a_phone(text, match.start, match.end):
+                    continue
                 spans[match.start] = match.end
         return [Finding("PHONE", start, end, self.name, 0.85) for start, end in spans.items()]
+
+
+NOT_PHONE_SHAPES = re.compile(
+    r"\d{1,4}([./-])\d{1,2}\1\d{1,4}"  # a date (15.01.2024, 2024-01-15), or an SSN's 3-2-4
+    r"|\d+[.,]\d+"  # a decimal (12345678.90, 48.8566)
+    r"|\d{12,}"  # a barcode or record id: national numbers are written with separators or a +
+    r"|\d{1,3}(?:\.\d{1,3}){3}"  # an IPv4 address
+)
+DATE_INSIDE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def not_a_phone(text: str, start: int, end: int) -> bool:
+    """Digit runs libphonenumber accepts in some region but that are something else: dates,
+    decimals, fractions of a timestamp, barcodes, versions, codes glued to letters (``INV-2024-…``),
+    and numbers of fewer than seven digits."""
+    raw = text[start:end]
+    if sum(ch.isdigit() for ch in raw) < 7:
+        return True  # a local short number at best (388267): nothing to reach or mask
+    if NOT_PHONE_SHAPES.fullmatch(raw.strip("()[] ")) or DATE_INSIDE.search(raw):
+        return True
+    before = text[max(0, start - 2) : start]
+    if before[-1:].isalnum() or before[-1:] in ("-", "/", "_", "#") or (len(before) == 2 and before[0].isdigit() and before[1] in ".:,"):
+        return True  # the tail of a longer token: a code, a time's fraction, a coordinate
+    after = text[end : end + 2]
+    if len(after) == 2 and after[0] in ".,:" and after[1].isdigit():
+        return True
+    return "." in raw and VERSION_CONTEXT.search(text, max(0, start - 24), start) is not None
 
 
 # --- payment cards -------------------------------------------------------------------------------
@@ -222,7 +264,9 @@ def _card_ranges() -> tuple[_CardRange, ...]:
         ("644", "649", (16, 17, 18, 19)),
         ("65", "65", (16, 17, 18, 19)),
         ("622126", "622925", (16, 17, 18, 19)),
-        ("3528", "3589", (16, 17, 18, 19)),  # JCB
+        ("3500", "3599", (16, 17, 18, 19)),  # JCB (3528-3589 assigned; the rest of 35 unassigned)
+        ("1800", "1800", (15,)),  # JCB's 15-digit ranges
+        ("2131", "2131", (15,)),
         ("300", "305", (14, 15, 16, 17, 18, 19)),  # Diners Club
         ("36", "36", (14, 15, 16, 17, 18, 19)),
         ("38", "39", (14, 15, 16, 17, 18, 19)),
@@ -234,6 +278,9 @@ def _card_ranges() -> tuple[_CardRange, ...]:
         ("6304", "6304", tuple(range(12, 20))),
         ("6759", "6759", tuple(range(12, 20))),
         ("6761", "6763", tuple(range(12, 20))),
+        ("56", "58", tuple(range(12, 20))),
+        ("639", "639", tuple(range(12, 20))),
+        ("67", "67", tuple(range(12, 20))),
         ("2200", "2204", (16, 17, 18, 19)),  # Mir
         ("9792", "9792", (16,)),  # Troy
         ("60", "60", (16,)),  # RuPay
@@ -326,20 +373,21 @@ IPV4_CANDIDATE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\w)")
 IPV6_CANDIDATE = re.compile(
     r"(?<![\w:.])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]{1,38}(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?:%[\w-]{1,16})?(?![\w:]|\.\w)"
 )
-VERSION_CONTEXT = re.compile(
-    r"(?i)(?:\b(?:version|versions|ver|release|rel|build|rev|revision|firmware|fw|driver|patch|update|kernel"
-    r"|section|sect|chapter|clause|paragraph|para|figure|fig|table|step|rule|article|art|item|oid|isbn)\.?\s*[:#]?\s*"
-    r"|(?:==|>=|<=|~=|!=|\^|@)\s*|[A-Za-z][\w+]*[-/_]v?|§\s*)\Z"
+NETWORK_CONTEXT = re.compile(
+    r"(?i)\b(?:ip|ipv4|address|addr|host|server|dns|resolver|nameserver|gateway|router|ping|connect(?:ed)?|from|to)\b\W{0,3}\Z"
 )
-"""What makes a dotted quad a version, a section number or a package pin instead of an address."""
+"""Words that make ``1.1.1.1`` an address: a quad of single digits is otherwise read as a version."""
 
 
 class IpAddressDetector:
     """IPv4 and IPv6 addresses (``IP_ADDRESS``), as the standard library's ``ipaddress`` parses them.
 
-    A dotted quad after a version word or a name (``version 1.2.3.4``, ``nginx/1.25.3.1``,
-    ``==2.0.1.0``, ``section 1.2.3.4``) is a version or a section number, not an address; times,
-    MAC addresses and ``Foo::Bar`` scopes are not valid IPv6.
+    Not reported: loopback and unspecified addresses (``127.0.0.1``, ``0.0.0.0``, ``::1``), which
+    name no one; a dotted quad after a version word or a name (``version 1.2.3.4``,
+    ``nginx/1.25.3.1``, ``==2.0.1.0``, ``section 1.2.3.4``); a quad of single digits
+    (``2.0.0.1``) unless a network word comes before it (``dns 1.1.1.1``) or a port or prefix
+    after it; an IPv6 address of one group (``::ffff``). Times, MAC addresses and ``Foo::Bar``
+    scopes are not valid IPv6.
     """
 
     name = "ip_address"
@@ -350,22 +398,33 @@ class IpAddressDetector:
         if "." in text:
             for match in IPV4_CANDIDATE.finditer(text):
                 try:
-                    ipaddress.IPv4Address(match.group())
+                    address = ipaddress.IPv4Address(match.group())
                 except ValueError:
                     continue
-                if VERSION_CONTEXT.search(text, max(0, match.start() - 24), match.start()):
+                if address.is_loopback or address.is_unspecified:
                     continue
-                findings.append(Finding("IP_ADDRESS", match.start(), match.end(), self.name, 0.9))
+                start = match.start()
+                if VERSION_CONTEXT.search(text, max(0, start - 24), start):
+                    continue
+                if all(len(octet) == 1 for octet in match.group().split(".")):  # 2.0.0.1: likely a version
+                    port_or_prefix = text[match.end() : match.end() + 1] in (":", "/")
+                    if not (port_or_prefix or NETWORK_CONTEXT.search(text, max(0, start - 24), start)):
+                        continue
+                findings.append(Finding("IP_ADDRESS", start, match.end(), self.name, 0.9))
         if ":" in text:
             for match in IPV6_CANDIDATE.finditer(text):
-                candidate = match.group()
-                if candidate.count(":") < 2:
+                candidate, end = match.group(), match.end()
+                if candidate.endswith(":") and not candidate.endswith("::"):
+                    candidate, end = candidate[:-1], end - 1  # "…:924f: next" ends a sentence part
+                if candidate.count(":") < 2 or sum(1 for group in re.split(r"[:.]", candidate) if group) < 2:
                     continue
                 try:
-                    ipaddress.IPv6Address(candidate)
+                    address6 = ipaddress.IPv6Address(candidate)
                 except ValueError:
                     continue
-                findings.append(Finding("IP_ADDRESS", match.start(), match.end(), self.name, 0.9))
+                if address6.is_loopback or address6.is_unspecified:
+                    continue
+                findings.append(Finding("IP_ADDRESS", match.start(), end, self.name, 0.9))
         return findings
 
 
@@ -488,16 +547,11 @@ CREDENTIAL_PATTERNS: tuple[_CredentialPattern, ...] = (
     _CredentialPattern("API_KEY", re.compile(rf"\bya29\.[0-9A-Za-z_-]{{30,2048}}{_T}"), 0.95),
     # Stripe secret and restricted keys.
     _CredentialPattern("API_KEY", re.compile(r"\b[sr]k_(?:live|test)_[0-9A-Za-z]{24,99}\b"), 1.0),
-    # PEM private keys: the whole block, or from the header to the end of the base64 when cut off.
-    _CredentialPattern(
-        "PRIVATE_KEY",
-        re.compile(
-            r"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----"
-            r"(?:[\s\S]{0,16384}?-----END \1-----|(?:\s{1,4}(?:[A-Za-z0-9+/=]{8,100}|[A-Za-z-]{2,20}: [^\n]{1,200})){0,400})"
-        ),
-        1.0,
-    ),
 )
+PEM_BEGIN = re.compile(r"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----")
+PEM_BODY = re.compile(r"(?:\s{1,4}(?:[A-Za-z0-9+/=]{8,100}|[A-Za-z-]{2,20}: [^\n]{1,200})){0,400}")
+"""What follows a header whose END line is missing (a key cut off): base64 lines and PEM headers."""
+PEM_MAX_CHARS = 16384
 JWT = re.compile(rf"\beyJ[A-Za-z0-9_-]{{8,4096}}\.eyJ[A-Za-z0-9_-]{{8,8192}}\.[A-Za-z0-9_-]{{0,2048}}{_T}")
 URL_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/?#@\[\]]{0,256}:([^\s/?#@\[\]]{1,256})@[^\s/?#@]")
 PASSWORD_PLACEHOLDER = re.compile(r"(?i)\$\{?\w*\}?|\*+|x+|<[^>]*>|%s|\{\{?[^}]*\}\}?|\.\.\.|…")
@@ -539,6 +593,8 @@ class CredentialsDetector:
                     continue
                 start, end = match.span(pattern.group)
                 findings.append(Finding(pattern.kind, start, end, self.name, pattern.confidence))
+        if "-----BEGIN " in text:
+            findings += self._private_keys(text)
         if "eyJ" in text:
             for match in JWT.finditer(text):
                 header = _b64url_json(match.group().split(".", 1)[0])
@@ -548,6 +604,21 @@ class CredentialsDetector:
             for match in URL_PASSWORD.finditer(text):
                 if not PASSWORD_PLACEHOLDER.fullmatch(match.group(1)):
                     findings.append(Finding("PASSWORD", *match.span(1), self.name, 0.95))
+        return findings
+
+    def _private_keys(self, text: str) -> list[Finding]:
+        """PEM private key blocks: header to END line, or to the end of the base64 when cut off.
+
+        The END line is looked for with ``str.find`` within ``PEM_MAX_CHARS``: a regex lazily
+        scanning for it would re-read 16 KB after every header of a text full of them."""
+        findings = []
+        position = 0
+        while match := PEM_BEGIN.search(text, position):
+            end_line = f"-----END {match.group(1)}-----"
+            at = text.find(end_line, match.end(), match.end() + PEM_MAX_CHARS)
+            end = at + len(end_line) if at >= 0 else PEM_BODY.match(text, match.end()).end()
+            findings.append(Finding("PRIVATE_KEY", match.start(), end, self.name, 1.0))
+            position = end
         return findings
 
 
