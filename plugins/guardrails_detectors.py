@@ -1,22 +1,19 @@
 """The guardrails plugin's built-in detectors: deterministic, offline, one class per family.
 
 Each is registered as an entry point in the ``hookgate.detectors`` group, exactly like a third
-party's, and follows :class:`hookgate.detectors.Detector`:
+party's, and follows :class:`hookgate.detectors.Detector`. Entry point: kinds (how a candidate
+is checked):
 
-=================  ===================================================  ===========================
-entry point        kinds                                                how a candidate is checked
-=================  ===================================================  ===========================
-``email``          ``EMAIL``                                            RFC 5321 lengths, a letter TLD
-``phone``          ``PHONE``                                            ``phonenumbers``, per region
-``payment_card``   ``PAYMENT_CARD``                                     issuer prefix, length, Luhn
-``iban``           ``IBAN``                                             country format + mod 97
-``ip_address``     ``IP_ADDRESS``                                       stdlib ``ipaddress``
-``national_id``    ``US_SSN``, ``UK_NINO``, ``ES_NIF``, ``IT_FISCAL_CODE``,  published ranges / check
-                   ``FR_NIR``                                           characters (``python-stdnum``)
-``credentials``    ``API_KEY``, ``PRIVATE_KEY``, ``JWT``, ``PASSWORD``      provider key formats, PEM,
-                                                                        JWT header, URL userinfo
-``custom_patterns``  kinds from config                                  RE2 patterns from config
-=================  ===================================================  ===========================
+- ``email``: ``EMAIL`` (RFC 5321 lengths, a top-level label of letters)
+- ``phone``: ``PHONE`` (``phonenumbers``: valid in its region's numbering plan)
+- ``payment_card``: ``PAYMENT_CARD`` (issuer prefix and length, Luhn)
+- ``iban``: ``IBAN`` (the country's registered format, ISO 7064 mod 97)
+- ``ip_address``: ``IP_ADDRESS`` (the standard library's ``ipaddress``)
+- ``national_id``: ``US_SSN``, ``UK_NINO``, ``ES_NIF``, ``IT_FISCAL_CODE``, ``FR_NIR``
+  (published ranges and check characters, ``python-stdnum``)
+- ``credentials``: ``API_KEY``, ``PRIVATE_KEY``, ``JWT``, ``PASSWORD`` (provider key formats, PEM
+  blocks, a JWT header that decodes, URL userinfo)
+- ``custom_patterns``: the kinds an operator configures (RE2 patterns)
 
 Why no presidio-analyzer: its pattern recognizers are regular expressions plus the same
 checksums, but the package pulls in spaCy (a 393 MB virtualenv with numpy and thinc, 1.6 s to
@@ -27,13 +24,15 @@ the precision are taken from narrower libraries: ``phonenumbers`` (Google's numb
 metadata) for phones and ``python-stdnum`` for the IBAN registry and national ids.
 
 Identifiers that only *look* like personal data are the main source of false positives: an order
-number that happens to pass Luhn, a version string that is a valid IPv4 address. Card and phone numbers that
-directly follow an identifier label (``order #``, ``invoice no.``, ``tracking``, ``SKU``…) are
-therefore not reported, and dotted quads after a version word
-(``version``, ``v``, ``build``, ``==``…) are not reported as IP addresses.
+number that happens to pass Luhn, a version string that is a valid IPv4 address. Card and phone
+numbers that directly follow an identifier label (``order #``, ``invoice no.``, ``tracking``,
+``SKU``…) are therefore not reported, and dotted quads after a version word (``version``, ``v``,
+``build``, ``==``…) are not reported as IP addresses.
 
 Every pattern has bounded repetitions, so a scan is linear in the text even on adversarial input
-(a 100 KB run of base64 is not re-read from every position).
+(a 100 KB run of base64 is not re-read from every position). The costliest detector is ``phone``:
+libphonenumber parses every digit run, once per configured region (on 100 KB of dense digit
+groups about 1.5 s per region on this machine), so list only the regions your users write in.
 """
 from __future__ import annotations
 
@@ -43,7 +42,8 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, Mapping
 
 import phonenumbers
 import re2
@@ -78,11 +78,16 @@ class DetectorOptions(BaseModel):
 
 # --- context shared by the numeric detectors ---------------------------------------------------
 
+_ID_SUFFIX = r"(?:no\.?|nr\.?|num(?:ber)?\.?|#|id|code)"
 IDENTIFIER_LABEL = re.compile(
-    r"(?i)(?:\b(?:order|invoice|inv|tracking|track|shipment|parcel|ticket|case|ref|reference|sku|part|serial|s/n"
-    r"|model|po|confirmation|booking|transaction|txn|receipt|item|product|article|batch|lot|build|request"
-    r"|customer|account\s+id|user\s+id|id|upc|ean|gtin|isbn|zip|postcode|postal\s+code|tax|vat|ein|tin)"
-    r"\s*(?:no\.?|nr\.?|num(?:ber)?\.?|#|id)?(?:\s+(?:is|was))?\s*[:#=]?\s*#?\s*)\Z"
+    # Words that name a record by themselves ("order 123…"), then nouns that do only with a
+    # suffix ("customer no. 123…", not "call customer +1 415…").
+    r"(?i)(?:\b(?:order|invoice|inv|tracking|shipment|parcel|ticket|ref|reference|sku|serial|s/n|po|confirmation"
+    r"|booking|transaction|txn|receipt|batch|lot|id|upc|ean|gtin|isbn|zip|postcode|postal\s+code|ein|tin)"
+    rf"\s*{_ID_SUFFIX}?"
+    r"|\b(?:case|part|model|item|product|article|request|customer|account|user|member|build|tax|vat|order)"
+    rf"\s*{_ID_SUFFIX})"
+    r"(?:\s+(?:is|was))?\s*[:#=]?\s*#?\s*\Z"
 )
 """A label that says the number after it is an identifier (``Order #``, ``invoice no.``)."""
 
@@ -432,22 +437,21 @@ class IpAddressDetector:
 
 NATIONAL_ID_KINDS = ("US_SSN", "UK_NINO", "ES_NIF", "IT_FISCAL_CODE", "FR_NIR")
 NINO_REJECTED_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
-_B = r"(?<![\w-])"  # no letter, digit or dash before: not the tail of a longer code
-_E = r"(?![\w-])"
-NATIONAL_ID_PATTERNS: dict[str, re.Pattern[str]] = {
+_S = r"(?<![\w-].)"  # after a value's first character: no letter, digit or dash before it
+_E = r"(?![\w-])"  # (a lookbehind placed first would defeat re's fast scan for the first character)
+NATIONAL_ID_PATTERNS: Mapping[str, re.Pattern[str]] = MappingProxyType({
     # Area-group-serial with one separator style; a bare 9-digit run is too common to be an SSN.
-    "US_SSN": re.compile(rf"{_B}\d{{3}}([- ])\d{{2}}\1\d{{4}}{_E}"),
+    "US_SSN": re.compile(rf"\d{_S}\d{{2}}([- ])\d{{2}}\1\d{{4}}{_E}"),
     # HMRC's rules: two prefix letters (not D, F, I, Q, U, V; no O second), six digits, A-D.
-    "UK_NINO": re.compile(rf"{_B}([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]) ?\d{{2}} ?\d{{2}} ?\d{{2}} ?[A-D]{_E}"),
+    "UK_NINO": re.compile(rf"[A-CEGHJ-PR-TW-Z]{_S}[A-CEGHJ-NPR-TW-Z] ?\d{{2}} ?\d{{2}} ?\d{{2}} ?[A-D]{_E}"),
     # Spanish DNI (8 digits + check letter) and NIE (X/Y/Z + 7 digits + check letter).
-    "ES_NIF": re.compile(rf"{_B}(?:\d{{8}}|[XYZ]-?\d{{7}})-?[A-HJ-NP-TV-Z]{_E}"),
-    # Italian codice fiscale, omocodia substitutions included.
-    "IT_FISCAL_CODE": re.compile(
-        rf"(?i){_B}[A-Z]{{6}}[\dLMNP-V]{{2}}[A-EHLMPR-T][\dLMNP-V]{{2}}[A-Z][\dLMNP-V]{{3}}[A-Z]{_E}"
-    ),
+    "ES_NIF": re.compile(rf"(?:\d{_S}\d{{7}}|[XYZ]{_S}-?\d{{7}})-?[A-HJ-NP-TV-Z]{_E}"),
+    # Italian codice fiscale, omocodia substitutions included; upper case, as it is printed
+    # (case-insensitive, every six-letter word of prose would be a candidate).
+    "IT_FISCAL_CODE": re.compile(rf"[A-Z]{_S}[A-Z]{{5}}[\dLMNP-V]{{2}}[A-EHLMPR-T][\dLMNP-V]{{2}}[A-Z][\dLMNP-V]{{3}}[A-Z]{_E}"),
     # French NIR (numéro de sécurité sociale): sex, year, month, department, commune, order, key.
-    "FR_NIR": re.compile(rf"{_B}[12] ?\d{{2}} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{{2}}|2[ABab]) ?\d{{3}} ?\d{{3}} ?\d{{2}}{_E}"),
-}
+    "FR_NIR": re.compile(rf"[12]{_S} ?\d{{2}} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{{2}}|2[ABab]) ?\d{{3}} ?\d{{3}} ?\d{{2}}{_E}"),
+})
 
 
 def _national_id_valid(kind: str, value: str) -> bool:
@@ -497,10 +501,7 @@ class NationalIdDetector:
         findings = []
         for kind in self.config.kinds:
             for match in NATIONAL_ID_PATTERNS[kind].finditer(text):
-                value = match.group()
-                if kind == "IT_FISCAL_CODE":
-                    value = value.upper()
-                if _national_id_valid(kind, value):
+                if _national_id_valid(kind, match.group()):
                     findings.append(Finding(kind, match.start(), match.end(), self.name, 0.95))
         return findings
 
@@ -516,37 +517,41 @@ class _CredentialPattern:
     group: int = 0
     mixed_case: bool = False
     """The key body must mix upper and lower case letters and digits (generated, not a word)."""
+    needles: tuple[str, ...] = ()
+    """Literals one of which every match contains (in lower case): a text without any is not
+    scanned with this pattern, which keeps fifteen patterns cheap on plain prose."""
 
 
 _T = r"(?![A-Za-z0-9_-])"  # a key ends where its alphabet does
 CREDENTIAL_PATTERNS: tuple[_CredentialPattern, ...] = (
     # Anthropic: sk-ant-api03-… (and admin keys), 80-120 URL-safe characters.
-    _CredentialPattern("API_KEY", re.compile(rf"\bsk-ant-(?:api|admin|oat|ort)\d{{2}}-[A-Za-z0-9_-]{{80,120}}{_T}"), 1.0),
+    _CredentialPattern("API_KEY", re.compile(rf"\bsk-ant-(?:api|admin|oat|ort)\d{{2}}-[A-Za-z0-9_-]{{80,120}}{_T}"), 1.0, needles=("sk-ant-",)),
     # OpenAI: sk-…, sk-proj-…, sk-svcacct-…, sk-admin-…
-    _CredentialPattern("API_KEY", re.compile(rf"\bsk-(?!ant-)(?:[A-Za-z]{{2,8}}-)?([A-Za-z0-9_-]{{32,200}}){_T}"), 0.95, 0, True),
+    _CredentialPattern("API_KEY", re.compile(rf"\bsk-(?!ant-)(?:[A-Za-z]{{2,8}}-)?([A-Za-z0-9_-]{{32,200}}){_T}"), 0.95, mixed_case=True, needles=("sk-",)),
     # Groq: gsk_ + 52 alphanumerics.
-    _CredentialPattern("API_KEY", re.compile(r"\bgsk_[A-Za-z0-9]{52}\b"), 1.0),
+    _CredentialPattern("API_KEY", re.compile(r"\bgsk_[A-Za-z0-9]{52}\b"), 1.0, needles=("gsk_",)),
     # AWS access key ids (long-term AKIA, temporary ASIA) and secret keys given with their name.
-    _CredentialPattern("API_KEY", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), 1.0),
+    _CredentialPattern("API_KEY", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), 1.0, needles=("akia", "asia")),
     _CredentialPattern(
         "API_KEY",
         re.compile(r"(?i:aws_?secret_?access_?key|aws_?secret_?key|secret_?access_?key)[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"),
         1.0,
         1,
+        needles=("secret",),
     ),
     # GitHub: classic tokens (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained github_pat_.
-    _CredentialPattern("API_KEY", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,251}\b"), 1.0),
-    _CredentialPattern("API_KEY", re.compile(r"\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b"), 1.0),
+    _CredentialPattern("API_KEY", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,251}\b"), 1.0, needles=("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+    _CredentialPattern("API_KEY", re.compile(r"\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b"), 1.0, needles=("github_pat_",)),
     # Slack: bot/user/app tokens and incoming-webhook URLs.
-    _CredentialPattern("API_KEY", re.compile(rf"\bxox[abposr]-(?:\d{{6,16}}-){{1,3}}[A-Za-z0-9-]{{10,64}}{_T}"), 1.0),
-    _CredentialPattern("API_KEY", re.compile(r"\bxapp-\d-[A-Z0-9]{8,16}-\d{6,16}-[a-f0-9]{32,80}\b"), 1.0),
-    _CredentialPattern("API_KEY", re.compile(r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{20,32}"), 1.0),
+    _CredentialPattern("API_KEY", re.compile(rf"\bxox[abposr]-(?:\d{{6,16}}-){{1,3}}[A-Za-z0-9-]{{10,64}}{_T}"), 1.0, needles=("xox",)),
+    _CredentialPattern("API_KEY", re.compile(r"\bxapp-\d-[A-Z0-9]{8,16}-\d{6,16}-[a-f0-9]{32,80}\b"), 1.0, needles=("xapp-",)),
+    _CredentialPattern("API_KEY", re.compile(r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{20,32}"), 1.0, needles=("hooks.slack.com",)),
     # Google: API keys (AIza…), OAuth client secrets (GOCSPX-…) and access tokens (ya29.…).
-    _CredentialPattern("API_KEY", re.compile(rf"\bAIza[0-9A-Za-z_-]{{35}}{_T}"), 1.0),
-    _CredentialPattern("API_KEY", re.compile(rf"\bGOCSPX-[0-9A-Za-z_-]{{28}}{_T}"), 1.0),
-    _CredentialPattern("API_KEY", re.compile(rf"\bya29\.[0-9A-Za-z_-]{{30,2048}}{_T}"), 0.95),
+    _CredentialPattern("API_KEY", re.compile(rf"\bAIza[0-9A-Za-z_-]{{35}}{_T}"), 1.0, needles=("aiza",)),
+    _CredentialPattern("API_KEY", re.compile(rf"\bGOCSPX-[0-9A-Za-z_-]{{28}}{_T}"), 1.0, needles=("gocspx-",)),
+    _CredentialPattern("API_KEY", re.compile(rf"\bya29\.[0-9A-Za-z_-]{{30,2048}}{_T}"), 0.95, needles=("ya29.",)),
     # Stripe secret and restricted keys.
-    _CredentialPattern("API_KEY", re.compile(r"\b[sr]k_(?:live|test)_[0-9A-Za-z]{24,99}\b"), 1.0),
+    _CredentialPattern("API_KEY", re.compile(r"\b[sr]k_(?:live|test)_[0-9A-Za-z]{24,99}\b"), 1.0, needles=("k_live_", "k_test_")),
 )
 PEM_BEGIN = re.compile(r"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----")
 PEM_BODY = re.compile(r"(?:\s{1,4}(?:[A-Za-z0-9+/=]{8,100}|[A-Za-z-]{2,20}: [^\n]{1,200})){0,400}")
@@ -587,7 +592,10 @@ class CredentialsDetector:
 
     def detect(self, text: str) -> list[Finding]:
         findings = []
+        lowered = text.lower()
         for pattern in CREDENTIAL_PATTERNS:
+            if not any(needle in lowered for needle in pattern.needles):
+                continue
             for match in pattern.regex.finditer(text):
                 if pattern.mixed_case and not _mixed(match.group(1)):
                     continue

@@ -38,6 +38,11 @@ def test_phone_national_formats_need_their_region_and_international_ones_do_not(
     assert found(PhoneDetector(PhoneOptions(regions=("de", "US"))), text) == [("PHONE", "030 23125000"), ("PHONE", "+1 415-555-2671")]
 
 
+def test_a_number_after_an_identifier_label_is_a_record_not_a_phone():
+    text = "Order 2125551234 shipped; call customer service at +1 415-555-2671 or customer no. 4155552671"
+    assert found(PhoneDetector(), text) == [("PHONE", "+1 415-555-2671")]
+
+
 def test_phone_options_are_checked():
     with pytest.raises(ValidationError, match="unknown regions: XX"):
         PhoneOptions(regions=("US", "XX"))

@@ -59,6 +59,15 @@ def test_the_provider_sees_typed_placeholders_stable_per_value():
     assert [f.kind for f in masked.findings] == ["EMAIL", "EMAIL", "EMAIL", "PAYMENT_CARD"]
 
 
+def test_each_kind_is_numbered_on_its_own():
+    masker = Masker()
+    assert [masker.placeholder(kind, value) for kind, value in [("EMAIL", "a@x.io"), ("IBAN", "GB82"), ("EMAIL", "b@x.io"), ("EMAIL", "a@x.io")]] == [
+        "<EMAIL_1>", "<IBAN_1>", "<EMAIL_2>", "<EMAIL_1>",
+    ]
+    with pytest.raises(TypeError):
+        masker.restorations["<EMAIL_3>"] = "c@x.io"  # read-only: only the masker issues placeholders
+
+
 def test_placeholders_are_stable_across_messages_and_text_parts():
     body = request("I am jane@example.org", [{"type": "text", "text": "reply to jane@example.org"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}])
     masked = mask_chat_request(body, find)
