@@ -10,6 +10,7 @@ nothing but the translations.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from functools import cache
 from typing import Any
 
 import aiohttp
@@ -37,10 +38,15 @@ def strict_sdk(sdk_type: Any, data: Any) -> Any:
     """``data`` validated as the SDK type ``sdk_type`` (a model or a union of models), failing
     on any field the SDK does not declare: the SDK models accept unknown fields silently, so a
     misspelt or invented field would otherwise pass."""
-    value = pydantic.TypeAdapter(sdk_type).validate_python(data)
+    value = _adapter(sdk_type).validate_python(data)
     extras = list(_extra_fields(value, "$"))
     assert extras == [], f"fields the SDK's {getattr(sdk_type, '__name__', sdk_type)} does not declare: {extras}"
     return value
+
+
+@cache
+def _adapter(sdk_type: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(sdk_type)  # building one for a big union takes a good fraction of a second
 
 
 def _extra_fields(value: Any, path: str) -> Iterator[str]:
