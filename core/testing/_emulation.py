@@ -227,8 +227,9 @@ class RecordedRequest:
 @final
 @dataclass(slots=True)
 class EmulatorStats:
-    """Counters of an emulator's API calls (chat completions, Messages); ``GET …/models`` is
-    not counted."""
+    """Counters of an emulator's API calls (every ``POST``: chat completions, responses,
+    embeddings, Messages, count_tokens…); lookups (``GET …/models``, stored responses) are not
+    counted."""
 
     calls: int = 0
     """Calls received, whatever their outcome."""
@@ -281,7 +282,7 @@ class Emulator(ABC, Generic[_FaultT, _SettingsT]):
     # -- Scripting -----------------------------------------------------------------------------
 
     def script(self, *behaviours: _FaultT | None) -> None:
-        """Queue one behaviour per upcoming API call (chat completion, Messages call), in order.
+        """Queue one behaviour per upcoming API call (any counted endpoint), in order.
 
         ``None`` means "answer normally" (settings latency still applies, the standing
         ``settings.fault`` does not). Once the queue is used up, calls follow ``settings``

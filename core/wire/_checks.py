@@ -13,7 +13,7 @@ __all__ = ["as_bool", "as_int", "as_list", "as_mapping", "as_number", "as_str", 
 
 
 def as_mapping(value: Any, param: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):  # JSON objects; typing.Mapping checks cost 10x more on the hot path
         raise InvalidRequest(f"Invalid value for '{param}': expected an object.", param=param)
     return value
 

@@ -68,9 +68,9 @@ def anthropic_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     (``cached_tokens``) and written to (``cache_write_tokens``) the prompt cache, Anthropic's
     ``input_tokens`` does not; reasoning tokens become ``output_tokens_details.thinking_tokens``.
     The inverse of :func:`hookgate.wire.anthropic.openai_usage`."""
-    usage = usage if isinstance(usage, Mapping) else {}
+    usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    details = details if isinstance(details, Mapping) else {}
+    details = details if isinstance(details, dict) else {}
     cache_read = _count(details.get("cached_tokens"))
     cache_write = _count(details.get("cache_write_tokens"))
     translated: dict[str, Any] = {
@@ -80,7 +80,7 @@ def anthropic_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
         "output_tokens": _count(usage.get("completion_tokens")),
     }
     completion_details = usage.get("completion_tokens_details")
-    if isinstance(completion_details, Mapping) and completion_details.get("reasoning_tokens") is not None:
+    if isinstance(completion_details, dict) and completion_details.get("reasoning_tokens") is not None:
         translated["output_tokens_details"] = {"thinking_tokens": _count(completion_details["reasoning_tokens"])}
     return translated
 
@@ -115,12 +115,12 @@ def to_anthropic_message(
     name the client asked for (default: the upstream's); ``message_id`` defaults to ``msg_`` +
     the upstream id. Raises :class:`~hookgate.UpstreamError` (502) for a completion that is not
     one, or whose tool call arguments are not a JSON object (Anthropic's ``input`` must be)."""
-    choices = completion.get("choices") if isinstance(completion, Mapping) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise malformed(provider, "a completion without choices")
     choice = choices[0]
     message = choice.get("message")
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         raise malformed(provider, "a choice without a message")
     blocks: list[dict[str, Any]] = []
     reasoning = _reasoning_text(message)
@@ -128,15 +128,15 @@ def to_anthropic_message(
         blocks.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     content = message.get("content")
     if isinstance(content, list):  # a few upstreams answer with text parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     if isinstance(content, str) and content:
         blocks.append({"type": "text", "text": content})
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         blocks.append({"type": "text", "text": refusal})
     for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
             raise malformed(provider, "a tool call without a function")
         tool_input = json_object(function.get("arguments"))
         if tool_input is None:
@@ -200,18 +200,18 @@ class ChatStreamToAnthropic:
 
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The events one ``chat.completion.chunk`` amounts to."""
-        if not isinstance(chunk, Mapping):
+        if not isinstance(chunk, dict):
             raise malformed(self._provider, "a stream chunk that is not an object")
         events: list[dict[str, Any]] = []
         if not self.started:
             events.append(self._message_start(chunk))
-        if isinstance(chunk.get("usage"), Mapping):
+        if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]  # cumulative: the last one wins
         for choice in chunk.get("choices") or ():
-            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta")
-            if isinstance(delta, Mapping):
+            if isinstance(delta, dict):
                 self._delta(delta, events)
             if isinstance(choice.get("finish_reason"), str):
                 self._finish_reason = choice["finish_reason"]
@@ -250,7 +250,7 @@ class ChatStreamToAnthropic:
     def _message_start(self, chunk: Mapping[str, Any]) -> dict[str, Any]:
         self.started = True
         model = self._model if self._model is not None else str(chunk.get("model") or "")
-        usage = anthropic_usage(chunk.get("usage")) if isinstance(chunk.get("usage"), Mapping) else {"input_tokens": 0, "output_tokens": 0}
+        usage = anthropic_usage(chunk.get("usage")) if isinstance(chunk.get("usage"), dict) else {"input_tokens": 0, "output_tokens": 0}
         message = {
             "id": self._message_id or _message_id(chunk.get("id")),
             "type": "message",
@@ -277,12 +277,12 @@ class ChatStreamToAnthropic:
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for position, call in enumerate(calls):
-                if isinstance(call, Mapping):
+                if isinstance(call, dict):
                     self._tool_call(call, position, events)
 
     def _tool_call(self, call: Mapping[str, Any], position: int, events: list[dict[str, Any]]) -> None:
         key = call["index"] if isinstance(call.get("index"), int) else position
-        function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
         if self._open != ("tool", key):
             if key in self._tools:
                 raise malformed(self._provider, "a tool call delta for a call it had already left")

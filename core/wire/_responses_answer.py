@@ -64,12 +64,12 @@ def new_response_id() -> str:
 
 def responses_usage(usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Responses usage for OpenAI chat usage (None when there is none)."""
-    if not isinstance(usage, Mapping):
+    if not isinstance(usage, dict):
         return None
     prompt_details = usage.get("prompt_tokens_details")
-    prompt_details = prompt_details if isinstance(prompt_details, Mapping) else {}
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
     completion_details = usage.get("completion_tokens_details")
-    completion_details = completion_details if isinstance(completion_details, Mapping) else {}
+    completion_details = completion_details if isinstance(completion_details, dict) else {}
     prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
     return {
         "input_tokens": prompt,
@@ -97,8 +97,8 @@ def _reasoning_text(message: Mapping[str, Any]) -> str | None:
 
 def _shell(request: Mapping[str, Any], *, response_id: str, created_at: int, model: str) -> dict[str, Any]:
     """The response object with the request's settings echoed, before any output."""
-    text = request.get("text") if isinstance(request.get("text"), Mapping) else {}
-    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), Mapping) else {}
+    text = request.get("text") if isinstance(request.get("text"), dict) else {}
+    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
     shell = {
         "id": response_id,
         "object": "response",
@@ -156,12 +156,12 @@ def to_response(
     Responses ``request``. ``model`` defaults to the upstream's model name; ``response_id`` to
     :func:`new_response_id`. Raises :class:`~hookgate.UpstreamError` (502) for a completion that
     is not one."""
-    choices = completion.get("choices") if isinstance(completion, Mapping) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise malformed(provider, "a completion without choices")
     choice = choices[0]
     message = choice.get("message")
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         raise malformed(provider, "a choice without a message")
     response_id = response_id or new_response_id()
     suffix = response_id.removeprefix("resp_")
@@ -181,7 +181,7 @@ def to_response(
     parts: list[dict[str, Any]] = []
     content = message.get("content")
     if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     if isinstance(content, str) and content:
         parts.append({"type": "output_text", "text": content, "annotations": [], "logprobs": []})
     if isinstance(message.get("refusal"), str) and message["refusal"]:
@@ -189,8 +189,8 @@ def to_response(
     if parts:
         output.append({"id": f"msg_{suffix}_{len(output)}", "type": "message", "status": item_status, "role": "assistant", "content": parts})
     for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
             raise malformed(provider, "a tool call without a function")
         number = len(output)
         output.append(
@@ -231,7 +231,7 @@ class ChatStreamToResponses:
     """
 
     __slots__ = (
-        "_finish_reason", "_limits", "_model", "_open", "_open_part", "_provider", "_request", "_seq", "_suffix",
+        "_finish_reason", "_limits", "_model", "_open", "_open_part", "_pieces", "_provider", "_request", "_seq", "_suffix",
         "_tools", "_usage", "finished", "response", "started",
     )
 
@@ -252,6 +252,7 @@ class ChatStreamToResponses:
         self._seq = 0
         self._open: tuple[str, Any] | None = None  # ("message" | "reasoning" | "function_call", tool key)
         self._open_part: str | None = None  # the open content part's type, in a message or reasoning item
+        self._pieces: list[str] = []  # the open part's text or the open call's arguments so far, joined on close
         self._tools: set[Any] = set()
         self._finish_reason: str | None = None
         self._usage: Mapping[str, Any] | None = None
@@ -267,16 +268,16 @@ class ChatStreamToResponses:
 
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The events one ``chat.completion.chunk`` amounts to."""
-        if not isinstance(chunk, Mapping):
+        if not isinstance(chunk, dict):
             raise malformed(self._provider, "a stream chunk that is not an object")
         events = self._start(chunk)
-        if isinstance(chunk.get("usage"), Mapping):
+        if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
-            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta")
-            if isinstance(delta, Mapping):
+            if isinstance(delta, dict):
                 self._delta(delta, events)
             if isinstance(choice.get("finish_reason"), str):
                 self._finish_reason = choice["finish_reason"]
@@ -302,6 +303,7 @@ class ChatStreamToResponses:
             return []
         events = self._start(None)
         self.finished = True
+        self._flush()
         self.response["status"] = "failed"
         code = "rate_limit_exceeded" if error.status == 429 else "invalid_prompt" if error.status == 400 else "server_error"
         self.response["error"] = {"code": code, "message": error.message}
@@ -342,7 +344,7 @@ class ChatStreamToResponses:
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for position, call in enumerate(calls):
-                if isinstance(call, Mapping):
+                if isinstance(call, dict):
                     self._tool_call(call, position, events)
 
     def _open_item(self, kind: str, key: Any, item: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -370,9 +372,8 @@ class ChatStreamToResponses:
             item["content"].append(part)
             self._open_part = part_type
             events.append(self._part_event("response.content_part.added", part=dict(part)))
-        part = item["content"][-1]
-        prefix, field = _PART_EVENTS[part_type]
-        part[field] += text
+        prefix, _ = _PART_EVENTS[part_type]
+        self._pieces.append(text)  # joined once on close: += on a shared string copies it every time
         extra = {"logprobs": []} if part_type == "output_text" else {}
         events.append(self._part_event(f"{prefix}.delta", delta=text, **extra))
 
@@ -380,9 +381,21 @@ class ChatStreamToResponses:
         item = self._output[-1]
         return self._event(kind, item_id=item["id"], output_index=len(self._output) - 1, content_index=len(item["content"]) - 1, **fields)
 
+    def _flush(self) -> None:
+        """Write the pieces received so far into the open part or function call."""
+        if self._open is None:
+            return
+        item = self._output[-1]
+        if item["type"] == "function_call":
+            item["arguments"] = "".join(self._pieces)
+        elif self._open_part is not None:
+            item["content"][-1][_PART_EVENTS[self._open_part][1]] = "".join(self._pieces)
+
     def _close_part(self) -> list[dict[str, Any]]:
         if self._open_part is None:
             return []
+        self._flush()
+        self._pieces = []
         part = self._output[-1]["content"][-1]
         prefix, field = _PART_EVENTS[self._open_part]
         self._open_part = None
@@ -391,7 +404,7 @@ class ChatStreamToResponses:
 
     def _tool_call(self, call: Mapping[str, Any], position: int, events: list[dict[str, Any]]) -> None:
         key = call["index"] if isinstance(call.get("index"), int) else position
-        function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
         if self._open != ("function_call", key):
             if key in self._tools:
                 raise malformed(self._provider, "a tool call delta for a call it had already left")
@@ -409,7 +422,7 @@ class ChatStreamToResponses:
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             item = self._output[-1]
-            item["arguments"] += arguments
+            self._pieces.append(arguments)
             events.append(self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=len(self._output) - 1, delta=arguments))
 
     def _close(self, *, incomplete: bool) -> list[dict[str, Any]]:
@@ -419,6 +432,8 @@ class ChatStreamToResponses:
         item = self._output[-1]
         index = len(self._output) - 1
         if item["type"] == "function_call":
+            self._flush()
+            self._pieces = []
             events.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index, name=item["name"], arguments=item["arguments"]))
             item["status"] = "completed"
         else:
