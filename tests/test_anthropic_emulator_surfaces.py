@@ -3,6 +3,7 @@ citations, and ``count_tokens``, through the official anthropic SDK; bodies and 
 against the SDK's types with unknown fields forbidden."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
@@ -185,3 +186,22 @@ async def test_count_tokens_takes_faults_and_checks_requests(client: anthropic.A
         await client.messages.count_tokens(model="m", messages=[])
     emulator.settings = EmulatorSettings(cache_read_input_tokens=50)
     assert (await client.messages.count_tokens(model="m", messages=[user("three words here")])).input_tokens == 3
+
+
+async def test_thinking_and_citation_events_are_the_sdks_types(aiohttp_client) -> None:
+    from anthropic.types import RawMessageStreamEvent
+
+    http = await aiohttp_client(AnthropicEmulator().make_app())
+    response = await http.post(
+        "/v1/messages",
+        headers={"x-api-key": "k", "anthropic-version": "2026-10-21"},
+        json={**ask(user(documents()), thinking=THINKING), "stream": True},
+    )
+    names = []
+    for block in (await response.text()).strip().split("\n\n"):
+        name, data = block.split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        if event["type"] != "ping":  # pings are in Anthropic's stream but not in the SDK's event union
+            strict_sdk(RawMessageStreamEvent, event)
+        names.append(event.get("delta", {}).get("type") or event["type"])
+    assert names.count("thinking_delta") == 6 and names.count("signature_delta") == 1 and names.count("citations_delta") == 3
