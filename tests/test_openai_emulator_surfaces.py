@@ -49,7 +49,7 @@ async def client(emulator):
 
 
 def cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b))
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +145,15 @@ async def test_stored_responses_are_retrieved_listed_and_deleted(client: openai.
         await client.responses.delete(response.id)
 
 
+async def test_a_stored_response_can_be_streamed_again(client: openai.AsyncOpenAI, emulator: OpenAIEmulator, aiohttp_client) -> None:
+    response = await client.responses.create(model="gpt-4o", input="replay me")
+    http = await aiohttp_client(emulator.make_app())
+    replayed = await http.get(f"/v1/responses/{response.id}", params={"stream": "true"})
+    events = [block for block in (await replayed.text()).split("\n\n") if block]
+    assert events[0].startswith("event: response.created") and events[-1].startswith("event: response.completed")
+    assert response.id in events[-1]
+
+
 async def test_unstored_responses_cannot_be_retrieved_and_the_store_is_bounded() -> None:
     async with OpenAIEmulator(stored_responses=2).serve() as emu:
         sdk = openai.AsyncOpenAI(base_url=emu.base_url, api_key="k", max_retries=0)
@@ -197,7 +206,7 @@ async def test_base64_and_float_encodings_carry_the_same_vector(client: openai.A
     floats = await client.embeddings.create(model="text-embedding-3-large", input="hello", encoding_format="float", dimensions=64)
     decoded = await client.embeddings.create(model="text-embedding-3-large", input="hello", dimensions=64)  # the SDK asks for base64
     assert len(floats.data[0].embedding) == len(decoded.data[0].embedding) == 64
-    assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7) for a, b in zip(floats.data[0].embedding, decoded.data[0].embedding))
+    assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7) for a, b in zip(floats.data[0].embedding, decoded.data[0].embedding, strict=True))
 
 
 async def test_token_arrays_and_batches_are_embedded(client: openai.AsyncOpenAI) -> None:

@@ -344,6 +344,12 @@ def test_unreadable_completions_are_502s(body: dict[str, Any]) -> None:
     assert (failed.value.status, failed.value.code) == (502, "upstream_malformed")
 
 
+def test_an_answer_with_more_tool_calls_than_the_bound_is_malformed() -> None:
+    calls = [{"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in range(3)]
+    with pytest.raises(UpstreamError, match="at most 2"):
+        to_anthropic_message(completion({"tool_calls": calls}, "tool_calls"), limits=WireLimits(max_output_items=2))
+
+
 # ---------------------------------------------------------------------------------------------
 # Streams: chat chunks → Anthropic events
 # ---------------------------------------------------------------------------------------------

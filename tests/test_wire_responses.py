@@ -306,6 +306,9 @@ def test_unreadable_completions_are_502s() -> None:
     for body in ({"choices": []}, {"choices": ["x"]}, {"choices": [{"message": None}]}):
         with pytest.raises(UpstreamError):
             to_response(body, request=ask("q"))
+    calls = [{"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in range(3)]
+    with pytest.raises(UpstreamError, match="at most 2"):
+        to_response(completion({"tool_calls": calls}, "tool_calls"), request=ask("q"), limits=WireLimits(max_output_items=2))
 
 
 # ---------------------------------------------------------------------------------------------

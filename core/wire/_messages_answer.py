@@ -109,7 +109,12 @@ def _reasoning_text(message: Mapping[str, Any]) -> str | None:
 
 
 def to_anthropic_message(
-    completion: Mapping[str, Any], *, model: str | None = None, message_id: str | None = None, provider: str = "chat"
+    completion: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    message_id: str | None = None,
+    provider: str = "chat",
+    limits: WireLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """The Messages ``message`` for a ``chat.completion`` (its first choice). ``model`` is the
     name the client asked for (default: the upstream's); ``message_id`` defaults to ``msg_`` +
@@ -134,7 +139,10 @@ def to_anthropic_message(
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         blocks.append({"type": "text", "text": refusal})
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls") or ()
+    if not isinstance(calls, list) or len(calls) > limits.max_output_items:
+        raise malformed(provider, f"tool calls that are not a list of at most {limits.max_output_items}")
+    for call in calls:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             raise malformed(provider, "a tool call without a function")

@@ -151,6 +151,7 @@ def to_response(
     response_id: str | None = None,
     model: str | None = None,
     provider: str = "chat",
+    limits: WireLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """The Responses ``response`` for a ``chat.completion`` (its first choice) answering the
     Responses ``request``. ``model`` defaults to the upstream's model name; ``response_id`` to
@@ -188,7 +189,10 @@ def to_response(
         parts.append({"type": "refusal", "refusal": message["refusal"]})
     if parts:
         output.append({"id": f"msg_{suffix}_{len(output)}", "type": "message", "status": item_status, "role": "assistant", "content": parts})
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls") or ()
+    if not isinstance(calls, list) or len(calls) > limits.max_output_items:
+        raise malformed(provider, f"tool calls that are not a list of at most {limits.max_output_items}")
+    for call in calls:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             raise malformed(provider, "a tool call without a function")
