@@ -139,7 +139,7 @@ def to_anthropic_message(
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         blocks.append({"type": "text", "text": refusal})
-    calls = message.get("tool_calls") or ()
+    calls = message.get("tool_calls") or []
     if not isinstance(calls, list) or len(calls) > limits.max_output_items:
         raise malformed(provider, f"tool calls that are not a list of at most {limits.max_output_items}")
     for call in calls:

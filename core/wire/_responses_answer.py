@@ -189,7 +189,7 @@ def to_response(
         parts.append({"type": "refusal", "refusal": message["refusal"]})
     if parts:
         output.append({"id": f"msg_{suffix}_{len(output)}", "type": "message", "status": item_status, "role": "assistant", "content": parts})
-    calls = message.get("tool_calls") or ()
+    calls = message.get("tool_calls") or []
     if not isinstance(calls, list) or len(calls) > limits.max_output_items:
         raise malformed(provider, f"tool calls that are not a list of at most {limits.max_output_items}")
     for call in calls:
