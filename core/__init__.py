@@ -45,7 +45,10 @@ __version__ = "0.1.0"
 PUBLIC_MODULES = (
     "hookgate",
     "hookgate.accounting",
+    "hookgate.balancing",
+    "hookgate.balancing_redis",
     "hookgate.cache_control",
+    "hookgate.detectors",
     "hookgate.embeddings",
     "hookgate.events",
     "hookgate.facts",
@@ -61,6 +64,7 @@ PUBLIC_MODULES = (
     "hookgate.testing",
     "hookgate.upstream",
     "hookgate.web",
+    "hookgate.wire",
 )
 """The documented modules a plugin may import from (docs/reference.md lists their names); a
 module under one of them (``hookgate.testing.openai_emulator``) is public too."""

@@ -2,7 +2,7 @@
 translated both ways so clients keep speaking OpenAI's chat completions.
 
 Built on :mod:`hookgate.provider_kit`: the SDK client has ``max_retries=0`` and runs on
-its aiohttp transport; requests are translated (:mod:`hookgate.providers.anthropic_translation`),
+its aiohttp transport; requests are translated (:mod:`hookgate.wire.anthropic`),
 serialised once with orjson and sent through the SDK's raw ``post("/v1/messages")``, which adds
 the key (``Authorization: Bearer``) and the ``anthropic-version`` header the SDK was built for.
 Answers are parsed once and translated as plain dicts; a stream is translated event by event.
@@ -18,7 +18,7 @@ import orjson
 from pydantic import Field
 
 from hookgate import Completion, CompletionStream, GatewayError, RequestContext, UpstreamError
-from hookgate.providers.anthropic_translation import (
+from hookgate.wire.anthropic import (
     AnthropicStreamTranslator,
     error_from_anthropic,
     from_anthropic_message,

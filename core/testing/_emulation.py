@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
+import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -44,6 +46,8 @@ __all__ = [
     "parse_command_line",
     "serve_until_interrupted",
     "stream_events",
+    "tool_input_for",
+    "tools_to_call",
     "unstreamed_fault_response",
 ]
 
@@ -64,6 +68,63 @@ SSE_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
 def count_tokens(text: str) -> int:
     """Emulated token count: whitespace-separated words, so tests can predict usage exactly."""
     return len(text.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Tool calls: the same rule in every API, so a translated conversation calls the same tools
+# ---------------------------------------------------------------------------------------------
+
+
+def tool_input_for(schema: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+    """The deterministic input the emulator calls a tool with: each ``required`` property of
+    ``schema`` (every property when none is required) gets its ``enum``'s first value, or by
+    type: string → ``prompt``, integer → the prompt's word count, number → the same as a float,
+    boolean → true, array → [], object → {}; other types → null."""
+    properties = schema.get("properties") or {}
+    names = schema.get("required") or list(properties)
+    values: dict[str, Any] = {}
+    for name in names:
+        spec = properties.get(name) or {}
+        kind = spec.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), None)
+        if spec.get("enum"):
+            values[name] = spec["enum"][0]
+        elif kind == "string":
+            values[name] = prompt
+        elif kind == "integer":
+            values[name] = count_tokens(prompt)
+        elif kind == "number":
+            values[name] = float(count_tokens(prompt))
+        elif kind == "boolean":
+            values[name] = True
+        elif kind == "array":
+            values[name] = []
+        elif kind == "object":
+            values[name] = {}
+        else:
+            values[name] = None
+    return values
+
+
+_ToolT = TypeVar("_ToolT")
+
+
+def tools_to_call(
+    tools: Sequence[tuple[str, _ToolT]], prompt: str, *, choice: str, forced: str | None = None, parallel: bool = True
+) -> list[tuple[str, _ToolT]]:
+    """The ``(name, tool)`` pairs an answer calls, in the order of ``tools``; empty for a text
+    answer. ``choice`` is ``"auto"`` (call the tools the prompt names as words), ``"any"``
+    (those, or else the first tool), ``"tool"`` (the one named ``forced``) or ``"none"``;
+    ``parallel=False`` keeps only the first."""
+    if not tools or choice == "none":
+        return []
+    if choice == "tool":
+        return [pair for pair in tools if pair[0] == forced][:1]
+    named = [pair for pair in tools if re.search(rf"\b{re.escape(pair[0])}\b", prompt)]
+    if not named and choice == "any":
+        named = list(tools[:1])
+    return named if parallel else named[:1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +174,7 @@ class SettingsFields(Protocol[_FaultT_co]):
 
 
 _SettingsT = TypeVar("_SettingsT", bound=SettingsFields[Any])
+_Answer = Callable[[web.Request, "EmulatorStats"], Awaitable[web.StreamResponse]]
 
 
 def check_fault_outcome(fault: FaultFields, outcomes: Sequence[str]) -> None:
@@ -165,8 +227,9 @@ class RecordedRequest:
 @final
 @dataclass(slots=True)
 class EmulatorStats:
-    """Counters of an emulator's API calls (chat completions, Messages); ``GET …/models`` is
-    not counted."""
+    """Counters of an emulator's API calls (every ``POST``: chat completions, responses,
+    embeddings, Messages, count_tokens…); lookups (``GET …/models``, stored responses) are not
+    counted."""
 
     calls: int = 0
     """Calls received, whatever their outcome."""
@@ -180,6 +243,9 @@ class EmulatorStats:
     exits are cancelled by the shutdown and counted here too."""
     requests: list[RecordedRequest] = field(default_factory=list)
     """Every call in arrival order, when ``EmulatorSettings.record_requests`` is on."""
+    calls_by_path: dict[str, int] = field(default_factory=dict)
+    """Calls received per counted endpoint (``"/v1/embeddings"``…): one key per route, so it
+    stays as small as the API."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +258,8 @@ class Emulator(ABC, Generic[_FaultT, _SettingsT]):
 
     One instance holds its settings, script and stats; every app it makes shares them, so a test
     can serve it, point a client at :attr:`base_url`, and inspect :attr:`stats` afterwards.
-    A subclass sets :attr:`_CALL_PATH` and implements :meth:`_answer`.
+    A subclass sets :attr:`_CALL_PATH` and implements :meth:`_answer`; one serving more counted
+    endpoints overrides :meth:`_counted_routes`, and adds uncounted ones in :meth:`_add_routes`.
     """
 
     __slots__ = ("_api_prefix", "_base_path", "_base_url", "_ids", "_models_body", "_script", "settings", "stats")
@@ -215,7 +282,7 @@ class Emulator(ABC, Generic[_FaultT, _SettingsT]):
     # -- Scripting -----------------------------------------------------------------------------
 
     def script(self, *behaviours: _FaultT | None) -> None:
-        """Queue one behaviour per upcoming API call (chat completion, Messages call), in order.
+        """Queue one behaviour per upcoming API call (any counted endpoint), in order.
 
         ``None`` means "answer normally" (settings latency still applies, the standing
         ``settings.fault`` does not). Once the queue is used up, calls follow ``settings``
@@ -237,15 +304,27 @@ class Emulator(ABC, Generic[_FaultT, _SettingsT]):
         stats.calls = stats.cancelled = 0
         stats.peak_in_flight = stats.in_flight
         stats.requests.clear()
+        stats.calls_by_path.clear()
 
     # -- Serving -------------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
         """A fresh aiohttp application backed by this emulator's settings, script and stats."""
         app = web.Application()
-        app.router.add_post(f"{self._api_prefix}{self._CALL_PATH}", self._count_call)
+        for path, answer in self._counted_routes():
+            full = f"{self._api_prefix}{path}"
+            app.router.add_post(full, functools.partial(self._count_call, full, answer))
         app.router.add_get(f"{self._api_prefix}/models", self._list_models)
+        self._add_routes(app, self._api_prefix)
         return app
+
+    def _counted_routes(self) -> Sequence[tuple[str, _Answer]]:
+        """``(path under the API prefix, handler)`` of every POST endpoint that is an API call:
+        counted, recorded, scripted with faults."""
+        return [(self._CALL_PATH, self._answer)]
+
+    def _add_routes(self, app: web.Application, prefix: str) -> None:
+        """Add endpoints that are not API calls (lookups such as ``GET …/models/{id}``)."""
 
     @asynccontextmanager
     async def serve(self, *, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 0.5) -> AsyncIterator[Self]:
@@ -285,15 +364,16 @@ class Emulator(ABC, Generic[_FaultT, _SettingsT]):
     async def _list_models(self, request: web.Request) -> web.Response:
         return web.Response(body=self._models_body, content_type="application/json")
 
-    async def _count_call(self, request: web.Request) -> web.StreamResponse:
-        """Count the call and its time in flight around :meth:`_answer`."""
+    async def _count_call(self, path: str, answer: _Answer, request: web.Request) -> web.StreamResponse:
+        """Count the call and its time in flight around its handler."""
         stats = self.stats
         stats.calls += 1
+        stats.calls_by_path[path] = stats.calls_by_path.get(path, 0) + 1
         stats.in_flight += 1
         if stats.in_flight > stats.peak_in_flight:
             stats.peak_in_flight = stats.in_flight
         try:
-            return await self._answer(request, stats)
+            return await answer(request, stats)
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client disconnects (handler_cancellation).
             stats.cancelled += 1

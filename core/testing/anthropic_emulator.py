@@ -21,7 +21,23 @@ Answers are deterministic:
   (see :func:`tool_input_for`) and ``stop_reason: "tool_use"``; with ``tool_choice: auto`` a
   short text block comes first, as Claude does;
 * cache tokens come from :attr:`EmulatorSettings.cache_read_input_tokens` and
-  :attr:`EmulatorSettings.cache_creation_input_tokens`; ``input_tokens`` counts the rest.
+  :attr:`EmulatorSettings.cache_creation_input_tokens`; ``input_tokens`` counts the rest
+  (text documents included);
+* extended thinking (``thinking: {"type": "enabled", "budget_tokens": …}`` or ``adaptive``):
+  the answer opens with a ``thinking`` block (``"emulated thinking: " + <prompt>``, streamed one
+  ``thinking_delta`` per word, then a ``signature_delta``) whose ``signature`` is
+  :func:`thinking_signature`'s; its words count in ``output_tokens`` and
+  ``output_tokens_details.thinking_tokens``. As the API does, a thinking block sent back with a
+  signature that does not match is a 400, and so is a last assistant turn with ``tool_use`` that
+  does not start with its thinking block (so a gateway that drops or edits thinking on the way
+  is caught); ``budget_tokens`` must be >= 1024 and below ``max_tokens``, and a ``tool_choice``
+  forcing a tool is refused with thinking on;
+* documents with ``citations: {"enabled": true}`` in the last user turn: after the reply, one
+  text block per such document quoting its first line, with a ``char_location`` citation
+  (``content_block_location`` for content sources, ``page_location`` for PDFs; streamed as a
+  ``citations_delta``);
+* ``POST /v1/messages/count_tokens`` answers ``{"input_tokens": N}``, N being the
+  ``input_tokens`` a Messages call with the same body reports.
 
 Requests are checked as the API checks them, per ``anthropic-version``: from ``2026-10-21``
 (what the ``anthropic`` SDK 2.x sends) ``temperature``, ``top_p`` and ``top_k`` are a 400 at any
@@ -40,6 +56,8 @@ Standalone: ``python -m hookgate.testing.anthropic_emulator --port 8002``.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -62,6 +80,8 @@ from ._emulation import (
     parse_command_line,
     serve_until_interrupted,
     stream_events,
+    tool_input_for,
+    tools_to_call,
     unstreamed_fault_response,
 )
 
@@ -76,8 +96,10 @@ __all__ = [
     "Fault",
     "RecordedRequest",
     "count_tokens",
+    "THINKING_PREFIX",
     "main",
     "reply_for",
+    "thinking_signature",
     "tool_input_for",
 ]
 
@@ -108,7 +130,12 @@ SAMPLING_PARAMETERS: Final = ("temperature", "top_p", "top_k")
 SAMPLING_REMOVED_IN: Final = "2026-10-21"
 """The ``anthropic-version`` from which any sampling parameter, at any value, is a 400."""
 
+THINKING_PREFIX: Final = "emulated thinking: "
+"""Prepended to the prompt to form a thinking block's text."""
+
 _STATUS_OF_ERROR_TYPE: Final = {error_type: status for status, error_type in ERROR_TYPES.items()}
+_MIN_THINKING_BUDGET: Final = 1024
+_CITED_CHARS: Final = 200
 _JSON_PIECE: Final = 12  # characters of tool input per input_json_delta
 _MALFORMED_BODY: Final = b'{"id": "msg_emu_broken", "type": "message", "role": "assistant", "cont'
 _MALFORMED_EVENT: Final = b"event: message_start\ndata: {this is not json\n\n"
@@ -246,6 +273,28 @@ class AnthropicEmulator(Emulator[Fault, EmulatorSettings]):
 
     # -- Handlers ------------------------------------------------------------------------------
 
+    def _counted_routes(self) -> Sequence[tuple[str, Any]]:
+        return [("/messages", self._answer), ("/messages/count_tokens", self._count_tokens)]
+
+    async def _count_tokens(self, request: web.Request, stats: EmulatorStats) -> web.StreamResponse:
+        """``POST /v1/messages/count_tokens``: the ``input_tokens`` a Messages call with this
+        body would report. Faults apply as to a Messages call (only status, hang and drop)."""
+        settings = self.settings
+        body, fault = await self._receive(request, stats, settings)
+        if fault is not None and fault.status is not None:
+            return _error_response(
+                fault.status, fault.error_type, fault.message, code=fault.code,
+                retry_after=fault.retry_after, headers=fault.headers,
+            )
+        if fault is not None:
+            faulty = await unstreamed_fault_response(request, fault, _MALFORMED_BODY)
+            if faulty is not None:
+                return faulty
+        problem = _request_problem(request.headers, body, counting=True)
+        if problem is not None:
+            return _error_response(problem[0], None, problem[1])
+        return web.Response(body=orjson.dumps({"input_tokens": _prompt_tokens(body)}), content_type="application/json")
+
     async def _answer(self, request: web.Request, stats: EmulatorStats) -> web.StreamResponse:
         """Answer a Messages call under its fault. Faults come before request validation, as a
         real rate limiter or outage answers whatever the client sent."""
@@ -292,6 +341,9 @@ class AnthropicEmulator(Emulator[Fault, EmulatorSettings]):
         content: list[dict[str, Any]] = []
         stop_sequence = None
         calls = _tools_to_call(body)
+        thinking = _thinking_block(body) if body["max_tokens"] else None
+        if thinking is not None:
+            content.append(thinking)
         if body["max_tokens"] == 0:
             # Only warms the prompt cache: nothing is generated.
             stop_reason = "max_tokens"
@@ -314,9 +366,13 @@ class AnthropicEmulator(Emulator[Fault, EmulatorSettings]):
                 reply_for(messages), body.get("stop_sequences") or (), body["max_tokens"]
             )
             content.append({"type": "text", "text": text})
-        output_tokens = sum(
+            if stop_reason == "end_turn":
+                content.extend(_cited_blocks(messages))
+        thinking_tokens = count_tokens(_thinking_text(body)) if thinking is not None else 0
+        output_tokens = thinking_tokens + sum(
             count_tokens(block["text"]) if block["type"] == "text" else count_tokens(orjson.dumps(block["input"]).decode())
             for block in content
+            if block["type"] != "thinking"
         )
         usage = {
             "input_tokens": _prompt_tokens(body),
@@ -329,6 +385,8 @@ class AnthropicEmulator(Emulator[Fault, EmulatorSettings]):
             "output_tokens": output_tokens,
             "service_tier": "standard",
         }
+        if thinking is not None:
+            usage["output_tokens_details"] = {"thinking_tokens": thinking_tokens}
         return {
             "id": f"msg_emu{number:08d}",
             "type": "message",
@@ -350,38 +408,6 @@ def reply_for(messages: Sequence[Mapping[str, Any]]) -> str:
     """The emulator's deterministic answer: ``REPLY_PREFIX`` + the last user turn's text
     (its text blocks and the text of its ``tool_result`` blocks, joined by spaces)."""
     return REPLY_PREFIX + _last_user_text(messages)
-
-
-def tool_input_for(schema: Mapping[str, Any], prompt: str) -> dict[str, Any]:
-    """The deterministic input the emulator calls a tool with: each ``required`` property of
-    ``schema`` (every property when none is required) gets its ``enum``'s first value, or by
-    type: string → ``prompt``, integer → the prompt's word count, number → the same as a float,
-    boolean → true, array → [], object → {}; other types → null."""
-    properties = schema.get("properties") or {}
-    names = schema.get("required") or list(properties)
-    values: dict[str, Any] = {}
-    for name in names:
-        spec = properties.get(name) or {}
-        kind = spec.get("type")
-        if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), None)
-        if spec.get("enum"):
-            values[name] = spec["enum"][0]
-        elif kind == "string":
-            values[name] = prompt
-        elif kind == "integer":
-            values[name] = count_tokens(prompt)
-        elif kind == "number":
-            values[name] = float(count_tokens(prompt))
-        elif kind == "boolean":
-            values[name] = True
-        elif kind == "array":
-            values[name] = []
-        elif kind == "object":
-            values[name] = {}
-        else:
-            values[name] = None
-    return values
 
 
 def _block_text(content: Any) -> str:
@@ -409,12 +435,154 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _prompt_tokens(body: Mapping[str, Any]) -> int:
-    """Words of the system prompt and of every message's text (images count nothing)."""
+    """Words of the system prompt, of every message's text and of its text documents (images
+    and PDFs count nothing)."""
     system = body.get("system")
     total = count_tokens(_block_text(system))
     for message in body["messages"]:
         total += count_tokens(_block_text(message.get("content")))
+        for _, document in _documents([message]):
+            total += count_tokens(_document_text(document))
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Extended thinking
+# ---------------------------------------------------------------------------------------------
+
+
+def thinking_signature(thinking: str) -> str:
+    """The signature the emulator gives a thinking block with this text: opaque to clients, as
+    Anthropic's, but checkable, so a thinking block sent back altered is refused. It carries the
+    text, so a block whose text was omitted from the answer (``display: "omitted"``) is still
+    recognised when sent back."""
+    encoded = base64.urlsafe_b64encode(thinking.encode()).decode()
+    return f"emu1.{encoded}.{hashlib.blake2b(thinking.encode(), digest_size=8).hexdigest()}"
+
+
+def _signed_text(signature: Any) -> str | None:
+    """The text a signature was made for, or None when it is not one of the emulator's."""
+    if not isinstance(signature, str) or not signature.startswith("emu1."):
+        return None
+    _, _, rest = signature.partition(".")
+    encoded, _, mac = rest.partition(".")
+    try:
+        text = base64.urlsafe_b64decode(encoded.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return text if thinking_signature(text).endswith("." + mac) and mac else None
+
+
+def _thinking_config(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The request's thinking settings when thinking is on (enabled or adaptive), else None."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+        return thinking
+    return None
+
+
+def _thinking_text(body: Mapping[str, Any]) -> str:
+    return THINKING_PREFIX + _last_user_text(body["messages"])
+
+
+def _thinking_block(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    config = _thinking_config(body)
+    if config is None:
+        return None
+    text = _thinking_text(body)
+    shown = "" if config.get("display") == "omitted" else text
+    return {"type": "thinking", "thinking": shown, "signature": thinking_signature(text)}
+
+
+def _thinking_problem(body: Mapping[str, Any]) -> str | None:
+    """Why Anthropic would refuse this request's thinking settings or thinking blocks."""
+    thinking = body.get("thinking")
+    if thinking is not None:
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        if kind not in ("enabled", "adaptive", "disabled"):
+            return "thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'"
+        if kind == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or isinstance(budget, bool) or budget < _MIN_THINKING_BUDGET:
+                return f"thinking.enabled.budget_tokens: Input should be greater than or equal to {_MIN_THINKING_BUDGET}"
+            if isinstance(body.get("max_tokens"), int) and body["max_tokens"] <= budget:
+                return "`max_tokens` must be greater than `thinking.budget_tokens`."
+    messages = body.get("messages") or []
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if message.get("role") != "assistant" or not isinstance(content, list):
+            continue
+        for number, block in enumerate(content):
+            if isinstance(block, dict) and block.get("type") == "thinking":
+                signed = _signed_text(block.get("signature"))
+                if signed is None or block.get("thinking") not in (signed, ""):
+                    return f"messages.{index}.content.{number}: Invalid `signature` in `thinking` block"
+    if _thinking_config(body) is None:
+        return None
+    if _tool_choice_type(body) in ("any", "tool"):
+        return "Thinking may not be enabled when tool_choice forces tool use."
+    assistants = [(i, m) for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"]
+    if assistants:
+        index, last = assistants[-1]
+        blocks = [b for b in last.get("content") or () if isinstance(b, dict)] if isinstance(last.get("content"), list) else []
+        if any(b.get("type") == "tool_use" for b in blocks) and blocks[0].get("type") not in ("thinking", "redacted_thinking"):
+            return (
+                f"messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                f"`{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` message must start with a "
+                "thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks)."
+            )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents and citations
+# ---------------------------------------------------------------------------------------------
+
+
+def _documents(messages: Sequence[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
+    """(document index, block) of every document block in ``messages``, counted in request order."""
+    found = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "document":
+                found.append((len(found), block))
+    return found
+
+
+def _document_text(document: Mapping[str, Any]) -> str:
+    source = document.get("source") if isinstance(document.get("source"), dict) else {}
+    if source.get("type") == "text" and isinstance(source.get("data"), str):
+        return source["data"]
+    if source.get("type") == "content":
+        return _block_text(source.get("content"))
+    return ""
+
+
+def _cited_blocks(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A text block quoting each citable document of the last user turn, with its citation."""
+    user_turns = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not user_turns:
+        return []
+    earlier = len(_documents(messages[: user_turns[-1]]))
+    blocks = []
+    for offset, document in _documents([messages[user_turns[-1]]]):
+        citations = document.get("citations")
+        if not (isinstance(citations, dict) and citations.get("enabled")):
+            continue
+        index = earlier + offset
+        source = document.get("source") if isinstance(document.get("source"), dict) else {}
+        title = document.get("title") if isinstance(document.get("title"), str) else None
+        quoted = _document_text(document).split("\n", 1)[0][:_CITED_CHARS]
+        citation: dict[str, Any] = {"type": "char_location", "cited_text": quoted, "document_index": index, "document_title": title}
+        if source.get("type") == "content":
+            citation.update(type="content_block_location", start_block_index=0, end_block_index=1)
+        elif source.get("type") == "text":
+            citation.update(start_char_index=0, end_char_index=len(quoted))
+        else:
+            citation.update(type="page_location", start_page_number=1, end_page_number=2)
+        blocks.append({"type": "text", "text": quoted, "citations": [citation]})
+    return blocks
 
 
 def _tool_choice_type(body: Mapping[str, Any]) -> str:
@@ -424,22 +592,16 @@ def _tool_choice_type(body: Mapping[str, Any]) -> str:
 
 def _tools_to_call(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The tools this request's answer calls, in the order of ``tools``; empty for a text answer."""
-    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("name"), str)]
-    if not tools:
-        return []
+    tools = [(t["name"], t) for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("name"), str)]
     choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
-    kind = choice.get("type", "auto")
-    if kind == "none":
-        return []
-    if kind == "tool":
-        return [t for t in tools if t["name"] == choice.get("name")][:1]
-    prompt = _last_user_text(body["messages"])
-    named = [t for t in tools if re.search(rf"\b{re.escape(t['name'])}\b", prompt)]
-    if not named and kind == "any":
-        named = tools[:1]
-    if choice.get("disable_parallel_tool_use"):
-        named = named[:1]
-    return named
+    chosen = tools_to_call(
+        tools,
+        _last_user_text(body["messages"]),
+        choice=choice.get("type", "auto"),
+        forced=choice.get("name"),
+        parallel=not choice.get("disable_parallel_tool_use"),
+    )
+    return [tool for _, tool in chosen]
 
 
 def _generate(text: str, stop_sequences: Sequence[str], max_tokens: int) -> tuple[str, str, str | None]:
@@ -481,7 +643,13 @@ def _sse_events(message: Mapping[str, Any]) -> list[bytes]:
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
             events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}))
-            deltas = [{"type": "text_delta", "text": piece} for piece in _pieces(block["text"]) if piece]
+            deltas = [{"type": "citations_delta", "citation": citation} for citation in block.get("citations") or ()]
+            deltas.extend({"type": "text_delta", "text": piece} for piece in _pieces(block["text"]) if piece)
+        elif block["type"] == "thinking":
+            opened_thinking = {"type": "thinking", "thinking": "", "signature": ""}
+            events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened_thinking}))
+            deltas = [{"type": "thinking_delta", "thinking": piece} for piece in _pieces(block["thinking"]) if piece and block["thinking"]]
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
         else:
             opened = {**block, "input": {}}
             events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened}))
@@ -493,6 +661,8 @@ def _sse_events(message: Mapping[str, Any]) -> list[bytes]:
         events.extend(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas)
         events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
     final_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")}
+    if "output_tokens_details" in usage:
+        final_usage["output_tokens_details"] = usage["output_tokens_details"]
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
     events.append(_sse("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage}))
     events.append(_sse("message_stop", {"type": "message_stop"}))
@@ -508,8 +678,9 @@ def _request_id(seed: str) -> str:
     return "req_" + seed.removeprefix("msg_")
 
 
-def _request_problem(headers: Mapping[str, str], body: Any) -> tuple[int, str] | None:
-    """The (status, message) Anthropic answers an unusable request with, or None.
+def _request_problem(headers: Mapping[str, str], body: Any, *, counting: bool = False) -> tuple[int, str] | None:
+    """The (status, message) Anthropic answers an unusable request with, or None; ``counting``
+    for ``count_tokens``, which takes no ``max_tokens``.
 
     API versions from ``2026-10-21`` (what the ``anthropic`` SDK 2.x sends) reject every sampling
     parameter at any value and accept ``system`` messages inside ``messages``; ``2023-06-01``
@@ -524,7 +695,7 @@ def _request_problem(headers: Mapping[str, str], body: Any) -> tuple[int, str] |
     if not isinstance(body.get("model"), str):
         return (400, "model: Field required")
     max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+    if not counting and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0):
         return (400, "max_tokens: Field required (an integer >= 0)")
     current = version >= SAMPLING_REMOVED_IN
     if current:
@@ -543,6 +714,9 @@ def _request_problem(headers: Mapping[str, str], body: Any) -> tuple[int, str] |
     stop = body.get("stop_sequences")
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         return (400, "stop_sequences: Input should be a valid list of strings")
+    thinking = _thinking_problem(body)
+    if thinking is not None:
+        return (400, thinking)
     return None
 
 

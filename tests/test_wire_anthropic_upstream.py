@@ -1,4 +1,5 @@
-"""OpenAI ⇄ Anthropic translation: requests, answers, streams and errors.
+"""Calling an Anthropic upstream for a chat client (hookgate.wire.anthropic): requests, answers,
+streams and errors.
 
 Pure functions are tested on hand-written dicts; the round trips send the translated request to
 the Anthropic emulator (which checks it as the API would) and translate its answers back,
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import assert_conforms
 from hookgate import InvalidRequest, RateLimited, ServiceUnavailable, UpstreamError, assemble_stream
-from hookgate.providers.anthropic_translation import (
+from hookgate.wire.anthropic import (
     AnthropicStreamTranslator,
     error_from_anthropic,
     finish_reason,
@@ -221,7 +222,7 @@ def test_a_text_message_becomes_a_chat_completion_with_cache_usage() -> None:
         "id": "msg_1", "object": "chat.completion", "created": 123, "model": "claude-sonnet-4-6",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there", "refusal": None}, "finish_reason": "stop", "logprobs": None}],
         # Anthropic's input_tokens leaves out cached tokens; OpenAI's prompt_tokens counts them.
-        "usage": {"prompt_tokens": 115, "completion_tokens": 7, "total_tokens": 122, "prompt_tokens_details": {"cached_tokens": 100}},
+        "usage": {"prompt_tokens": 115, "completion_tokens": 7, "total_tokens": 122, "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 5}},
     }
     assert from_anthropic_message(message({"type": "text", "text": "x"}), created=1, model="public-name")["model"] == "public-name"
 
@@ -307,7 +308,7 @@ def test_a_text_stream_sends_role_deltas_finish_and_usage() -> None:
     assert all(c["id"] == "msg_1" and c["created"] == 5 and c["model"] == "claude-sonnet-4-6" for c in chunks)
     assert all(c["usage"] is None for c in chunks[:-1])  # as OpenAI: null until the last chunk
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 115, "completion_tokens": 7, "total_tokens": 122, "prompt_tokens_details": {"cached_tokens": 100}}
+    assert chunks[-1]["usage"] == {"prompt_tokens": 115, "completion_tokens": 7, "total_tokens": 122, "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 5}}
 
 
 @pytest.mark.parametrize(
@@ -497,7 +498,7 @@ async def test_round_trip_through_the_emulator(case: str, aiohttp_client) -> Non
             call["function"]["arguments"] = json.loads(call["function"]["arguments"])
     assert streamed == completion
     usage = completion["usage"]
-    assert usage["prompt_tokens_details"] == {"cached_tokens": 50}
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 50, "cache_write_tokens": 3}
     assert usage["prompt_tokens"] > 53  # the uncached words, plus 50 read from and 3 written to the cache
     expected_finish = {"max_tokens": "length", "tools": "tool_calls", "forced_tool": "tool_calls"}.get(case, "stop")
     assert completion["choices"][0]["finish_reason"] == expected_finish

@@ -1,4 +1,4 @@
-"""OpenAI chat completions ⇄ Anthropic Messages: pure translation, no I/O.
+"""Calling an Anthropic upstream for an OpenAI chat client: pure translation, no I/O.
 
 The ``anthropic`` provider receives OpenAI chat requests and must answer in OpenAI's shapes, so
 it needs three translations, all here as plain-dict functions (no pydantic on the hot path):
@@ -7,8 +7,7 @@ it needs three translations, all here as plain-dict functions (no pydantic on th
 * :func:`from_anthropic_message`: a Messages API ``message`` → a ``chat.completion``;
 * :class:`AnthropicStreamTranslator`: Messages SSE events → ``chat.completion.chunk`` dicts.
 
-Plus :func:`error_from_anthropic`, which reads Anthropic's error bodies into the shared upstream
-error table (:func:`hookgate.upstream.error_from_upstream`).
+Anthropic's error bodies are read by :func:`hookgate.wire.anthropic.error_from_anthropic`.
 
 What does not translate, and why:
 
@@ -22,6 +21,9 @@ What does not translate, and why:
   ``service_tier``, ``reasoning_effort`` and other hints are not sent.
 * Anthropic ``thinking`` blocks are not shown to OpenAI clients (their schema has no place
   for them); their tokens still count in ``completion_tokens``.
+* Cache writes: Anthropic's ``cache_creation_input_tokens`` count in ``prompt_tokens`` and are
+  also ``prompt_tokens_details.cache_write_tokens`` (the name OpenAI's Responses usage uses), so
+  a Messages client served through chat completions gets them back exactly.
 """
 from __future__ import annotations
 
@@ -29,14 +31,12 @@ from typing import Any, Final, Iterable, Literal, Mapping
 
 import orjson
 
-from hookgate import GatewayError, InvalidRequest, UpstreamError
-from hookgate.upstream import error_from_upstream
+from ..errors import InvalidRequest, UpstreamError
+from ._anthropic_errors import error_from_anthropic
 
 __all__ = [
-    "ERROR_STATUS",
     "FINISH_REASONS",
     "AnthropicStreamTranslator",
-    "error_from_anthropic",
     "finish_reason",
     "from_anthropic_message",
     "openai_usage",
@@ -56,22 +56,6 @@ FINISH_REASONS: Final[Mapping[str, str]] = {
 }
 """Anthropic ``stop_reason`` → OpenAI ``finish_reason`` (anything else: ``stop``)."""
 
-ERROR_STATUS: Final[Mapping[str, int]] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
-"""The HTTP status Anthropic uses for each ``error.type``: an in-stream ``error`` event, which
-arrives after a 200, is judged as if it had come with this status."""
-
-_SPEND_LIMIT_CODES: Final = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
 _IMAGE_MEDIA_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _EMPTY_SCHEMA: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
 
@@ -318,7 +302,8 @@ def finish_reason(stop_reason: str | None) -> str:
 def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
     """OpenAI usage for Anthropic usage. Anthropic's ``input_tokens`` excludes the prompt tokens
     read from or written to its cache, so the prompt is all three; the cache reads are also
-    ``prompt_tokens_details.cached_tokens``, and thinking tokens ``reasoning_tokens``."""
+    ``prompt_tokens_details.cached_tokens``, the cache writes (when there are any)
+    ``prompt_tokens_details.cache_write_tokens``, and thinking tokens ``reasoning_tokens``."""
     cache_read = usage.get("cache_read_input_tokens") or 0
     prompt = (usage.get("input_tokens") or 0) + cache_read + (usage.get("cache_creation_input_tokens") or 0)
     completion = usage.get("output_tokens") or 0
@@ -328,6 +313,9 @@ def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cache_read},
     }
+    cache_write = usage.get("cache_creation_input_tokens") or 0
+    if cache_write:
+        translated["prompt_tokens_details"]["cache_write_tokens"] = cache_write
     details = usage.get("output_tokens_details")
     if isinstance(details, Mapping) and details.get("thinking_tokens") is not None:
         translated["completion_tokens_details"] = {"reasoning_tokens": details["thinking_tokens"]}
@@ -506,30 +494,3 @@ class AnthropicStreamTranslator:
         if self._include_usage:
             chunks.append({**self._base, "choices": [], "usage": self.usage or openai_usage({})})
         return chunks
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------
-
-
-def error_from_anthropic(
-    provider: str, status: int | None, body: Any, headers: Mapping[str, str] | None = None
-) -> GatewayError:
-    """The client-facing error for an Anthropic error body ``{"type": "error", "error":
-    {"type", "message", "details"}}``, through the shared table of
-    :func:`hookgate.upstream.error_from_upstream`. ``status`` None means an in-stream ``error``
-    event: the status is the one Anthropic uses for its ``error.type`` (:data:`ERROR_STATUS`).
-    A spend limit (``details.error_code``) is reported as OpenAI's ``insufficient_quota``, so
-    clients and the retry plugin know waiting will not help."""
-    error = body.get("error") if isinstance(body, Mapping) else None
-    if not isinstance(error, Mapping):
-        error = {}
-    if status is None:
-        status = ERROR_STATUS.get(error.get("type"), 500)
-    details = error.get("details")
-    code = details.get("error_code") if isinstance(details, Mapping) else None
-    if code in _SPEND_LIMIT_CODES:
-        code = "insufficient_quota"
-    shared = {"message": error.get("message"), "type": error.get("type"), "code": code if isinstance(code, str) else None}
-    return error_from_upstream(provider, status, {"error": shared}, headers)
