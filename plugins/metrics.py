@@ -113,11 +113,16 @@ class Metrics:
 
     @hookimpl
     def register_routes(self, router: web.UrlDispatcher, app: web.Application) -> None:
-        inherited = app.get(_APP_METRICS)
+        kept = app.get(_APP_METRICS)
+        if kept is None and not app.frozen:
+            kept = app[_APP_METRICS] = {}
+        inherited = kept.get("metrics") if kept is not None else None
         if inherited is not None and inherited.layout == GatewayMetrics.layout_of(self.config):
             self.metrics = inherited  # a reload with the same layout: counters carry on
         else:
-            self.metrics = app[_APP_METRICS] = GatewayMetrics(self.config)
+            self.metrics = GatewayMetrics(self.config)
+            if kept is not None:
+                kept["metrics"] = self.metrics
         router.add_get(self.config.path, self.serve_metrics)
 
     @hookimpl
@@ -352,6 +357,7 @@ def _tenant(ctx: RequestContext) -> str | None:
     return key.id if key is not None else None
 
 
-_APP_METRICS = web.AppKey("hookgate_metrics", GatewayMetrics)
-"""The app's metric families, kept on the app so that a reloaded pipeline carries on counting."""
+_APP_METRICS = web.AppKey("hookgate_metrics", dict)
+"""The app's metric families (under ``"metrics"``), kept on the app so that a reloaded pipeline
+carries on counting. A holder made while the app is built: a started app's state is not changed."""
 _COUNTED_BY: StateKey[GatewayMetrics] = StateKey("metrics.in_flight", GatewayMetrics, "the metrics whose in-flight gauge counts this request")
