@@ -62,6 +62,11 @@ class RequestContext:
     body: dict[str, Any]
     headers: Mapping[str, str]
     api_key: str | None = field(default=None, repr=False)
+    surface: str = "chat.completions"
+    """The API the client called: ``chat.completions``, ``anthropic.messages``, ``responses``,
+    ``embeddings``… Whatever the surface, ``body`` is the canonical request (for chat-like
+    surfaces: OpenAI's chat completions shape), so plugins that read content work on every one;
+    caches keep surfaces apart."""
     client_address: str | None = None
     """The client's network address (the peer of the connection, or what a trusted proxy says)."""
     provider: Provider | None = None

@@ -19,6 +19,9 @@ fact                       produced by          in
 ``CONCURRENCY_WAIT_SECONDS`` ``concurrency``    ``call_provider``
 ``DEADLINE``               ``timeout``          ``before_request``
 ``ATTEMPT_DEADLINE``       ``timeout``          ``call_provider`` (read by the core)
+``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request`` and ``after_response``
+``CONVERSATION_ID``        ``memory``           ``before_request``
+``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 =========================  ===================  ===============================================
 
 The helpers at the end read facts with the fallbacks every accounting plugin agrees on.
@@ -47,6 +50,9 @@ __all__ = [
     "CONCURRENCY_WAIT_SECONDS",
     "DEADLINE",
     "ATTEMPT_DEADLINE",
+    "GUARDRAIL_FINDINGS",
+    "CONVERSATION_ID",
+    "DEPLOYMENT",
     "ALL_FACTS",
     "billable_usage",
     "key_id",
@@ -95,6 +101,18 @@ DEADLINE: StateKey[float] = StateKey(
     "ctx.remaining().",
 )
 
+GUARDRAIL_FINDINGS: StateKey[tuple[Any, ...]] = StateKey(
+    "guardrail_findings",
+    tuple,
+    "What the guardrails found in the request and the answer: (kind, count, action, side) records, "
+    "never the values found.",
+)
+CONVERSATION_ID: StateKey[str] = StateKey(
+    "conversation_id", str, "The server-side conversation the request continues (the memory plugin)."
+)
+DEPLOYMENT: StateKey[str] = StateKey(
+    "deployment", str, "The name of the deployment of the route that served the last attempt (load balancing)."
+)
 ATTEMPT_DEADLINE: StateKey[float] = StateKey(
     "attempt_deadline",
     float,
@@ -112,6 +130,9 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     CONCURRENCY_WAIT_SECONDS,
     DEADLINE,
     ATTEMPT_DEADLINE,
+    GUARDRAIL_FINDINGS,
+    CONVERSATION_ID,
+    DEPLOYMENT,
 )
 """Every fact declared here, for documentation and ``hookgate plugins``."""
 
