@@ -33,7 +33,7 @@ __all__ = ["Gateway"]
 class Gateway:
     """One resolved pipeline: hooks in config order, the provider chain and the routing table."""
 
-    __slots__ = ("config", "runner", "providers", "routes", "plugin_router", "in_flight", "has_cache", "_started", "_chain")
+    __slots__ = ("config", "runner", "providers", "routes", "plugin_router", "in_flight", "has_cache", "collectors", "_started", "_chain")
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -51,6 +51,9 @@ class Gateway:
         self.in_flight = 0
         """Requests being served by this pipeline: a replaced pipeline shuts down once it is 0."""
         self.has_cache = bool(self.runner.calls("cache_lookup"))
+        self.collectors: list[object] = []
+        """Prometheus collectors the plugins offered (``register_metrics``)."""
+        self.runner.call_startup_hook("register_metrics", register=self.collectors.append)
         self._started: list[str] = []
         self._chain = self.runner.build_chain(self._call_routed_provider)
 

@@ -33,6 +33,7 @@ __all__ = [
     "register_routes",
     "check_pipeline",
     "register_hook_observers",
+    "register_metrics",
     "startup",
     "shutdown",
     "check_ready",
@@ -129,6 +130,27 @@ def register_hook_observers(register: Callable[[Callable[[str, str, float, str],
 
     Timing is wired in only when at least one observer is registered. Observers must be cheap and
     must not raise (an exception is logged and ignored).
+    """
+
+
+@hookspec
+def register_metrics(register: Callable[[object], None]) -> None:
+    """Offer Prometheus metrics of this plugin's own to whatever serves ``/metrics``.
+
+    :param register: call it with a prometheus-client *collector*: an object whose ``collect()``
+        returns metric families (``prometheus_client.core.CounterMetricFamily``…), built from
+        your plugin's own counters when a scrape asks.
+
+    Called once per pipeline while it is built. The ``metrics`` plugin adds every registered
+    collector to the app's registry, so a plugin exports numbers without importing it (and
+    without knowing whether it is enabled). Keep label values bounded. Under ``--workers N`` a
+    collector reports the scraped worker's numbers only (the built-in families are summed).
+
+    Example::
+
+        @hookimpl
+        def register_metrics(self, register):
+            register(self.collector)   # collect() yields CounterMetricFamily("myplugin_hits", ...)
     """
 
 
@@ -417,7 +439,7 @@ PHASE_HOOKS = (
 )
 """The hooks the core awaits itself; their implementations must be ``async def``."""
 
-STARTUP_HOOKS = ("register_providers", "register_routes", "register_hook_observers", "check_pipeline")
+STARTUP_HOOKS = ("register_providers", "register_routes", "register_hook_observers", "register_metrics", "check_pipeline")
 """The hooks called synchronously while a pipeline is built."""
 
 EVENT_HOOKS = ("request_started", "phase_started", "phase_finished", "attempt_started", "attempt_finished", "request_finished")

@@ -25,7 +25,7 @@ from .errors import InternalError
 from .identity import ClientKey
 from .pipelines import PIPELINES
 
-__all__ = ["identify", "require_admin", "presented_key"]
+__all__ = ["identify", "require_admin", "presented_key", "metrics_collectors"]
 
 
 async def identify(request: web.Request) -> ClientKey | None:
@@ -46,6 +46,12 @@ async def require_admin(request: web.Request) -> None:
     accepts it (each raises ``AuthenticationFailed``/``PermissionDenied`` to refuse). With no such
     hook, admin routes are open: bind the gateway to a private address or enable an auth plugin."""
     await request.app[PIPELINES].current.runner.each("authorize_admin", request=request)
+
+
+def metrics_collectors(app: web.Application) -> list[object]:
+    """The Prometheus collectors the current pipeline's plugins offered (``register_metrics``),
+    for whatever serves ``/metrics``."""
+    return list(app[PIPELINES].current.collectors)
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
@@ -43,7 +44,8 @@ from pydantic import Field, field_validator
 from hookgate import Completion, GatewayError, Outcome, PluginConfig, RequestContext, StateKey, hookimpl
 from hookgate.facts import CLIENT_KEY, CONCURRENCY_WAIT_SECONDS, COST_USD, USAGE
 from hookgate.rules import Reads
-from hookgate.web import require_admin
+from hookgate.logs import IntervalLog
+from hookgate.web import metrics_collectors, require_admin
 
 OTHER = "other"
 """The label value standing for every value past a label's ``max_label_values``."""
@@ -163,7 +165,7 @@ class Metrics:
         metrics = self.metrics
         assert metrics is not None  # bound when this route was added
         # Rendering is CPU work (and file reads in multiprocess mode): keep it off the event loop.
-        body = await asyncio.to_thread(metrics.render, encoder)
+        body = await asyncio.to_thread(metrics.render, encoder, metrics_collectors(request.app))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -338,16 +340,37 @@ class GatewayMetrics:
         if outcome != "ok" and outcome != "hit":
             self.hook_exceptions.child(hook, plugin, self.exceptions(outcome)).inc()
 
-    def render(self, encoder: Callable[[Any], bytes]) -> bytes:
-        """The exposition text of this app's metrics, or of every worker's in multiprocess mode."""
-        if not self.multiprocess:
-            return encoder(self.registry)
-        # The families above also write each sample to this process's files; the collector reads
-        # every process's files and sums them (a fresh registry per scrape, as prometheus-client
-        # documents, so no sample is exported twice).
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+    def render(self, encoder: Callable[[Any], bytes], collectors: Sequence[Any] = ()) -> bytes:
+        """The exposition text of this app's metrics (or of every worker's in multiprocess mode)
+        and of the collectors other plugins offered (``register_metrics``)."""
+        # A fresh registry per scrape, as prometheus-client documents for multiprocess mode (no
+        # sample is exported twice); it also lets plugins' collectors change with a reload.
+        registry = CollectorRegistry(auto_describe=False)
+        if self.multiprocess:
+            # The families above also write each sample to this process's files; the collector
+            # reads every process's files and sums them.
+            MultiProcessCollector(registry)
+        else:
+            registry.register(_Families(self.registry))
+        for collector in collectors:
+            try:
+                registry.register(collector)
+            except ValueError:  # a plugin's family name clashes with another's: skip, say so once
+                _clash.warning(collector=type(collector).__name__)
         return encoder(registry)
+
+
+class _Families:
+    """The app's own registry, as one collector of a scrape's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Any:
+        return self.registry.collect()
+
+
+_clash = IntervalLog(structlog.get_logger("hookgate.metrics"), "metrics_collector_clash", 300.0)
 
 
 def _tenant(ctx: RequestContext) -> str | None:

@@ -345,3 +345,34 @@ async def test_workers_add_up_in_one_scrape(tmp_path):
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(process.communicate, timeout=20)
     assert process.returncode == 0, stderr[-2000:]
+
+
+class Collecting:
+    """A plugin with metrics of its own, offered through register_metrics."""
+
+    def __init__(self, config) -> None:
+        self.hits = 0
+
+    @hookimpl
+    def register_metrics(self, register):
+        register(self)
+
+    @hookimpl
+    async def after_response(self, ctx, response):
+        self.hits += 1
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("collecting_answers", "Answers this plugin saw.")
+        family.add_metric([], self.hits)
+        yield family
+
+
+async def test_a_plugin_offers_metrics_of_its_own_without_importing_metrics(gateway):
+    client = await gateway('[gateway]\npipeline = ["collecting", "metrics", "echo"]', local={"collecting": Collecting})
+    for _ in range(3):
+        assert (await client.post("/v1/chat/completions", json=ask("hi", model="echo"))).status == 200
+    m = await scrape(client)
+    assert m.value("collecting_answers_total") == 3
+    assert m.value("hookgate_requests_total") == 3, "the built-in families are still there"
