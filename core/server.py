@@ -27,6 +27,7 @@ from .introspection import pipeline_report
 from .pipelines import PIPELINES, Pipelines
 from .redis import REDIS_SERVICE, RedisService
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
+from .output import OutputFilter, output_filters
 from .tasks import BACKGROUND_TASKS, BackgroundTasks
 from .web import presented_key, require_admin
 
@@ -143,7 +144,7 @@ async def _chat(request: web.Request, gateway: Gateway, exchange: Exchange) -> w
         if ctx.stream:
             return await _replay_as_stream(request, exchange, answer)
         await exchange.complete(answer)
-        return await _send_json(request, exchange, orjson.dumps(answer.body))
+        return await _send_json(request, exchange, orjson.dumps(_filtered_body(ctx, answer.body)))
     except asyncio.CancelledError:
         await exchange.fail(ClientDisconnected("The client closed the connection before the answer was complete."))
         raise
@@ -269,6 +270,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, stream: Comple
     ctx = exchange.ctx
     response: web.StreamResponse | None = None
     chunks: list[dict[str, Any]] = []
+    filters = output_filters(ctx)
     iterator = stream.__aiter__()
     try:
         while True:
@@ -282,9 +284,18 @@ async def _relay_stream(request: web.Request, exchange: Exchange, stream: Comple
             if response is None:
                 response = await _start_stream(request, ctx)
             chunks.append(chunk)
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if filters:
+                payload = b"".join(b"data: " + orjson.dumps(out) + b"\n\n" for out in _filtered_chunk(filters, chunk))
+                if payload:
+                    await response.write(payload)
+            else:
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         if response is None:
             response = await _start_stream(request, ctx)
+        if filters:
+            held = b"".join(b"data: " + orjson.dumps(out) + b"\n\n" for out in _filters_end(filters))
+            if held:
+                await response.write(held)
         completion = assemble_stream(chunks)
         if not is_complete(completion):
             raise UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete")
@@ -324,9 +335,11 @@ async def _replay_as_stream(request: web.Request, exchange: Exchange, completion
     """Send a complete answer (a cache hit, or a provider that cannot stream) as SSE chunks."""
     ctx = exchange.ctx
     await exchange.complete(completion)
-    payload = b"".join(
-        b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in completion_to_chunks(completion.body, include_usage=ctx.include_usage)
-    )
+    replayed = completion_to_chunks(completion.body, include_usage=ctx.include_usage)
+    filters = output_filters(ctx)
+    if filters:
+        replayed = [out for chunk in replayed for out in _filtered_chunk(filters, chunk)] + _filters_end(filters)
+    payload = b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in replayed)
     try:
         response = await _start_stream(request, ctx)
         await response.write(payload + _SSE_DONE)
@@ -335,6 +348,37 @@ async def _replay_as_stream(request: web.Request, exchange: Exchange, completion
         await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
         return request.get(_STREAM) or web.Response(status=499)
     return response
+
+
+def _filtered_body(ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer's body as this client gets it (the pipeline's copy is left as it is)."""
+    filters = output_filters(ctx)
+    if not filters:
+        return body
+    body = orjson.loads(orjson.dumps(body))
+    for output_filter in filters:
+        body = output_filter.body(body)
+    return body
+
+
+def _filtered_chunk(filters: list[OutputFilter], chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the client gets in place of ``chunk``, through every filter in order (they get a copy:
+    the pipeline assembles the answer from the chunks as they came)."""
+    chunks = [orjson.loads(orjson.dumps(chunk))]
+    for output_filter in filters:
+        chunks = [out for item in chunks for out in output_filter.chunk(item)]
+    return chunks
+
+
+def _filters_end(filters: list[OutputFilter]) -> list[dict[str, Any]]:
+    """Each filter's held-back chunks, passed on through the filters after it."""
+    out: list[dict[str, Any]] = []
+    for index, output_filter in enumerate(filters):
+        released = output_filter.end()
+        for later in filters[index + 1 :]:
+            released = [item for chunk in released for item in later.chunk(chunk)]
+        out.extend(released)
+    return out
 
 
 async def _drain(ctx: RequestContext, stream: CompletionStream) -> Completion:

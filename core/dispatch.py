@@ -1,0 +1,112 @@
+"""Asking a model through the gateway itself, from inside a plugin.
+
+Some plugins need a model's answer of their own: a summary of the oldest turns of a conversation,
+a judge deciding whether a prompt is an injection. They ask through the same pipeline a client's
+request takes (routing, caches, retries, limits, accounting, observers), in the process, without
+an HTTP round trip::
+
+    from hookgate.dispatch import complete
+
+    answer = await complete(app, {"model": "judge", "messages": [...]}, key=ctx.get(CLIENT_KEY), timeout=5.0)
+    text = answer.body["choices"][0]["message"]["content"]
+
+The request is validated like a client's, is counted against ``key``'s limits and budgets when one
+is given (else it is the gateway's own, anonymous), and carries ``x-hookgate-internal`` with the
+name of the plugin that made it so that logs tell it apart. It never streams. A failure raises the
+:class:`~hookgate.GatewayError` a client would have got. A plugin must not ask through itself in a
+loop: ``depth`` bounds how deep internal requests may nest.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, Mapping
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .chat_request import validate_chat_request
+from .context import RequestContext
+from .errors import ClientDisconnected, GatewayError, GatewayTimeout, InvalidRequest, UpstreamError
+from .exchange import as_gateway_error
+from .facts import CLIENT_KEY
+from .identity import ClientKey
+from .pipelines import PIPELINES
+from .responses import Completion, CompletionStream, assemble_stream, is_complete
+from .state import StateKey
+
+__all__ = ["complete", "INTERNAL_HEADER", "MAX_DEPTH"]
+
+INTERNAL_HEADER = "x-hookgate-internal"
+"""Request header naming the plugin that made an internal request."""
+MAX_DEPTH = 3
+"""How deep internal requests may nest (a summary asked for while answering a judge's request…)."""
+
+_DEPTH: StateKey[int] = StateKey("dispatch.depth", int, "how many internal requests this one is nested in")
+
+
+async def complete(
+    app: web.Application,
+    body: dict[str, Any],
+    *,
+    caller: str,
+    key: ClientKey | None = None,
+    parent: RequestContext | None = None,
+    timeout: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Completion:
+    """The complete answer to a chat request ``body``, through the app's current pipeline.
+
+    :param caller: the plugin asking (logged, and sent as ``x-hookgate-internal``).
+    :param key: whose request it is, for limits, budgets and the ledger (None: the gateway's own).
+    :param parent: the request this one is made for, if any (bounds nesting; its id is kept).
+    :param timeout: seconds before it is abandoned (its upstream call cancelled); None for the
+        pipeline's own deadlines only.
+    """
+    depth = (parent.get(_DEPTH, 0) + 1) if parent is not None else 1
+    if depth > MAX_DEPTH:
+        raise InvalidRequest(f"internal requests nest deeper than {MAX_DEPTH} levels", code="internal_recursion")
+    if body.get("stream"):
+        body = {**body, "stream": False}
+    validate_chat_request(body)
+    request_headers = CIMultiDictProxy(CIMultiDict({**(headers or {}), INTERNAL_HEADER: caller}))
+    request_id = (parent.request_id + "." if parent is not None else "internal_") + uuid.uuid4().hex[:8]
+    gateway = app[PIPELINES].current
+    ctx = RequestContext(request_id=request_id, body=body, headers=request_headers)
+    ctx[_DEPTH] = depth
+    if key is not None:
+        ctx[CLIENT_KEY] = key
+        ctx.tenant = key.cache_namespace or key.id
+    exchange = gateway.exchange(ctx)
+    gateway.in_flight += 1
+    try:
+        async with asyncio.timeout(timeout):
+            answer = await exchange.answer()
+            if isinstance(answer, CompletionStream):
+                answer = await _drain(answer)
+            await exchange.complete(answer)
+        return answer
+    except asyncio.CancelledError:
+        await exchange.fail(ClientDisconnected("The internal request was cancelled."))
+        raise
+    except TimeoutError:
+        error = GatewayTimeout(f"The internal request of {caller} took longer than {timeout} s.", code="timeout")
+        await exchange.fail(error)
+        raise error from None
+    except Exception as exc:
+        error = exchange.error or as_gateway_error(exc, request_id)
+        await exchange.fail(error)
+        raise error from (None if isinstance(exc, GatewayError) else exc)
+    finally:
+        exchange.finish()
+        gateway.in_flight -= 1
+
+
+async def _drain(stream: CompletionStream) -> Completion:
+    try:
+        completion = assemble_stream([chunk async for chunk in stream])
+    finally:
+        await stream.aclose()
+    if not is_complete(completion):
+        raise UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete")
+    return completion
