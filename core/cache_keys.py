@@ -24,7 +24,7 @@ __all__ = ["cache_key", "canonical_json", "KEY_VERSION", "NON_OUTPUT_FIELDS"]
 
 _DIGEST: StateKey[tuple["Route | None", str]] = StateKey("cache_key.digest", tuple, "the digest computed for a route, memoised")
 
-KEY_VERSION = "v1"
+KEY_VERSION = "v2"
 """Bumped whenever the key's definition changes, so old entries are never read with new meaning."""
 
 NON_OUTPUT_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
@@ -52,14 +52,15 @@ def canonical_json(value: Any) -> bytes:
 
 
 def cache_key(ctx: RequestContext, *, shared: bool = False) -> str:
-    """The cache key of a request: ``hookgate:cache:v1:<namespace>:<sha256>``.
+    """The cache key of a request: ``hookgate:cache:v2:<namespace>:<sha256>``.
 
     :param shared: when true, every tenant shares one namespace; otherwise answers are scoped to
         ``ctx.tenant`` (anonymous requests share the ``anon`` namespace).
 
     The material is the body as the routed provider receives it (upstream model name, route
-    defaults applied), plus the provider's name: aliases of one route share answers, and
-    re-routing a model in plugins.toml never replays another provider's answers.
+    defaults applied), plus the provider's name and the surface: aliases of one route share
+    answers, re-routing a model in plugins.toml never replays another provider's answers, and an
+    answer given through one API (``/v1/messages``) is never served through another.
 
     The digest is computed once per request and route (memory and Redis caches in one pipeline
     share it); a plugin that rewrites ``ctx.body`` must do so before ``cache_lookup``.
@@ -70,6 +71,7 @@ def cache_key(ctx: RequestContext, *, shared: bool = False) -> str:
     else:
         material = {k: v for k, v in upstream_body(ctx).items() if k not in NON_OUTPUT_FIELDS}
         material["__provider__"] = ctx.provider_name
+        material["__surface__"] = ctx.surface  # the same prompt asked through two APIs is two entries
         digest = hashlib.sha256(canonical_json(material)).hexdigest()
         ctx[_DIGEST] = (ctx.route, digest)
     namespace = "shared" if shared else (ctx.tenant or "anon")

@@ -40,10 +40,14 @@ __all__ = [
     "ConfigError",
     "load_config",
     "DEFAULT_PIPELINE",
+    "DEFAULT_SURFACES",
 ]
 
 DEFAULT_PIPELINE = ("request_log", "memory_cache", "echo")
 """What runs when there is no plugins.toml at all: logging, an in-memory cache, the demo model."""
+
+DEFAULT_SURFACES = ("chat_completions", "anthropic_messages", "responses", "embeddings", "completions")
+"""The client-facing APIs served unless ``[gateway] surfaces`` says otherwise."""
 
 
 ENV_PREFIX = "HOOKGATE_"
@@ -115,7 +119,17 @@ class GatewaySettings(_FileOnlySettings):
         list(DEFAULT_PIPELINE),
         description="the enabled plugins, in order: hooks run in this order; the first call_provider middleware is outermost",
     )
+    surfaces: list[str] = Field(
+        list(DEFAULT_SURFACES),
+        description="the client-facing APIs served (surface plugins: chat_completions, anthropic_messages, responses, embeddings, completions…)",
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)")
+    body_read_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="time a client has to send its request body once its headers arrived (408 after)"
+    )
+    max_anonymous_body_reads: int = Field(
+        64, ge=1, description="request bodies read at once from clients no authenticate hook recognised (503 past it)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest level logged")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="json for machines, console for people; auto picks console on a terminal"
@@ -143,7 +157,7 @@ class GatewaySettings(_FileOnlySettings):
         5.0, ge=0, description="on shutdown, how long background writes may take to finish"
     )
 
-    @field_validator("pipeline")
+    @field_validator("pipeline", "surfaces")
     @classmethod
     def _no_duplicates(cls, names: list[str]) -> list[str]:
         seen = set()
@@ -195,6 +209,8 @@ class GatewayConfig:
     start-up, an error for ``hookgate check-config --strict``)."""
     unused_variables: tuple[str, ...] = ()
     """``HOOKGATE_<PLUGIN>__…`` variables of installed plugins that are not in the pipeline."""
+    surfaces: tuple[EnabledPlugin, ...] = ()
+    """The surface plugins of ``[gateway] surfaces`` (client-facing APIs), after the pipeline's."""
 
     @property
     def warnings(self) -> list[str]:
@@ -247,33 +263,37 @@ def load_config(
             raise ConfigError(source, f"unknown plugin {name!r}; installed: {', '.join(sorted(available))}", section=f"plugins.{name}")
         if not isinstance(section, dict):
             raise ConfigError(source, "must be a table", section=f"plugins.{name}")
-    for name in gateway.pipeline:
-        if name not in available:
-            raise ConfigError(
-                source, f"unknown plugin {name!r}; installed: {', '.join(sorted(available))}", section="gateway", key="pipeline"
-            )
+    for key in ("pipeline", "surfaces"):
+        for name in getattr(gateway, key):
+            if name not in available:
+                raise ConfigError(source, f"unknown plugin {name!r}; installed: {', '.join(sorted(available))}", section="gateway", key=key)
+    for name in gateway.surfaces:
+        if name in gateway.pipeline:
+            raise ConfigError(source, f"plugin {name!r} is listed in both pipeline and surfaces", section="gateway", key="surfaces")
 
     enabled: list[EnabledPlugin] = []
+    surfaces: list[EnabledPlugin] = []
     disabled: list[str] = []
-    for name in gateway.pipeline:
-        installed = available[name]
-        try:
-            model = installed.config_model()
-        except PluginLoadError as exc:
-            raise ConfigError(source, str(exc), section="gateway", key="pipeline") from exc
-        variables = environment.get(name, [])
-        _check_variables(model, variables)
-        config = _validate(model, plugins_table.get(name, {}), source, f"plugins.{name}", variables)
-        if config.enabled:
-            enabled.append(EnabledPlugin(name, installed, config))
-        else:
-            disabled.append(name)
-    listed = set(gateway.pipeline)
+    for key, names, target in (("pipeline", gateway.pipeline, enabled), ("surfaces", gateway.surfaces, surfaces)):
+        for name in names:
+            installed = available[name]
+            try:
+                model = installed.config_model()
+            except PluginLoadError as exc:
+                raise ConfigError(source, str(exc), section="gateway", key=key) from exc
+            variables = environment.get(name, [])
+            _check_variables(model, variables)
+            config = _validate(model, plugins_table.get(name, {}), source, f"plugins.{name}", variables)
+            if config.enabled:
+                target.append(EnabledPlugin(name, installed, config))
+            else:
+                disabled.append(name)
+    listed = set(gateway.pipeline) | set(gateway.surfaces)
     unused_tables = tuple(sorted(name for name in plugins_table if name not in listed))
     unused_variables = tuple(
         sorted(variable.name for name, variables in environment.items() if name is not None and name not in listed for variable in variables)
     )
-    return GatewayConfig(source, gateway, tuple(enabled), tuple(disabled), models, unused_tables, unused_variables)
+    return GatewayConfig(source, gateway, tuple(enabled), tuple(disabled), models, unused_tables, unused_variables, tuple(surfaces))
 
 
 def plugin_env_prefix(name: str) -> str:

@@ -7,13 +7,12 @@ by a plugin). docs/request_context.md is the full reference.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, overload
 
 from .facts import DEADLINE
-from .identity import ClientKey
+from .identity import ClientKey, credential_tenant
 from .state import StateKey
 
 if TYPE_CHECKING:
@@ -67,6 +66,14 @@ class RequestContext:
     ``embeddings``… Whatever the surface, ``body`` is the canonical request (for chat-like
     surfaces: OpenAI's chat completions shape), so plugins that read content work on every one;
     caches keep surfaces apart."""
+    kind: str = "chat"
+    """What the canonical request asks for: ``chat`` (OpenAI's chat completions shape),
+    ``embeddings`` or ``completions`` (legacy text completions); a provider answers the kinds it
+    declares."""
+    native: dict[str, Any] | None = field(default=None, repr=False)
+    """The client's own request body when the surface's wire is not the canonical one (an
+    Anthropic Messages request): what a provider speaking that wire may pass through while no
+    plugin changed ``body`` (:func:`hookgate.surfaces.native_intact`). Read-only for plugins."""
     client_address: str | None = None
     """The client's network address (the peer of the connection, or what a trusted proxy says)."""
     provider: Provider | None = None
@@ -106,7 +113,7 @@ class RequestContext:
 
     def __post_init__(self) -> None:
         if self.tenant is None and self.api_key:
-            self.tenant = "key-" + hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+            self.tenant = credential_tenant(self.api_key)
 
     # ------------------------------------------------------------------------ typed facts ---
 

@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "ModelNotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "RateLimited",
     "InternalError",
     "UpstreamError",
@@ -111,6 +112,14 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class RequestTimeout(GatewayError):
+    """408: the client did not send its request body in time."""
+
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
 
 
 class RateLimited(GatewayError):

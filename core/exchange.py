@@ -20,6 +20,7 @@ from .errors import GatewayError, InternalError, ModelNotFound
 from .events import Outcome
 from .facts import CLIENT_KEY, COST_USD, USAGE
 from .identity import ClientKey
+from .provider import kinds_of
 from .responses import Completion, ProviderResponse
 
 if TYPE_CHECKING:
@@ -36,11 +37,13 @@ _MAX_MODEL_ECHO = 256
 class Exchange:
     """The phases of one request, and its single ending."""
 
-    __slots__ = ("gateway", "ctx", "response", "error", "phases", "_settled", "_finished", "_observe_phases")
+    __slots__ = ("gateway", "ctx", "kind", "response", "error", "phases", "_settled", "_finished", "_observe_phases")
 
-    def __init__(self, gateway: Gateway, ctx: RequestContext) -> None:
+    def __init__(self, gateway: Gateway, ctx: RequestContext, kind: str | None = None) -> None:
         self.gateway = gateway
         self.ctx = ctx
+        self.kind = kind or ctx.kind
+        """What the canonical request asks for (``chat``, ``embeddings``, ``completions``)."""
         self.response: Completion | None = None
         """The complete answer, once ``after_response`` was called with it."""
         self.error: GatewayError | None = None
@@ -95,6 +98,8 @@ class Exchange:
             raise ModelNotFound(
                 f"The model '{_clipped(ctx.body['model'])}' does not exist or is not served by this gateway.", param="model"
             )
+        if self.kind not in kinds_of(route.provider):
+            raise ModelNotFound(f"The model '{_clipped(ctx.body['model'])}' does not serve {self.kind} requests.", param="model")
         ctx.route, ctx.provider = route, route.provider
         if gateway.has_cache:
             ctx.cache_status = "MISS"
@@ -115,7 +120,7 @@ class Exchange:
         started = self._phase_start("call_provider")
         outcome = "ok"
         try:
-            return await gateway.call_provider(ctx, route)
+            return await gateway.call_provider(ctx, route, self.kind)
         except BaseException as exc:
             outcome = type(exc).__name__
             raise

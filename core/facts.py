@@ -152,8 +152,15 @@ def prompt_estimate(ctx: RequestContext) -> PromptEstimate:
     estimate = ctx.get(PROMPT_ESTIMATE)
     if estimate is not None:
         return estimate
-    chars = sum(len(message_text(m.get("content"))) + 16 for m in ctx.body.get("messages") or () if isinstance(m, dict))
-    return PromptEstimate(chars // 4 + 3, max_completion_tokens(ctx.body, FALLBACK_MAX_COMPLETION_TOKENS), False, "approx:chars")
+    body = ctx.body
+    if "messages" in body:
+        chars = sum(len(message_text(m.get("content"))) + 16 for m in body.get("messages") or () if isinstance(m, dict))
+    else:  # an embeddings input or a legacy completions prompt
+        given = body.get("input", body.get("prompt"))
+        items = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+        chars = sum(len(item) if isinstance(item, str) else 4 * len(item) if isinstance(item, list) else 4 for item in items)
+    completion = 0 if ctx.kind == "embeddings" else max_completion_tokens(body, FALLBACK_MAX_COMPLETION_TOKENS)
+    return PromptEstimate(chars // 4 + 3, completion, False, "approx:chars")
 
 
 def key_id(ctx: RequestContext) -> str:

@@ -17,12 +17,13 @@ from .context import Attempt, RequestContext
 from .errors import GatewayError
 from .exchange import Exchange
 from .facts import ATTEMPT_DEADLINE
-from .provider import Provider
+from .provider import Provider, kinds_of, passes_through
 from .registry import PluginLoadError
 from .responses import CompletionStream, ProviderResponse, with_first_chunk
 from .routing import Route, RoutingError, RoutingTable
 from .rules import check_rules, rules_of
 from .runner import HookRunner, PipelineError
+from .surfaces import Surface, native_intact, native_wire
 from .upstream import should_fall_back
 
 log = structlog.get_logger("hookgate.gateway")
@@ -33,7 +34,10 @@ __all__ = ["Gateway"]
 class Gateway:
     """One resolved pipeline: hooks in config order, the provider chain and the routing table."""
 
-    __slots__ = ("config", "runner", "providers", "routes", "plugin_router", "in_flight", "has_cache", "collectors", "_started", "_chain")
+    __slots__ = (
+        "config", "runner", "providers", "routes", "plugin_router", "surfaces", "route_surfaces", "in_flight", "has_cache", "collectors",
+        "_started", "_chain",
+    )  # fmt: skip
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -42,6 +46,11 @@ class Gateway:
         self._check_rules(config)
         self._check_pipeline(config)
         self.runner.call_startup_hook("register_providers", register=self._register_provider)
+        self.surfaces: dict[str, Surface] = {}
+        """The surfaces served, by the path of their chain route."""
+        self.route_surfaces: dict[str, Surface] = {}
+        """The surface owning each extra route (by its path template), for the error shape."""
+        self.runner.call_startup_hook("register_surfaces", register=self._register_surface)
         try:
             self.routes = RoutingTable(self.providers, config.models)
         except RoutingError as exc:
@@ -60,7 +69,12 @@ class Gateway:
     # ------------------------------------------------------------------------- building ---
 
     def add_routes(self, app: web.Application) -> None:
-        """Let plugins add their HTTP routes to :attr:`plugin_router`."""
+        """Let plugins add their HTTP routes to :attr:`plugin_router`, with the surfaces' extra
+        routes (answered in their surface's error shape)."""
+        for surface in self.surfaces.values():
+            for extra in surface.extra_routes():
+                route = self.plugin_router.add_route(extra.method, extra.path, extra.handler)
+                self.route_surfaces[route.resource.canonical] = surface  # type: ignore[union-attr]
         self.runner.call_startup_hook("register_routes", router=self.plugin_router, app=app)
 
     def _check_rules(self, config: GatewayConfig) -> None:
@@ -85,6 +99,14 @@ class Gateway:
         if provider.name in self.providers and self.providers[provider.name] is not provider:
             raise PipelineError(f"two providers are named {provider.name!r}")
         self.providers[provider.name] = provider
+
+    def _register_surface(self, surface: Surface) -> None:
+        if not isinstance(surface, Surface):
+            raise PipelineError(f"{surface!r} is not a hookgate Surface (see hookgate.surfaces)")
+        other = self.surfaces.get(surface.path)
+        if other is not None and other is not surface:
+            raise PipelineError(f"two surfaces are served on {surface.path}: {other.name!r} and {surface.name!r}")
+        self.surfaces[surface.path] = surface
 
     def model_ids(self) -> Iterable[tuple[str, str]]:
         """(model, provider name) for every routable model name."""
@@ -119,11 +141,11 @@ class Gateway:
 
     # ------------------------------------------------------------------------- requests ---
 
-    def exchange(self, ctx: RequestContext) -> Exchange:
-        """Begin a request on this pipeline (observers are told it started)."""
-        return Exchange(self, ctx)
+    def exchange(self, ctx: RequestContext, kind: str | None = None) -> Exchange:
+        """Begin a request of ``kind`` (default ``ctx.kind``) on this pipeline (observers are told it started)."""
+        return Exchange(self, ctx, kind)
 
-    async def call_provider(self, ctx: RequestContext, route: Route) -> ProviderResponse:
+    async def call_provider(self, ctx: RequestContext, route: Route, kind: str = "chat") -> ProviderResponse:
         """The middleware chain for ``route``, then its fallbacks while the previous one failed
         with a retriable error, an open circuit or a missing provider key.
 
@@ -132,7 +154,7 @@ class Gateway:
         """
         if not route.fallbacks:
             return await self._chain(ctx)
-        routes = self.routes.with_fallbacks(route)
+        routes = [candidate for candidate in self.routes.with_fallbacks(route) if kind in kinds_of(candidate.provider)]
         for index, candidate in enumerate(routes):
             ctx.route, ctx.provider = candidate, candidate.provider
             try:
@@ -157,8 +179,13 @@ class Gateway:
             runner.emit("attempt_started", ctx=ctx, number=number)
         started = perf_counter()
         outcome, status = "ok", None
+        provider = ctx.provider
         try:
-            response = await ctx.provider.complete(ctx)  # type: ignore[union-attr]
+            wire = native_wire(ctx)
+            if wire is not None and passes_through(provider, wire) and not ctx.route.params and native_intact(ctx):  # type: ignore[union-attr]
+                response = await provider.complete_native(ctx)  # type: ignore[union-attr]
+            else:
+                response = await provider.complete(ctx)  # type: ignore[union-attr]
             if isinstance(response, CompletionStream):
                 response = await with_first_chunk(response)
             return response

@@ -30,6 +30,7 @@ from .markers import hookspec
 
 __all__ = [
     "register_providers",
+    "register_surfaces",
     "register_routes",
     "check_pipeline",
     "register_hook_observers",
@@ -52,6 +53,7 @@ __all__ = [
     "request_finished",
     "PHASE_HOOKS",
     "STARTUP_HOOKS",
+    "REQUEST_HOOKS",
     "EVENT_HOOKS",
 ]
 
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from .identity import ClientKey
     from .provider import Provider
     from .responses import Completion, ProviderResponse
+    from .surfaces import Surface
 
 # -------------------------------------------------------------------------------------------------
 # Start-up hooks (synchronous, called once while the app is built)
@@ -100,6 +103,25 @@ def register_routes(router: web.UrlDispatcher, app: web.Application) -> None:
     Routes added here bypass the chat pipeline and answer only paths the core does not serve.
     Raise a :class:`~hookgate.GatewayError` for a failure: the core formats it in OpenAI's error
     shape. Call :func:`authorize_admin` hooks first when the route is for administrators.
+    """
+
+
+@hookspec
+def register_surfaces(register: Callable[[Surface], None]) -> None:
+    """Register the client-facing APIs this plugin serves.
+
+    :param register: call it once per :class:`~hookgate.surfaces.Surface` (its route, its request
+        and answer shapes, its error shape). Two surfaces on one path is a start-up error.
+
+    Called while a pipeline is built, for the plugins in ``[gateway] surfaces`` (the built-in
+    ones: chat completions, Anthropic Messages, Responses, embeddings, legacy completions) and any
+    pipeline plugin. Every surface's requests run through the same chain.
+
+    Example::
+
+        @hookimpl
+        def register_surfaces(self, register):
+            register(GeminiGenerateContent())
     """
 
 
@@ -439,8 +461,18 @@ PHASE_HOOKS = (
 )
 """The hooks the core awaits itself; their implementations must be ``async def``."""
 
-STARTUP_HOOKS = ("register_providers", "register_routes", "register_hook_observers", "register_metrics", "check_pipeline")
+STARTUP_HOOKS = (
+    "register_providers",
+    "register_surfaces",
+    "register_routes",
+    "register_hook_observers",
+    "register_metrics",
+    "check_pipeline",
+)
 """The hooks called synchronously while a pipeline is built."""
+
+REQUEST_HOOKS = ("before_request", "cache_lookup", "call_provider", "after_response", "on_error")
+"""The hooks that take part in a request (a plugin enabled only as a surface implements none)."""
 
 EVENT_HOOKS = ("request_started", "phase_started", "phase_finished", "attempt_started", "attempt_finished", "request_finished")
 """The events the core emits during every request; their implementations must be plain ``def``."""

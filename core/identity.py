@@ -1,11 +1,12 @@
 """Who is asking: the gateway key a request was authenticated with."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Mapping
 
-__all__ = ["ClientKey"]
+__all__ = ["ClientKey", "credential_tenant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +34,9 @@ class ClientKey:
     """May call admin endpoints (``GET /v1/usage`` for every key…)."""
     metadata: Mapping[str, str] = field(default_factory=dict)
     """Free-form labels (team, owner…) for plugins and logs."""
+
+
+def credential_tenant(credential: str) -> str:
+    """The tenant of a request presenting ``credential`` that no auth plugin recognised: a short
+    hash (never the credential), so caches and limits can still keep clients apart."""
+    return "key-" + hashlib.sha256(credential.encode()).hexdigest()[:16]

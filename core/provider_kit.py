@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 import orjson
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from .config import PluginConfig
@@ -42,6 +44,9 @@ class SDKProviderConfig(PluginConfig):
     api_key: SecretStr | None = Field(None, description="API key; prefer the environment variable named by api_key_env")
     api_key_env: str = Field("", description="environment variable holding the API key")
     models: list[str] = Field(default_factory=list, description="public model names this provider serves (more via [models])")
+    kinds: list[Literal["chat", "embeddings", "completions"]] = Field(
+        ["chat"], min_length=1, description="what the upstream answers: chat completions, embeddings, legacy completions"
+    )
     request_timeout_seconds: float = Field(
         600.0, gt=0, description="last-resort limit per upstream call; the timeout plugin sets the real deadlines"
     )
@@ -106,11 +111,13 @@ class SDKTransport:
             )
         return self.client
 
-    async def post_json(self, path: str, payload: bytes) -> Any:
-        """POST and return the parsed JSON body; every failure is a GatewayError."""
+    async def post_json(self, path: str, payload: bytes, headers: Mapping[str, str] | None = None) -> Any:
+        """POST and return the parsed JSON body; every failure is a GatewayError. ``headers`` are
+        sent as well (they win over the SDK's own)."""
         client = self._ready_client()
         try:
-            response = await client.post(path, cast_to=self.response_type, content=payload, options={"headers": {"Content-Type": "application/json"}})
+            options = {"headers": {"Content-Type": "application/json", **(headers or {})}}
+            response = await client.post(path, cast_to=self.response_type, content=payload, options=options)
             content = response.content
         except self.sdk.APIError as exc:
             raise self.translate(exc) from None
@@ -119,12 +126,12 @@ class SDKTransport:
         except orjson.JSONDecodeError:
             raise UpstreamError(f"The {self.provider} provider sent a body that is not JSON.", code="upstream_malformed") from None
 
-    async def post_stream(self, path: str, payload: bytes) -> Any:
+    async def post_stream(self, path: str, payload: bytes, headers: Mapping[str, str] | None = None) -> Any:
         """POST and return the unread response once the upstream accepted the request."""
         client = self._ready_client()
-        headers = {"Content-Type": "application/json", **_RAW_STREAM_HEADER}
+        sent = {"Content-Type": "application/json", **(headers or {}), **_RAW_STREAM_HEADER}
         try:
-            return await client.post(path, cast_to=self.response_type, content=payload, options={"headers": headers})
+            return await client.post(path, cast_to=self.response_type, content=payload, options={"headers": sent})
         except self.sdk.APIError as exc:
             raise self.translate(exc) from None
 
@@ -218,23 +225,33 @@ class SDKProviderPlugin:
 
 
 class OpenAIShapedProvider:
-    """A provider whose upstream speaks OpenAI's chat completions API (OpenAI, Groq, vLLM,
-    Ollama…): bodies go through unchanged but for the route's model and defaults, chunks are
-    relayed as they come."""
+    """A provider whose upstream speaks OpenAI's API (OpenAI, Groq, vLLM, Ollama…): chat
+    completions, and where the upstream serves them embeddings and legacy completions. Bodies go
+    through unchanged but for the route's model and defaults; chunks are relayed as they come.
 
-    def __init__(self, name: str, transport: SDKTransport, path: str, models: list[str]) -> None:
+    :param path: the chat completions path; the other kinds' paths are its siblings
+        (``…/embeddings``, ``…/completions``).
+    :param kinds: the kinds of request it answers.
+    """
+
+    def __init__(self, name: str, transport: SDKTransport, path: str, models: list[str], kinds: Iterable[str] = ("chat",)) -> None:
         self.name, self.transport, self.path, self._models = name, transport, path, models
+        self.kinds = frozenset(kinds)
+        base = path.removesuffix("chat/completions")
+        self._paths = {"chat": path, "embeddings": base + "embeddings", "completions": base + "completions"}
 
     def models(self) -> list[str]:
         return list(self._models)
 
     async def complete(self, ctx: RequestContext) -> Completion | CompletionStream:
+        path = self._paths[ctx.kind]
         payload = orjson.dumps(upstream_body(ctx))
         if ctx.stream:
-            response = await self.transport.post_stream(self.path, payload)
+            response = await self.transport.post_stream(path, payload)
             return CompletionStream(self._chunks(response), close=response.aclose)
-        body = await self.transport.post_json(self.path, payload)
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        body = await self.transport.post_json(path, payload)
+        answers = "data" if ctx.kind == "embeddings" else "choices"
+        if not isinstance(body, dict) or not isinstance(body.get(answers), list) or not all(isinstance(a, dict) for a in body[answers]):
             raise UpstreamError(f"The {self.name} provider sent an unexpected body.", code="upstream_malformed")
         return Completion(body)
 

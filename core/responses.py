@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import orjson
+
 __all__ = [
     "Completion",
     "CompletionStream",
@@ -22,9 +24,41 @@ __all__ = [
 
 @dataclass(slots=True)
 class Completion:
-    """A complete ``chat.completion`` body."""
+    """A complete answer: for chat-like surfaces a ``chat.completion`` body, for embeddings
+    OpenAI's embeddings list, for legacy completions a ``text_completion``.
+
+    ``native`` is the upstream's own answer when it spoke the client's surface natively (an
+    Anthropic ``message`` for an Anthropic client): what that surface sends, losslessly, while the
+    chain's plugins read ``body``. Caches keep both.
+    """
 
     body: dict[str, Any]
+    native: dict[str, Any] | None = None
+
+    def to_bytes(self) -> bytes:
+        """The answer serialised for a cache: ``{"body": …}``, with ``"native"`` when it has one."""
+        if self.native is None:
+            return b'{"body":' + orjson.dumps(self.body) + b"}"
+        return orjson.dumps({"body": self.body, "native": self.native})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> Completion | None:
+        """An answer :meth:`to_bytes` wrote, or None for anything else (a cache treats it as a miss)."""
+        try:
+            entry = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        return cls.from_entry(entry)
+
+    @classmethod
+    def from_entry(cls, entry: Any) -> Completion | None:
+        """An answer from the parsed form of :meth:`to_bytes`, or None when it is not one."""
+        if not isinstance(entry, dict):
+            return None
+        body, native = entry.get("body"), entry.get("native")
+        if not isinstance(body, dict) or not (isinstance(body.get("choices"), list) or isinstance(body.get("data"), list)):
+            return None
+        return cls(body, native if isinstance(native, dict) else None)
 
     @property
     def usage(self) -> dict[str, Any] | None:
@@ -107,6 +141,8 @@ def assemble_stream(chunks: list[dict[str, Any]]) -> Completion:
     arguments concatenated per choice, the last finish reason, and the usage chunk if one came.
     """
     first = chunks[0] if chunks else {}
+    if first.get("object") == "text_completion":
+        return _assemble_text(chunks)
     choices: dict[int, dict[str, Any]] = {}
     usage = None
     for chunk in chunks:
@@ -146,6 +182,37 @@ def assemble_stream(chunks: list[dict[str, Any]]) -> Completion:
     return Completion(body)
 
 
+def _assemble_text(chunks: list[dict[str, Any]]) -> Completion:
+    """The ``text_completion`` a legacy completions stream amounts to."""
+    first = chunks[0]
+    texts: dict[int, list[str]] = {}
+    reasons: dict[int, Any] = {}
+    usage = None
+    for chunk in chunks:
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            index = index if isinstance(index, int) and 0 <= index < 128 else 0
+            if isinstance(choice.get("text"), str):
+                texts.setdefault(index, []).append(choice["text"])
+            if choice.get("finish_reason") is not None:
+                reasons[index] = choice["finish_reason"]
+    indices = sorted(set(texts) | set(reasons))
+    body: dict[str, Any] = {
+        "id": first.get("id", ""),
+        "object": "text_completion",
+        "created": first.get("created", 0),
+        "model": first.get("model", ""),
+        "choices": [{"index": i, "text": "".join(texts.get(i, ())), "finish_reason": reasons.get(i), "logprobs": None} for i in indices],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return Completion(body)
+
+
 def _merge_tool_call(message: dict[str, Any], call: dict[str, Any]) -> None:
     calls = message.setdefault("tool_calls", [])
     index = call.get("index", 0)
@@ -164,13 +231,23 @@ def _merge_tool_call(message: dict[str, Any], call: dict[str, Any]) -> None:
 
 
 def is_complete(completion: Completion) -> bool:
-    """True when every choice has a finish reason: the answer was not cut off mid-stream."""
-    choices = completion.body.get("choices") or []
-    return bool(choices) and all(c.get("finish_reason") for c in choices)
+    """True when every choice has a finish reason (the answer was not cut off mid-stream), or the
+    answer is an embeddings list."""
+    body = completion.body
+    if body.get("object") == "list":
+        return isinstance(body.get("data"), list) and bool(body["data"])
+    choices = body.get("choices") or []
+    return bool(choices) and all(isinstance(c, dict) and c.get("finish_reason") for c in choices)
 
 
 def completion_to_chunks(body: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
     """Replay a complete answer as stream chunks (a cached answer sent to a streaming client)."""
+    if body.get("object") == "text_completion":
+        head = {key: body.get(key) for key in ("id", "created", "model")}
+        texts = [{**head, "object": "text_completion", "choices": [{**c, "finish_reason": None}]} for c in body.get("choices") or ()]
+        final = [{**head, "object": "text_completion", "choices": [{**c, "text": ""} for c in body.get("choices") or ()]}]
+        usage = [{**head, "object": "text_completion", "choices": [], "usage": body["usage"]}] if include_usage and body.get("usage") else []
+        return [*texts, *final, *usage]
     base = {
         "id": body.get("id", ""),
         "object": "chat.completion.chunk",

@@ -57,7 +57,9 @@ class HookRunner:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, object] = {}
-        for plugin in config.plugins:
+        self.surface_plugins = frozenset(plugin.name for plugin in config.surfaces)
+        """Plugins enabled only as surfaces (``[gateway] surfaces``): they take no part in requests."""
+        for plugin in (*config.plugins, *config.surfaces):
             instance = plugin.installed.instantiate(plugin.config)
             try:
                 self.pm.register(instance, name=plugin.name)
@@ -74,6 +76,11 @@ class HookRunner:
             impls = getattr(self.pm.hook, hook_name).get_hookimpls()
             for impl in impls:
                 _check_impl(hook_name, impl)
+                if impl.plugin_name in self.surface_plugins and hook_name in hookspecs.REQUEST_HOOKS:
+                    raise PipelineError(
+                        f"plugin {impl.plugin_name!r} is enabled as a surface but implements {hook_name}: "
+                        "list it in [gateway] pipeline to let it take part in requests"
+                    )
             ordered = sorted(impls, key=lambda impl: position[impl.plugin_name])
             self._calls[hook_name] = tuple(HookCall(i.plugin_name, i.function, tuple(i.argnames)) for i in ordered)
         observers: list[HookObserver] = []

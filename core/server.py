@@ -2,7 +2,13 @@
 
 This layer reads requests and writes bytes. What happens between (authentication, the phases,
 routing, caches, the provider chain, and ending each request exactly once) belongs to the
-request's :class:`~hookgate.exchange.Exchange`.
+request's :class:`~hookgate.exchange.Exchange`; the shapes of each client-facing API (request,
+answer, stream, error) belong to its :class:`~hookgate.surfaces.Surface`.
+
+The edge defends the process: a body must arrive within ``body_read_timeout_seconds`` (408), at
+most ``max_anonymous_body_reads`` unauthenticated bodies are read at once (503 past it), the key
+is checked from the headers before any body is read, and a body that is not what its
+``Content-Encoding`` says is a 400.
 """
 from __future__ import annotations
 
@@ -15,21 +21,30 @@ import orjson
 import structlog
 from aiohttp import web
 
-from .chat_request import validate_chat_request
 from .config import GatewayConfig
 from .context import RequestContext
-from .errors import ClientDisconnected, GatewayError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
+from .errors import (
+    ClientDisconnected,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    UpstreamError,
+)
 from .exchange import Exchange, as_gateway_error
-from .facts import USAGE
+from .facts import CLIENT_KEY, USAGE
 from .gateway import Gateway
 from .health import Readiness
 from .introspection import pipeline_report
 from .pipelines import PIPELINES, Pipelines
 from .redis import REDIS_SERVICE, RedisService
-from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
 from .output import OutputFilter, output_filters
+from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
+from .surfaces import NATIVE_EVENTS, Surface, remember_native
 from .tasks import BACKGROUND_TASKS, BackgroundTasks
-from .web import presented_key, require_admin
+from .web import identify, presented_key, require_admin
 
 __all__ = ["create_app", "PIPELINES", "current_gateway"]
 
@@ -39,8 +54,10 @@ _REQUEST_ID = web.RequestKey("hookgate_request_id", str)
 _STREAM = web.RequestKey("hookgate_stream", web.StreamResponse)
 """The SSE response of a request once its headers went out: after that, a failure must end the
 stream with an error event, never start a second HTTP response inside it."""
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_SSE_DONE = b"data: [DONE]\n\n"
+_SURFACE = web.RequestKey("hookgate_surface", object)
+"""The surface serving a request, so that its errors are written in that surface's shape."""
+_BODY_READS = web.AppKey("hookgate_anonymous_body_reads", asyncio.Semaphore)
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipelines] | None = None) -> web.Application:
@@ -64,9 +81,10 @@ def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipeline
         retry_interval=settings.redis_retry_interval_seconds,
     )
     app[BACKGROUND_TASKS] = BackgroundTasks(settings.max_background_tasks)
+    app[_BODY_READS] = asyncio.Semaphore(settings.max_anonymous_body_reads)
     for path, (method, handler) in _CORE_ROUTES.items():
         app.router.add_route(method, path, handler)
-    app.router.add_route("*", "/{path:.*}", plugin_routes)  # last: whatever the pipeline's plugins added
+    app.router.add_route("*", "/{path:.*}", pipeline_routes)  # last: the pipeline's surfaces and plugin routes
     gateway.add_routes(app)
     app.cleanup_ctx.append(_plugin_lifecycle)
     return app
@@ -103,48 +121,56 @@ async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 # -------------------------------------------------------------------------------------------------
-# Handlers
+# Surfaces: every client-facing API runs the same chain
 # -------------------------------------------------------------------------------------------------
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/chat/completions``: OpenAI's chat API, through the hook chain.
+async def surface_request(request: web.Request, surface: Surface) -> web.StreamResponse:
+    """A request to one of the current pipeline's surfaces, through the hook chain.
 
     The request runs to its end on the pipeline that was current when it arrived, even if a
     reload replaces it meanwhile.
     """
     gateway = request.app[PIPELINES].current
     gateway.in_flight += 1
+    request[_SURFACE] = surface
     ctx = RequestContext(
         request_id=request[_REQUEST_ID],
         body={},
         headers=request.headers,
         api_key=presented_key(request.headers),
+        surface=surface.name,
+        kind=surface.kind,
         client_address=request.remote,
     )
-    exchange = gateway.exchange(ctx)
+    exchange = gateway.exchange(ctx, surface.kind)
     try:
-        return await _chat(request, gateway, exchange)
+        return await _serve(request, gateway, exchange, surface)
     finally:
         exchange.finish()
         gateway.in_flight -= 1
 
 
-async def _chat(request: web.Request, gateway: Gateway, exchange: Exchange) -> web.StreamResponse:
+async def _serve(request: web.Request, gateway: Gateway, exchange: Exchange, surface: Surface) -> web.StreamResponse:
     ctx = exchange.ctx
     try:
         await exchange.authenticate()
-        ctx.body = body = await _read_json(request, gateway.config.gateway.max_body_bytes)
-        validate_chat_request(body)
+        raw = await _read_json(request, gateway.config.gateway, authenticated=CLIENT_KEY in ctx)
+        parsed = await surface.parse(ctx, raw)
+        ctx.body = parsed.canonical
+        if parsed.native is not None:
+            ctx.native = parsed.native
+            remember_native(ctx, surface.wire)
         answer = await exchange.answer()
         if isinstance(answer, CompletionStream):
             if ctx.stream:
-                return await _relay_stream(request, exchange, answer)
+                return await _relay_stream(request, exchange, surface, answer)
             answer = await _drain(ctx, answer)
         if ctx.stream:
-            return await _replay_as_stream(request, exchange, answer)
+            return await _replay_as_stream(request, exchange, surface, answer)
         await exchange.complete(answer)
-        return await _send_json(request, exchange, orjson.dumps(_filtered_body(ctx, answer.body)))
+        await surface.completed(ctx, answer)
+        return await _send_json(request, exchange, orjson.dumps(surface.render(ctx, _for_client(ctx, answer))))
     except asyncio.CancelledError:
         await exchange.fail(ClientDisconnected("The client closed the connection before the answer was complete."))
         raise
@@ -153,16 +179,38 @@ async def _chat(request: web.Request, gateway: Gateway, exchange: Exchange) -> w
         if not isinstance(exc, GatewayError):
             log.error("request_failed", request_id=ctx.request_id, exc_info=exc)
         await exchange.fail(error)
-        return _error_response(error, _headers(ctx))
+        return _error_response(error, _headers(ctx), surface)
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """``GET /v1/models``: every model an enabled provider serves."""
+    """``GET /v1/models``: every model an enabled provider serves that the caller's key may use."""
+    allowed = await _allowed_models(request)
     data = [
-        {"id": model, "object": "model", "created": 0, "owned_by": provider}
+        _model_object(model, provider)
         for model, provider in request.app[PIPELINES].current.model_ids()
+        if allowed is None or model in allowed
     ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}``: one model, if it is served and the caller's key may use it."""
+    wanted = request.match_info["model"]
+    allowed = await _allowed_models(request)
+    for model, provider in request.app[PIPELINES].current.model_ids():
+        if model == wanted and (allowed is None or model in allowed):
+            return web.Response(body=orjson.dumps(_model_object(model, provider)), content_type="application/json")
+    shown = wanted if len(wanted) <= 256 and wanted.isprintable() else wanted[:256].encode("unicode_escape").decode("ascii")
+    raise NotFound(f"The model '{shown}' does not exist or is not served by this gateway.", param="model", code="model_not_found")
+
+
+async def _allowed_models(request: web.Request) -> frozenset[str] | None:
+    key = await identify(request)
+    return key.models if key is not None else None
+
+
+def _model_object(model: str, provider: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": provider}
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -221,24 +269,35 @@ async def plugins_report(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(report, default=str), content_type="application/json")
 
 
-async def plugin_routes(request: web.Request) -> web.StreamResponse:
-    """Serve a route that a plugin of the current pipeline added, or 404/405."""
+async def pipeline_routes(request: web.Request) -> web.StreamResponse:
+    """Serve what the current pipeline adds: its surfaces, their extra routes, and the routes
+    plugins registered; else 404/405."""
+    gateway = request.app[PIPELINES].current
+    surface = gateway.surfaces.get(request.path)
+    if surface is not None:
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+        return await surface_request(request, surface)
     if request.path in _CORE_ROUTES:  # a core path with another method
         raise web.HTTPMethodNotAllowed(request.method, [_CORE_ROUTES[request.path][0]])
-    match = await request.app[PIPELINES].current.plugin_router.resolve(request)
+    match = await gateway.plugin_router.resolve(request)
     if match.http_exception is not None:
         raise match.http_exception
+    request.match_info.update(match)  # the plugin's own path parameters ({id})
+    owner = gateway.route_surfaces.get(match.route.resource.canonical if match.route.resource else "")
+    if owner is not None:
+        request[_SURFACE] = owner
     return await match.handler(request)
 
 
 _CORE_ROUTES: dict[str, tuple[str, Any]] = {
-    "/v1/chat/completions": ("POST", chat_completions),
     "/v1/models": ("GET", list_models),
+    "/v1/models/{model}": ("GET", retrieve_model),
     "/healthz": ("GET", healthz),
     "/readyz": ("GET", readyz),
     "/-/plugins": ("GET", plugins_report),
 }
-"""The core's own routes; any other path goes to the current pipeline's plugin routes."""
+"""The core's own routes; any other path goes to the current pipeline (surfaces, plugin routes)."""
 
 
 # -------------------------------------------------------------------------------------------------
@@ -259,18 +318,22 @@ async def _send_json(request: web.Request, exchange: Exchange, payload: bytes) -
     return response
 
 
-async def _relay_stream(request: web.Request, exchange: Exchange, stream: CompletionStream) -> web.StreamResponse:
+async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surface, stream: CompletionStream) -> web.StreamResponse:
     """Send chunks as they arrive; ``after_response`` gets the assembled answer after the last one.
 
     The response is started only once the first chunk is in hand, so a failure before it is still
     an ordinary HTTP error with its status. After the first byte the status cannot change: the
-    client gets an SSE error event (which the OpenAI SDK raises as an APIError) and a clean end
-    of stream. The upstream is closed in every case, including a client that went away.
+    client gets the surface's error event and a clean end of stream. The upstream is closed in
+    every case, including a client that went away. A pass-through stream (chunks carrying their
+    native bytes) is written byte for byte to a surface of the same wire, unless an output filter
+    must see the chunks.
     """
     ctx = exchange.ctx
     response: web.StreamResponse | None = None
     chunks: list[dict[str, Any]] = []
     filters = output_filters(ctx)
+    writer = surface.open_stream(ctx)
+    native: bool | None = None  # decided by the first chunk
     iterator = stream.__aiter__()
     try:
         while True:
@@ -282,18 +345,21 @@ async def _relay_stream(request: web.Request, exchange: Exchange, stream: Comple
             finally:
                 ctx.upstream_seconds += perf_counter() - waited_from
             if response is None:
-                response = await _start_stream(request, ctx)
+                response = await _start_stream(request, ctx, surface)
+                native = NATIVE_EVENTS in chunk and not filters
             chunks.append(chunk)
-            if filters:
-                payload = b"".join(b"data: " + orjson.dumps(out) + b"\n\n" for out in _filtered_chunk(filters, chunk))
-                if payload:
-                    await response.write(payload)
+            if native:
+                payload = chunk.get(NATIVE_EVENTS) or b""
+            elif filters:
+                payload = b"".join(writer.feed(out) for out in _filtered_chunk(filters, chunk))
             else:
-                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                payload = writer.feed(chunk)
+            if payload:
+                await response.write(payload)
         if response is None:
-            response = await _start_stream(request, ctx)
+            response = await _start_stream(request, ctx, surface)
         if filters:
-            held = b"".join(b"data: " + orjson.dumps(out) + b"\n\n" for out in _filters_end(filters))
+            held = b"".join(writer.feed(out) for out in _filters_end(filters))
             if held:
                 await response.write(held)
         completion = assemble_stream(chunks)
@@ -302,6 +368,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, stream: Comple
         if completion.body.get("usage") is None and USAGE in ctx:
             completion.body["usage"] = ctx[USAGE]  # the usage chunk a client did not ask for was not relayed
         await exchange.complete(completion)
+        await surface.completed(ctx, completion)
     except asyncio.CancelledError:
         raise
     except ConnectionError:
@@ -313,36 +380,40 @@ async def _relay_stream(request: web.Request, exchange: Exchange, stream: Comple
             log.error("stream_failed", request_id=ctx.request_id, exc_info=exc)
         await exchange.fail(error)
         if response is not None:
-            await _end_stream(exchange, response, orjson.dumps(error.to_body()))
+            await _end_stream(exchange, response, writer.fail(error))
             return response
-        return _error_response(error, _headers(ctx))
+        return _error_response(error, _headers(ctx), surface)
     finally:
         await stream.aclose()
-    await _end_stream(exchange, response)
+    await _end_stream(exchange, response, b"" if native else writer.finish())
     return response
 
 
-async def _start_stream(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+async def _start_stream(request: web.Request, ctx: RequestContext, surface: Surface) -> web.StreamResponse:
     """Send the SSE response's headers: the first byte of the answer."""
-    response = web.StreamResponse(headers={**_SSE_HEADERS, **_headers(ctx)})
+    response = web.StreamResponse(headers={"Content-Type": surface.content_type, **_SSE_HEADERS, **_headers(ctx)})
     await response.prepare(request)
     request[_STREAM] = response
     ctx.first_byte_at = perf_counter()
     return response
 
 
-async def _replay_as_stream(request: web.Request, exchange: Exchange, completion: Completion) -> web.StreamResponse:
-    """Send a complete answer (a cache hit, or a provider that cannot stream) as SSE chunks."""
+async def _replay_as_stream(request: web.Request, exchange: Exchange, surface: Surface, completion: Completion) -> web.StreamResponse:
+    """Send a complete answer (a cache hit, or a provider that cannot stream) as SSE."""
     ctx = exchange.ctx
     await exchange.complete(completion)
-    replayed = completion_to_chunks(completion.body, include_usage=ctx.include_usage)
+    await surface.completed(ctx, completion)
     filters = output_filters(ctx)
-    if filters:
-        replayed = [out for chunk in replayed for out in _filtered_chunk(filters, chunk)] + _filters_end(filters)
-    payload = b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in replayed)
+    payload = surface.replay_native(ctx, completion.native) if completion.native is not None and not filters else None
+    if payload is None:
+        writer = surface.open_stream(ctx)
+        replayed = completion_to_chunks(completion.body, include_usage=ctx.include_usage)
+        if filters:
+            replayed = [out for chunk in replayed for out in _filtered_chunk(filters, chunk)] + _filters_end(filters)
+        payload = b"".join(writer.feed(chunk) for chunk in replayed) + writer.finish()
     try:
-        response = await _start_stream(request, ctx)
-        await response.write(payload + _SSE_DONE)
+        response = await _start_stream(request, ctx, surface)
+        await response.write(payload)
         await response.write_eof()
     except ConnectionError:
         await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
@@ -350,21 +421,22 @@ async def _replay_as_stream(request: web.Request, exchange: Exchange, completion
     return response
 
 
-def _filtered_body(ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
-    """The answer's body as this client gets it (the pipeline's copy is left as it is)."""
+def _for_client(ctx: RequestContext, completion: Completion) -> Completion:
+    """The answer as this client gets it: through its output filters (which see a copy; the
+    pipeline's answer is left as it is), and without the native answer once one has filtered it."""
     filters = output_filters(ctx)
     if not filters:
-        return body
-    body = orjson.loads(orjson.dumps(body))
+        return completion
+    body = orjson.loads(orjson.dumps(completion.body))
     for output_filter in filters:
         body = output_filter.body(body)
-    return body
+    return Completion(body)
 
 
 def _filtered_chunk(filters: list[OutputFilter], chunk: dict[str, Any]) -> list[dict[str, Any]]:
     """What the client gets in place of ``chunk``, through every filter in order (they get a copy:
     the pipeline assembles the answer from the chunks as they came)."""
-    chunks = [orjson.loads(orjson.dumps(chunk))]
+    chunks = [orjson.loads(orjson.dumps({key: value for key, value in chunk.items() if key != NATIVE_EVENTS}))]
     for output_filter in filters:
         chunks = [out for item in chunks for out in output_filter.chunk(item)]
     return chunks
@@ -397,11 +469,10 @@ async def _drain(ctx: RequestContext, stream: CompletionStream) -> Completion:
     return completion
 
 
-async def _end_stream(exchange: Exchange, response: web.StreamResponse, error_payload: bytes | None = None) -> None:
+async def _end_stream(exchange: Exchange, response: web.StreamResponse, closing: bytes) -> None:
     try:
-        if error_payload is not None:
-            await response.write(b"data: " + error_payload + b"\n\n")
-        await response.write(_SSE_DONE)
+        if closing:
+            await response.write(closing)
         await response.write_eof()
     except ConnectionError:
         await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
@@ -412,13 +483,33 @@ async def _end_stream(exchange: Exchange, response: web.StreamResponse, error_pa
 # -------------------------------------------------------------------------------------------------
 
 
-async def _read_json(request: web.Request, limit: int) -> Any:
+async def _read_json(request: web.Request, settings: Any, *, authenticated: bool) -> Any:
+    """The request's JSON body, read within the edge's bounds: its size, the time it may take to
+    arrive, and (for a client no authenticate hook recognised) how many are read at once."""
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
+    reads = None if authenticated else request.app[_BODY_READS]
+    if reads is not None:
+        if reads.locked():
+            raise ServiceUnavailable(
+                "Too many requests are sending their bodies at once; try again shortly.", code="overloaded", headers={"Retry-After": "1"}
+            )
+        await reads.acquire()
     try:
-        raw = await request.read()
+        async with asyncio.timeout(settings.body_read_timeout_seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {settings.body_read_timeout_seconds:g} s.") from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None
+    except (ValueError, OSError) as exc:  # a body that is not what its Content-Encoding says, a broken connection
+        if isinstance(exc, ConnectionError):
+            raise
+        raise InvalidRequest("The request body could not be read (is it what its Content-Encoding says?).", code="invalid_body") from None
+    finally:
+        if reads is not None:
+            reads.release()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -440,13 +531,24 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
     return headers
 
 
-def _error_response(error: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+def _error_response(error: GatewayError, headers: dict[str, str] | None = None, surface: Surface | None = None) -> web.Response:
+    body = surface.error_body(error) if surface is not None else error.to_body()
     return web.Response(
         status=error.status,
-        body=orjson.dumps(error.to_body()),
+        body=orjson.dumps(body),
         content_type="application/json",
-        headers={**(headers or {}), **error.headers},
+        headers={**(headers or {}), **error.headers, **_retry_advice(error)},
     )
+
+
+def _retry_advice(error: GatewayError) -> dict[str, str]:
+    """``x-should-retry`` for the official SDKs, which obey it: ``false`` for everything the
+    gateway already retried or decided is not worth retrying, so a client's own retries do not
+    multiply the attempts. Only the gateway's own load shedding (a 429 or 503 it decided itself,
+    with Retry-After) is left to the client's judgement."""
+    if error.upstream_status is None and error.status in (429, 503) and "Retry-After" in error.headers:
+        return {}
+    return {"x-should-retry": "false"}
 
 
 def _request_id(request: web.Request) -> str:
@@ -459,24 +561,25 @@ def _request_id(request: web.Request) -> str:
 
 @web.middleware
 async def _errors_and_request_id(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Give every response an ``x-request-id`` and every failure OpenAI's error shape."""
+    """Give every response an ``x-request-id`` and every failure the error shape of the surface it
+    came through (OpenAI's elsewhere)."""
     request_id = request[_REQUEST_ID] = _request_id(request)
     try:
         response = await handler(request)
     except GatewayError as error:
-        response = _error_response(error, {"x-hookgate-cache": "BYPASS", "x-hookgate-provider": "none"})
+        response = _error_response(error, {"x-hookgate-cache": "BYPASS", "x-hookgate-provider": "none"}, request.get(_SURFACE))  # type: ignore[arg-type]
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         error = _http_error(exc)
-        response = _error_response(error, {"x-hookgate-cache": "BYPASS", "x-hookgate-provider": "none"})
+        response = _error_response(error, {"x-hookgate-cache": "BYPASS", "x-hookgate-provider": "none"}, request.get(_SURFACE))  # type: ignore[arg-type]
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         log.error("request_failed", request_id=request_id, path=request.path, exc_info=exc)
-        response = _error_response(as_gateway_error(exc, request_id))
+        response = _error_response(as_gateway_error(exc, request_id), None, request.get(_SURFACE))  # type: ignore[arg-type]
     started = request.get(_STREAM)
     if started is not None and response is not started:
         # The stream's headers are gone: a second response would be written inside its body.
@@ -488,7 +591,7 @@ async def _errors_and_request_id(request: web.Request, handler: Any) -> web.Stre
 
 def _http_error(exc: web.HTTPException) -> GatewayError:
     if exc.status == 404:
-        return NotFound("Unknown path. This gateway serves POST /v1/chat/completions and GET /v1/models.", code="not_found")
+        return NotFound("Unknown path.", code="not_found")
     if exc.status == 405:
         return InvalidRequest("Method not allowed for this path.", status=405, code="method_not_allowed")
     return GatewayError(exc.reason, status=exc.status)

@@ -22,10 +22,10 @@ from typing import Mapping
 from aiohttp import web
 
 from .errors import InternalError
-from .identity import ClientKey
+from .identity import ClientKey, credential_tenant
 from .pipelines import PIPELINES
 
-__all__ = ["identify", "require_admin", "presented_key", "metrics_collectors"]
+__all__ = ["identify", "require_admin", "presented_key", "tenant_of", "metrics_collectors"]
 
 
 async def identify(request: web.Request) -> ClientKey | None:
@@ -39,6 +39,17 @@ async def identify(request: web.Request) -> ClientKey | None:
     if key is not None and not isinstance(key, ClientKey):
         raise InternalError(f"An authenticate hook returned {type(key).__name__}, not a ClientKey.")
     return key
+
+
+async def tenant_of(request: web.Request) -> str | None:
+    """Whose request this is, by the rule the chain applies (``ctx.tenant``): the gateway key's
+    cache namespace or id, else a hash of the credential (never the credential), else None for an
+    anonymous request. For plugin routes that serve what a request of the chain stored."""
+    key = await identify(request)
+    if key is not None:
+        return key.cache_namespace or key.id
+    credential = presented_key(request.headers)
+    return credential_tenant(credential) if credential else None
 
 
 async def require_admin(request: web.Request) -> None:

@@ -82,16 +82,16 @@ class MemoryCache:
         self._entries.move_to_end(lookup.key)
         lookup.answered = True
         ctx.response_headers["age"] = str(int(now - stored_at))
-        return Completion(orjson.loads(payload))
+        return Completion.from_bytes(payload)
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
         lookup = ctx.get(_LOOKUP)
         if lookup is None or lookup.answered or lookup.directives.no_store:
             return
-        if not is_complete(response) or any(c.get("finish_reason") not in self._finish_reasons for c in response.body["choices"]):
+        if not is_complete(response) or any(c.get("finish_reason") not in self._finish_reasons for c in response.body.get("choices") or ()):
             return
-        payload = orjson.dumps(response.body)
+        payload = response.to_bytes()
         if len(payload) > self.config.max_entry_bytes:
             return
         ttl = self.config.ttl_seconds

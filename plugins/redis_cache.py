@@ -8,10 +8,10 @@ of everything that changes the answer, SHA-256, versioned, scoped per tenant unl
 with its digest in a Redis Cluster hash tag, so that an entry and its lock always live in one
 slot and can meet in one script::
 
-    [<key_prefix>:]hookgate:cache:v1:<tenant>:{<sha256>}        the entry
-    [<key_prefix>:]hookgate:cache:v1:<tenant>:{<sha256>}:lock   its single-flight lock
+    [<key_prefix>:]hookgate:cache:v2:<tenant>:{<sha256>}        the entry
+    [<key_prefix>:]hookgate:cache:v2:<tenant>:{<sha256>}:lock   its single-flight lock
 
-An entry is ``{"stored_at": <unix time>, "body": <chat.completion>}`` with a millisecond expiry;
+An entry is ``{"stored_at": <unix time>, "answer": {"body": <chat.completion>, "native": …}}`` with a millisecond expiry;
 ``stored_at`` gives the ``age`` header of a hit. Only complete answers with a configured finish
 reason, under ``max_entry_bytes``, are stored.
 
@@ -244,7 +244,7 @@ class RedisCache:
             self._label(ctx, flight, leader)
             # Every request but the one that started the flight gets its own copy: plugins may
             # edit the answer they are handed.
-            return completion if leader else Completion(orjson.loads(flight.payload))
+            return completion if leader else (Completion.from_bytes(flight.payload) or completion)
         finally:
             if not following:
                 await leave()
@@ -356,7 +356,7 @@ class RedisCache:
                     if entry is None:
                         return None  # unreadable: answer this one from upstream, without the lock
                     completion, age = entry
-                    flight.completion, flight.payload, flight.age = completion, orjson.dumps(completion.body), age
+                    flight.completion, flight.payload, flight.age = completion, completion.to_bytes(), age
                     return None
                 remaining = deadline - loop.time()  # held by another process: wait for its answer
                 if remaining <= 0:
@@ -381,7 +381,7 @@ class RedisCache:
             finally:
                 await response.aclose()
             response = assemble_stream(flight.chunks)
-        flight.payload = orjson.dumps(response.body)
+        flight.payload = response.to_bytes()
         flight.completion = response
 
     async def _follow(
@@ -446,16 +446,16 @@ class RedisCache:
 
     def _storable(self, completion: Completion) -> bytes | None:
         """The serialised answer when it may be stored: complete, an accepted finish reason, small enough."""
-        if not is_complete(completion) or any(c.get("finish_reason") not in self._finish_reasons for c in completion.body["choices"]):
+        if not is_complete(completion) or any(c.get("finish_reason") not in self._finish_reasons for c in completion.body.get("choices") or ()):
             return None
-        payload = orjson.dumps(completion.body)
+        payload = completion.to_bytes()
         return payload if len(payload) <= self.config.max_entry_bytes else None
 
     async def _store(self, request: _Request, payload: bytes, token: str | None) -> None:
         """Write the entry; with the flight's lock token, free the lock in the same script."""
         client, scripts = self._client, self._scripts
         assert client is not None and scripts is not None
-        entry = b'{"stored_at":' + orjson.dumps(time.time()) + b',"body":' + payload + b"}"
+        entry = b'{"stored_at":' + orjson.dumps(time.time()) + b',"answer":' + payload + b"}"
         ttl_ms = max(1, int(request.ttl_seconds * 1000))
         try:
             if token is None:
@@ -606,10 +606,10 @@ def _decode(raw: bytes) -> tuple[Completion, int] | None:
         return None
     if not isinstance(entry, dict):
         return None
-    body, stored_at = entry.get("body"), entry.get("stored_at")
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not isinstance(stored_at, (int, float)):
+    answer, stored_at = Completion.from_entry(entry.get("answer")), entry.get("stored_at")
+    if answer is None or not isinstance(stored_at, (int, float)):
         return None
-    return Completion(body), max(0, int(time.time() - stored_at))
+    return answer, max(0, int(time.time() - stored_at))
 
 
 def _copy_error(error: BaseException) -> BaseException:

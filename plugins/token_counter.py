@@ -169,7 +169,7 @@ class TokenCounter:
             counted = _count_all(encoding, texts)
         if approximate_parts and exact:
             exact, method = False, "approx:" + method.partition(":")[2]
-        limit = max_completion_tokens(ctx.body, self.config.default_max_completion_tokens)
+        limit = 0 if ctx.kind == "embeddings" else max_completion_tokens(ctx.body, self.config.default_max_completion_tokens)
         return PromptEstimate(counted + extra_tokens, limit, exact, method)
 
     def encoding_for(self, model: str) -> tuple[tiktoken.Encoding, bool, str]:
@@ -341,6 +341,8 @@ async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
 
 def _prompt_parts(body: dict[str, Any], image_tokens: int) -> tuple[list[str], int, bool]:
     """(texts to encode, tokens added without encoding, whether parts were approximated)."""
+    if "messages" not in body:
+        return _input_parts(body)
     texts: list[str] = []
     extra = TOKENS_REPLY_PRIMING
     approximate = False
@@ -365,6 +367,18 @@ def _prompt_parts(body: dict[str, Any], image_tokens: int) -> tuple[list[str], i
             approximate = True  # OpenAI renders these in an undocumented format; their JSON is close
             texts.append(orjson.dumps(body[schema_field]).decode())
     return texts, extra, approximate
+
+
+def _input_parts(body: dict[str, Any]) -> tuple[list[str], int, bool]:
+    """An embeddings ``input`` or a legacy completions ``prompt``: its texts, and token arrays
+    counted as they are."""
+    given = body.get("input", body.get("prompt"))
+    items = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+    if items and all(isinstance(item, int) for item in items):
+        return [], len(items), False  # one token array
+    texts = [item for item in items if isinstance(item, str)]
+    tokens = sum(len(item) for item in items if isinstance(item, list))
+    return texts, tokens, False
 
 
 def _count_all(encoding: tiktoken.Encoding, texts: list[str]) -> int:

@@ -26,8 +26,11 @@ from hookgate.wire.anthropic import (
 )
 from hookgate.provider_kit import SDKProviderConfig, SDKProviderPlugin, SDKTransport
 from hookgate.routing import upstream_body
+from hookgate.surfaces import NATIVE_EVENTS
 
 _MESSAGES_PATH = "/v1/messages"
+_PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
+"""Client headers an Anthropic client's request takes upstream on pass-through."""
 
 
 class AnthropicConfig(SDKProviderConfig):
@@ -54,7 +57,11 @@ class AnthropicTransport(SDKTransport):
 
 
 class AnthropicChat:
-    """The registered provider: OpenAI chat requests answered by the Messages API."""
+    """The registered provider: OpenAI chat requests answered by the Messages API, and Messages
+    requests of Anthropic clients passed through (``wires``)."""
+
+    wires = frozenset({"anthropic.messages"})
+    """Anthropic clients' requests (``/v1/messages``) go through as they are (``complete_native``)."""
 
     def __init__(self, name: str, transport: SDKTransport, config: AnthropicConfig) -> None:
         self.name, self.transport, self.config = name, transport, config
@@ -76,6 +83,52 @@ class AnthropicChat:
             return Completion(from_anthropic_message(message, created=created, provider=self.name))
         except (AttributeError, TypeError, KeyError):  # a field of an unexpected type
             raise self._malformed("body") from None
+
+    async def complete_native(self, ctx: RequestContext) -> Completion | CompletionStream:
+        """An Anthropic client's own request, sent as it is (the route's upstream model name put
+        in): the answer comes back as the canonical completion plus the native message, or a
+        stream whose canonical chunks carry the upstream's SSE events, byte for byte."""
+        native = dict(ctx.native or {})
+        if ctx.route is not None:
+            native["model"] = ctx.route.upstream_model
+        headers = {name: ctx.headers[name] for name in _PASSED_HEADERS if name in ctx.headers and len(ctx.headers[name]) <= 1024}
+        payload = orjson.dumps(native)
+        created = int(time.time())
+        if native.get("stream") is True:
+            response = await self.transport.post_stream(_MESSAGES_PATH, payload, headers)
+            translator = AnthropicStreamTranslator(created=created, include_usage=ctx.include_usage, provider=self.name)
+            return CompletionStream(self._native_chunks(response, translator), close=response.aclose)
+        message = await self.transport.post_json(_MESSAGES_PATH, payload, headers)
+        try:
+            return Completion(from_anthropic_message(message, created=created, provider=self.name), native=message)
+        except (AttributeError, TypeError, KeyError):
+            raise self._malformed("body") from None
+
+    async def _native_chunks(self, response: Any, translator: AnthropicStreamTranslator) -> AsyncIterator[dict[str, Any]]:
+        """Canonical chunks, each carrying the native events that made it (events that make no
+        chunk, such as ``content_block_start`` or ``ping``, ride on the next one; what is left at
+        the end rides on an empty chunk)."""
+        pending: list[bytes] = []
+        last: dict[str, Any] = {}
+        async for event, data in self.transport.events(response, ends_with_done=False):
+            if not isinstance(data, dict):
+                raise self._malformed("stream event")
+            pending.append(b"event: " + (event or str(data.get("type", "message"))).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+            try:
+                chunks = translator.feed(event, data)
+            except (AttributeError, TypeError, KeyError):
+                raise self._malformed("stream event") from None
+            for chunk in chunks:
+                if pending:
+                    chunk[NATIVE_EVENTS] = b"".join(pending)
+                    pending = []
+                last = chunk
+                yield chunk
+        if not translator.finished:
+            raise UpstreamError(f"The {self.name} provider ended the stream before message_stop.", code="upstream_disconnected")
+        if pending:
+            head = {key: last[key] for key in ("id", "object", "created", "model") if key in last}
+            yield {**head, "choices": [], NATIVE_EVENTS: b"".join(pending)}
 
     async def _chunks(self, response: Any, translator: AnthropicStreamTranslator) -> AsyncIterator[dict[str, Any]]:
         async for event, data in self.transport.events(response, ends_with_done=False):

@@ -32,5 +32,5 @@ class GroqProvider(SDKProviderPlugin):
         self.config = config
 
         self.transport = SDKTransport("groq", config, sdk=groq, client_class=groq.AsyncGroq, response_type=httpx.Response)
-        self.chat = OpenAIShapedProvider("groq", self.transport, "/openai/v1/chat/completions", config.models)
+        self.chat = OpenAIShapedProvider("groq", self.transport, "/openai/v1/chat/completions", config.models, config.kinds)
         self.providers, self.transports = [self.chat], [self.transport]

@@ -5,6 +5,8 @@ pre-serialised bodies through its ``post()``, raw responses parsed once.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from hookgate.provider_kit import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, openai_transport
@@ -17,8 +19,11 @@ class OpenAIConfig(SDKProviderConfig):
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     organization: str | None = Field(None, description="OpenAI organization id, if any")
     models: list[str] = Field(
-        ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini"],
+        ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini", "text-embedding-3-small", "text-embedding-3-large"],
         description="model names this provider serves (more via [models])",
+    )
+    kinds: list[Literal["chat", "embeddings", "completions"]] = Field(
+        ["chat", "embeddings", "completions"], min_length=1, description="what the upstream answers"
     )
 
 
@@ -30,5 +35,5 @@ class OpenAIProvider(SDKProviderPlugin):
     def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
         self.transport = openai_transport("openai", config, organization=config.organization)
-        self.chat = OpenAIShapedProvider("openai", self.transport, "/chat/completions", config.models)
+        self.chat = OpenAIShapedProvider("openai", self.transport, "/chat/completions", config.models, config.kinds)
         self.providers, self.transports = [self.chat], [self.transport]

@@ -17,6 +17,8 @@ one that names a key variable which is unset gets 503s naming it.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from hookgate import PluginConfig
@@ -28,6 +30,9 @@ class ServerConfig(SDKProviderConfig):
 
     base_url: str = Field(description="the server's OpenAI-style base URL, e.g. http://127.0.0.1:8000/v1")
     models: list[str] = Field(min_length=1, description="model names served by this server")
+    kinds: list[Literal["chat", "embeddings", "completions"]] = Field(
+        ["chat", "embeddings", "completions"], min_length=1, description="what the server answers (vLLM serves all three)"
+    )
 
 
 class OpenAICompatibleConfig(PluginConfig):
@@ -56,4 +61,6 @@ class OpenAICompatible(SDKProviderPlugin):
             name: openai_transport(name, server, key_required=bool(server.api_key or server.api_key_env)) for name, server in servers.items()
         }
         self.transports = list(transports.values())
-        self.providers = [OpenAIShapedProvider(name, transports[name], "/chat/completions", server.models) for name, server in servers.items()]
+        self.providers = [
+            OpenAIShapedProvider(name, transports[name], "/chat/completions", server.models, server.kinds) for name, server in servers.items()
+        ]

@@ -69,5 +69,5 @@ def test_keys_are_scoped_per_tenant_unless_shared():
 
 def test_the_key_is_versioned_and_never_contains_the_client_key():
     k = key(BASE, api_key="sk-secret-abc")
-    assert k.startswith("hookgate:cache:v1:")
+    assert k.startswith("hookgate:cache:v2:")
     assert "sk-secret-abc" not in k

@@ -60,6 +60,11 @@ async def test_every_example_runs_in_a_gateway(gateway, index):
         assert response.status == 200, await response.text()
     if "pingroute" in plugins:
         assert (await (await client.get("/ping")).json()) == {"pong": True}
+    if "shortchat" in plugins:
+        answer = await client.post("/v1/short", json={"model": "echo", "ask": "hello"})
+        assert (await answer.json()) == {"answer": "echo: hello"}
+        refused = await client.post("/v1/short", json={"model": "echo"})
+        assert refused.status == 400 and (await refused.json()) == {"problem": "ask must be a string."}
 
 
 @pytest.mark.parametrize("name", HOOK_NAMES)

@@ -144,50 +144,24 @@ def test_several_gateways_in_one_test(hookgate_start_gateway):
 
 ANTHROPIC_TESTS = '''
 import pytest
-from aiohttp import web
-from hookgate import hookimpl
-
-
-class MessagesSurface:
-    """A stand-in Anthropic Messages route, as a surface plugin would register it."""
-
-    def __init__(self, config):
-        pass
-
-    @hookimpl
-    def register_routes(self, router):
-        router.add_post("/v1/messages", self.messages)
-
-    async def messages(self, request):
-        body = await request.json()
-        return web.json_response({
-            "id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
-            "content": [{"type": "text", "text": "surface: " + body["messages"][-1]["content"]}],
-            "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": 2},
-        })
-
-
-@pytest.fixture
-def hookgate_plugins():
-    return {"messages_surface": MessagesSurface}
 
 
 @pytest.fixture
 def hookgate_config():
-    return {"gateway": {"pipeline": ["messages_surface", "mock"]}}
+    # The built-in anthropic_messages surface, answered by the mock provider through the translation.
+    return {"gateway": {"pipeline": ["mock"]}}
 
 
 def test_anthropic_clients_are_bound_to_the_gateway(hookgate_anthropic, hookgate_async_anthropic):
     import asyncio
 
-    message = hookgate_anthropic.messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
-    assert message.content[0].text == "surface: hi"
+    message = hookgate_anthropic.messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "mock: hi"
 
     async def ask():
-        return await hookgate_async_anthropic.messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "yo"}])
+        return await hookgate_async_anthropic.messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": "yo"}])
 
-    assert asyncio.run(ask()).content[0].text == "surface: yo"
+    assert asyncio.run(ask()).content[0].text == "mock: yo"
 
 
 def test_the_anthropic_and_groq_emulators_are_served(hookgate_anthropic_emulator, hookgate_groq_emulator):

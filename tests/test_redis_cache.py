@@ -109,7 +109,7 @@ async def test_miss_then_hit_from_redis_with_its_age_and_expiry(gateway, emulato
     assert response.headers["x-hookgate-cache"] == "HIT" and response.headers["age"] == "0"
     assert emulator.stats.calls == 1
     [key] = await stored_keys(redis_client, redis_prefix)
-    assert key.startswith(f"{redis_prefix}:hookgate:cache:v1:anon:")  # no API key: the anonymous namespace
+    assert key.startswith(f"{redis_prefix}:hookgate:cache:v2:anon:")  # no API key: the anonymous namespace
     assert key.endswith("}") and ":{" in key, "the digest is a hash tag: entry and lock share a cluster slot"
     assert 55_000 < await redis_client.pttl(key) <= 60_000
 
