@@ -19,7 +19,7 @@ fact                       produced by          in
 ``CONCURRENCY_WAIT_SECONDS`` ``concurrency``    ``call_provider``
 ``DEADLINE``               ``timeout``          ``before_request``
 ``ATTEMPT_DEADLINE``       ``timeout``          ``call_provider`` (read by the core)
-``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request`` and ``after_response``
+``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request``, ``after_response``, ``on_error``
 ``CONVERSATION_ID``        ``memory``           ``before_request``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 =========================  ===================  ===============================================
@@ -29,7 +29,7 @@ The helpers at the end read facts with the fallbacks every accounting plugin agr
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .accounting import FALLBACK_MAX_COMPLETION_TOKENS, PromptEstimate, TokenUsage, max_completion_tokens
 from .identity import ClientKey
@@ -51,6 +51,7 @@ __all__ = [
     "DEADLINE",
     "ATTEMPT_DEADLINE",
     "GUARDRAIL_FINDINGS",
+    "GuardrailRecord",
     "CONVERSATION_ID",
     "DEPLOYMENT",
     "ALL_FACTS",
@@ -101,11 +102,29 @@ DEADLINE: StateKey[float] = StateKey(
     "ctx.remaining().",
 )
 
-GUARDRAIL_FINDINGS: StateKey[tuple[Any, ...]] = StateKey(
+class GuardrailRecord(NamedTuple):
+    """What the guardrails found of one kind on one side of a request, never the value found.
+
+    A plain tuple to a reader that unpacks it: ``for kind, count, action, side in ctx[GUARDRAIL_FINDINGS]``.
+    """
+
+    kind: str
+    """The kind of finding (``EMAIL``, ``PAYMENT_CARD``, ``PROMPT_INJECTION``…): short, upper case,
+    from the set the configured detectors declare."""
+    count: int
+    """How many such findings."""
+    action: str
+    """What was done about them: ``block``, ``mask`` or ``log``."""
+    side: str
+    """Where they were: ``request`` (what the client sent) or ``answer`` (what the model said)."""
+
+
+GUARDRAIL_FINDINGS: StateKey[tuple[GuardrailRecord, ...]] = StateKey(
     "guardrail_findings",
     tuple,
-    "What the guardrails found in the request and the answer: (kind, count, action, side) records, "
-    "never the values found.",
+    "What the guardrails found in the request and the answer: GuardrailRecord (kind, count, "
+    "action, side) tuples, never the values found; the answer's records are added in "
+    "after_response (or on_error, for a stream cut off).",
 )
 CONVERSATION_ID: StateKey[str] = StateKey(
     "conversation_id", str, "The server-side conversation the request continues (the memory plugin)."
