@@ -436,6 +436,19 @@ async def test_a_third_party_detector_from_an_entry_point_masks_and_large_texts_
     assert detector.threads[0] == loop_thread and detector.threads[-1] != loop_thread
 
 
+async def test_a_large_answer_is_scanned_off_the_loop_as_json_and_when_replayed_from_the_cache(gateway, emulator, third_party_detectors):
+    detector = third_party_detectors.SecretWordDetector
+    policies = {"default": {"answer": {"detectors": ["secret_words"]}}}
+    client = await gateway(guarded(emulator, policies, after=("memory_cache",), guardrails={"offload_above_chars": 1000}))
+    text = "the password is swordfish " + "filler " * 200
+    expected = f"emulated: {text}".replace("swordfish", "<SECRET_WORD>")
+    for stream, cache in ((False, "MISS"), (True, "HIT")):
+        detector.threads.clear()
+        response = await client.post("/v1/chat/completions", json=chat(text, stream=stream))
+        assert response.headers["x-hookgate-cache"] == cache and (await answer_of(response))[0] == expected
+        assert detector.threads and threading.get_ident() not in detector.threads
+
+
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_a_detector_that_crashes_on_the_request_follows_fail_open_or_closed(gateway, emulator, third_party_detectors, mode):
     finished: list[dict[str, Any]] = []
