@@ -81,7 +81,7 @@ MODEL_TEXT = f"Dear <EMAIL_1>, your card {CARD} was charged; regards"
 
 @pytest.mark.parametrize("pieces", [1, 4, 200])
 def test_a_json_answer_a_live_stream_and_a_replay_get_the_same_masked_text(pieces):
-    expected = f"Dear jane@example.org, your card <PAYMENT_CARD> was charged; regards"
+    expected = "Dear jane@example.org, your card <PAYMENT_CARD> was charged; regards"
     guard, tally = make_guard()
     guard.prepare_body(answer(MODEL_TEXT))
     assert guard.body(answer(MODEL_TEXT))["choices"][0]["message"]["content"] == expected
