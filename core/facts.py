@@ -29,7 +29,7 @@ The helpers at the end read facts with the fallbacks every accounting plugin agr
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from .accounting import FALLBACK_MAX_COMPLETION_TOKENS, PromptEstimate, TokenUsage, max_completion_tokens
 from .identity import ClientKey
@@ -102,28 +102,20 @@ DEADLINE: StateKey[float] = StateKey(
     "ctx.remaining().",
 )
 
-class GuardrailRecord(NamedTuple):
-    """What the guardrails found of one kind on one side of a request, never the value found.
-
-    A plain tuple to a reader that unpacks it: ``for kind, count, action, side in ctx[GUARDRAIL_FINDINGS]``.
-    """
-
-    kind: str
-    """The kind of finding (``EMAIL``, ``PAYMENT_CARD``, ``PROMPT_INJECTION``…): short, upper case,
-    from the set the configured detectors declare."""
-    count: int
-    """How many such findings."""
-    action: str
-    """What was done about them: ``block``, ``mask`` or ``log``."""
-    side: str
-    """Where they were: ``request`` (what the client sent) or ``answer`` (what the model said)."""
+GuardrailRecord = tuple[str, int, str, str]
+"""What the guardrails found of one kind on one side of a request, never the value found:
+``(kind, count, action, side)``, e.g. ``("EMAIL", 2, "mask", "request")``. ``kind`` is short and
+upper case, from the set the configured detectors declare; ``action`` is ``block``, ``mask`` or
+``log``; ``side`` is ``request`` (what the client sent) or ``answer`` (what the model said). A
+plain tuple, so it serialises as JSON (orjson included) and unpacks as
+``for kind, count, action, side in ctx[GUARDRAIL_FINDINGS]``."""
 
 
 GUARDRAIL_FINDINGS: StateKey[tuple[GuardrailRecord, ...]] = StateKey(
     "guardrail_findings",
     tuple,
-    "What the guardrails found in the request and the answer: GuardrailRecord (kind, count, "
-    "action, side) tuples, never the values found; the answer's records are added in "
+    "What the guardrails found in the request and the answer: (kind, count, action, side) "
+    "tuples (GuardrailRecord), never the values found; the answer's records are added in "
     "after_response (or on_error, for a stream cut off).",
 )
 CONVERSATION_ID: StateKey[str] = StateKey(

@@ -1,7 +1,7 @@
 """What the guardrails found, as the record other plugins, the request log and Prometheus read.
 
 One :class:`Tally` per side of a request counts findings by kind and action, never the value.
-It becomes :class:`hookgate.facts.GuardrailRecord` tuples (the ``GUARDRAIL_FINDINGS`` fact, which
+It becomes ``(kind, count, action, side)`` tuples (:data:`hookgate.facts.GuardrailRecord`) (the ``GUARDRAIL_FINDINGS`` fact, which
 the request store reads), a few short strings in ``ctx.annotations`` (the request log line), and
 counters in :class:`GuardrailsMetrics`, the collector the plugin offers through
 ``register_metrics``.
@@ -43,7 +43,7 @@ class Tally:
         self.counts[(kind, action)] += count
 
     def records(self) -> tuple[GuardrailRecord, ...]:
-        return tuple(GuardrailRecord(kind, count, action, self.side) for (kind, action), count in sorted(self.counts.items()))
+        return tuple((kind, count, action, self.side) for (kind, action), count in sorted(self.counts.items()))
 
     def annotation(self) -> list[str]:
         """``side:KIND:action:count`` strings for the log line."""

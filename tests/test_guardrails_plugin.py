@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from accounting_support import bearer, captured_logs, keys_section, new_key  # noqa: F401  (captured_logs: autouse)
 from conftest import assert_conforms, completion, pipeline_config, provider_plugin, upstream_config
 from hookgate import CompletionStream, hookimpl
-from hookgate.facts import GUARDRAIL_FINDINGS, GuardrailRecord
+from hookgate.facts import GUARDRAIL_FINDINGS
 from hookgate.server import create_app
 
 ALICE, BOB = "alice.martin@example.org", "bob.stone@example.com"
@@ -491,8 +491,8 @@ async def test_findings_are_recorded_as_the_fact_the_log_line_and_metrics_never_
     text = f"{ALICE}, {BOB} and {ALICE}: card {CARD}, call +1 415-555-2671"
     await answer_of(await client.post("/v1/chat/completions", json=chat(text)))
     request = [("EMAIL", 3, "mask"), ("PAYMENT_CARD", 1, "mask"), ("PHONE", 1, "log")]
-    assert finished[-1]["findings"] == tuple(GuardrailRecord(kind, n, action, "request") for kind, n, action in request)
-    assert all(isinstance(record, tuple) and len(record) == 4 for record in finished[-1]["findings"])
+    assert finished[-1]["findings"] == tuple((kind, n, action, "request") for kind, n, action in request)
+    assert orjson.loads(orjson.dumps(finished[-1]["findings"])) == [[kind, n, action, "request"] for kind, n, action in request]
     logged = [line for line in captured_logs if line.get("event") == "request"][-1]
     assert logged["guardrails"] == ["request:EMAIL:mask:3", "request:PAYMENT_CARD:mask:1", "request:PHONE:log:1"]
     assert logged["guardrails_policy"] == "default"
@@ -510,7 +510,7 @@ async def test_answer_side_findings_join_the_fact_after_the_answer(gateway, emul
     policies = {"default": CARDS_IN_ANSWERS}
     client = await gateway(guarded(emulator, policies, before=("recorder",)), local={"recorder": recorder(finished)})
     await answer_of(await client.post("/v1/chat/completions", json=chat(f"{ALICE}: {CARD}", stream=True)))
-    assert finished[-1]["findings"] == (GuardrailRecord("EMAIL", 1, "mask", "request"), GuardrailRecord("PAYMENT_CARD", 1, "mask", "answer"))
+    assert finished[-1]["findings"] == (("EMAIL", 1, "mask", "request"), ("PAYMENT_CARD", 1, "mask", "answer"))
 
 
 # --- configuration ----------------------------------------------------------------------------
