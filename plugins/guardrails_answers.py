@@ -138,9 +138,11 @@ class AnswerGuard:
                 self._replayed += 1
                 return self._replay[index][1]
             # An earlier output filter reshaped the replay (no built-in one does): go live from
-            # here with a fresh restorer; the findings already counted stay counted.
+            # here, as if nothing had been prepared; the findings already counted stay counted.
             self._replay = None
             self._stream = self._make_stream(self.redact)
+            self.withheld, self._seen, self._base = set(), set(), {}
+            self.blocked = self.unchecked = False
         self.live = True
         return self._live_chunk(chunk)
 

@@ -175,3 +175,10 @@ def test_log_lets_the_finding_through_and_counts_it():
     guard, tally = make_guard(action="log")
     assert text_of(through(guard, stream_of(f"card {CARD}", 2))) == f"card {CARD}"
     assert dict(tally.counts) == {("PAYMENT_CARD", "log"): 1}
+
+
+def test_a_reshaped_replay_forgets_what_was_prepared():
+    guard, _ = make_guard(action="block")
+    guard.prepare_replay(completion_to_chunks(answer(f"card {CARD}"), include_usage=False))
+    out = through(guard, stream_of("an answer reshaped by another filter", 4))
+    assert text_of(out) == "an answer reshaped by another filter" and assemble_stream(out).body["choices"][0]["finish_reason"] == "stop"
