@@ -19,7 +19,7 @@ fact                       produced by          in
 ``CONCURRENCY_WAIT_SECONDS`` ``concurrency``    ``call_provider``
 ``DEADLINE``               ``timeout``          ``before_request``
 ``ATTEMPT_DEADLINE``       ``timeout``          ``call_provider`` (read by the core)
-``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request`` and ``after_response``
+``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request``, ``after_response``, ``on_error``
 ``CONVERSATION_ID``        ``memory``           ``before_request``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 =========================  ===================  ===============================================
@@ -51,6 +51,7 @@ __all__ = [
     "DEADLINE",
     "ATTEMPT_DEADLINE",
     "GUARDRAIL_FINDINGS",
+    "GuardrailRecord",
     "CONVERSATION_ID",
     "DEPLOYMENT",
     "ALL_FACTS",
@@ -101,11 +102,21 @@ DEADLINE: StateKey[float] = StateKey(
     "ctx.remaining().",
 )
 
-GUARDRAIL_FINDINGS: StateKey[tuple[Any, ...]] = StateKey(
+GuardrailRecord = tuple[str, int, str, str]
+"""What the guardrails found of one kind on one side of a request, never the value found:
+``(kind, count, action, side)``, e.g. ``("EMAIL", 2, "mask", "request")``. ``kind`` is short and
+upper case, from the set the configured detectors declare; ``action`` is ``block``, ``mask`` or
+``log``; ``side`` is ``request`` (what the client sent) or ``answer`` (what the model said). A
+plain tuple, so it serialises as JSON (orjson included) and unpacks as
+``for kind, count, action, side in ctx[GUARDRAIL_FINDINGS]``."""
+
+
+GUARDRAIL_FINDINGS: StateKey[tuple[GuardrailRecord, ...]] = StateKey(
     "guardrail_findings",
     tuple,
-    "What the guardrails found in the request and the answer: (kind, count, action, side) records, "
-    "never the values found.",
+    "What the guardrails found in the request and the answer: (kind, count, action, side) "
+    "tuples (GuardrailRecord), never the values found; the answer's records are added in "
+    "after_response (or on_error, for a stream cut off).",
 )
 CONVERSATION_ID: StateKey[str] = StateKey(
     "conversation_id", str, "The server-side conversation the request continues (the memory plugin)."
