@@ -254,20 +254,21 @@ class RequestStore:
         self._start_tasks()
 
     async def start_or_keep_trying(self, retry_interval_s: float) -> StoreUnavailable | None:
-        """Start; when the database cannot be reached, start anyway and keep trying to connect
-        every ``retry_interval_s``. Returns the first failure (None when connected). A schema
-        that cannot be migrated (:class:`MigrationError`) is raised: that needs an operator."""
-        problem: StoreUnavailable | None = None
+        """Start; when the database cannot be reached, accept rows anyway (they wait in the
+        bounded queue, and past its capacity are dropped and counted) and keep trying to connect
+        every ``retry_interval_s``; writing starts once connected. Returns the first failure
+        (None when connected). A schema that cannot be migrated (:class:`MigrationError`) is
+        raised: that needs an operator."""
         try:
             await self._open()
         except StoreUnavailable as exc:
-            problem = exc
             self._last_connect_error = str(exc)
             self._connecting = asyncio.get_running_loop().create_task(
                 self._keep_connecting(retry_interval_s), name="request_store.connect"
             )
+            return exc
         self._start_tasks()
-        return problem
+        return None
 
     def _start_tasks(self) -> None:
         self.writer.start()
@@ -299,6 +300,7 @@ class RequestStore:
                 log.error("request_store_cannot_open", error=self._last_connect_error)
                 return
         log.info("request_store_connected", dialect=self.backend.dialect)
+        self._start_tasks()
 
     async def _insert(self, records: Sequence[RequestRecord]) -> None:
         if not self.connected:
