@@ -23,7 +23,7 @@ function el(tag, attrs = {}, ...children) {
     else if (name === "text") node.textContent = value;
     else node.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -37,7 +37,7 @@ function svg(tag, attrs = {}, ...children) {
     if (name === "text") node.textContent = value;
     else node.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) if (child) node.append(child);
+  for (const child of children.flat(Infinity)) if (child) node.append(child);
   return node;
 }
 
@@ -145,9 +145,15 @@ function lineChart(points, { value, label, format = fmt.ms }) {
     return chart;
   }
   const max = Math.max(...known.map(value)) || 1;
-  const step = known.length > 1 ? (width - pad) / (known.length - 1) : 0;
-  const coords = known.map((p, i) => `${pad + i * step},${height - pad - ((height - pad) * value(p)) / max}`);
-  chart.append(svg("polyline", { points: coords.join(" "), class: "line" }));
+  const step = points.length > 1 ? (width - pad) / (points.length - 1) : 0;
+  const at = (p) => [pad + points.indexOf(p) * step, height - pad - ((height - pad) * value(p)) / max];
+  chart.append(svg("polyline", { points: known.map((p) => at(p).join(",")).join(" "), class: "line" }));
+  for (const p of known) {
+    const [x, y] = at(p);
+    const dot = svg("circle", { cx: x, cy: y, r: 3, class: "dot" });
+    dot.append(svg("title", { text: `${fmt.clock(p.bucket)}: ${format(value(p))}` }));
+    chart.append(dot);
+  }
   chart.append(svg("text", { x: 2, y: 10, class: "axis", text: format(max) }));
   return chart;
 }
@@ -181,7 +187,7 @@ async function overview() {
     const total = all.totals[0] || { requests: 0, errors: 0, error_rate: 0, hit_rate: null, p50_ms: null, p95_ms: null, tokens: { prompt: 0, completion: 0 }, cost_usd: "0" };
     const tile = (label, value, testid) => el("div", { class: "tile", "data-testid": testid }, el("div", { class: "label", text: label }), el("div", { class: "value", text: value }));
     const tokens = (total.tokens.prompt || 0) + (total.tokens.completion || 0);
-    const points = all.buckets;
+    const points = everyBucket(all.buckets, new Date(since), until, bucket);
     body.replaceChildren(
       el("div", { class: "tiles" },
         tile("Requests", fmt.int(total.requests), "tile-requests"),
@@ -201,6 +207,16 @@ async function overview() {
   }
   await load().catch((error) => showError(body, error));
   schedule(load);
+}
+
+// The API leaves out buckets without requests; a chart shows them, as zeros, so time reads evenly.
+function everyBucket(buckets, since, until, seconds) {
+  const found = new Map(buckets.map((b) => [new Date(b.bucket).getTime(), b]));
+  const points = [];
+  for (let t = Math.floor(since.getTime() / (seconds * 1000)) * seconds * 1000; t < until.getTime(); t += seconds * 1000) {
+    points.push(found.get(t) || { bucket: new Date(t).toISOString(), requests: 0, errors: 0, p95_ms: null, tokens: { prompt: 0, completion: 0 }, cost_usd: "0" });
+  }
+  return points;
 }
 
 function topTable(title, rows, filter, testid) {
@@ -348,7 +364,8 @@ function timeline(r) {
 
 function keySettingsForm(key, onsubmit, submitLabel) {
   const k = key || {};
-  const input = (name, label, value, attrs = {}) => el("label", {}, label, el("input", { name, value: value ?? "", ...attrs }));
+  // Test ids mark the create form only (every key's edit form has the same fields).
+  const input = (name, label, value, attrs = {}) => el("label", {}, label, el("input", { name, value: value ?? "", ...attrs, "data-testid": key ? null : attrs["data-testid"] }));
   const form = el("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); onsubmit(settingsFrom(form, !key)); } },
     key ? null : input("id", "id", "", { required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}", "data-testid": "key-id" }),
     input("models", "models (comma-separated; empty: all)", (k.models || []).join(", "), { size: 28, "data-testid": "key-models" }),
@@ -400,6 +417,7 @@ async function keys() {
     try {
       const created = await api("/keys", { method: "POST", body: settings });
       problem.replaceChildren();
+      create.querySelector("form").reset();
       showKeyOnce(created);
       await load();
     } catch (error) { showError(problem, error); }
