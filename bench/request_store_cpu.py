@@ -185,7 +185,7 @@ async def main() -> int:
                 result = await offered_load(store, args.seconds)
                 bounded = bounded and result["deepest"] <= result["capacity"]
                 print(f"  {name:<16} offered {result['rate']:6.0f}/s  deepest queue {result['deepest']:5d}/{result['capacity']}"
-                      f"  sent {result["sent"]:6d}  written {result["written"]:6d}  dropped {result['dropped']:6d}  CPU {result['cpu_us']:5.1f} µs/request")
+                      f"  sent {result['sent']:6d}  written {result['written']:6d}  dropped {result['dropped']:6d}  CPU {result['cpu_us']:5.1f} µs/request")
             print("\nthe queue stayed within its bound" if bounded else "\nTHE QUEUE PASSED ITS BOUND")
             return 0 if bounded else 1
         finally:

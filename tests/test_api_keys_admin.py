@@ -192,3 +192,16 @@ async def test_redis_sessions_are_bounded(gateway, tmp_path, redis_url, redis_pr
     client.session.cookie_jar.clear()
     statuses = [(await client.get("/-/api/requests", headers={"Cookie": f"{COOKIE_NAME}={c}"})).status for c in cookies]
     assert statuses == [401, 200, 200]
+
+
+async def test_an_in_process_session_survives_a_live_reload(aiohttp_client, make_config, tmp_path):
+    from hookgate.pipelines import Pipelines
+    from hookgate.server import PIPELINES, create_app
+
+    text = keyed(tmp_path)
+    app = create_app(make_config(text), pipelines=lambda gateway: Pipelines(gateway, load=lambda: make_config(text), grace_seconds=1))
+    client = await aiohttp_client(app)
+    await login(client)
+    assert (await client.get("/-/api/requests")).status == 200
+    await app[PIPELINES].reload(app)
+    assert (await client.get("/-/api/requests")).status == 200, "the new pipeline's api_keys keeps the app's sessions"

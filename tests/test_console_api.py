@@ -232,3 +232,17 @@ async def test_a_long_body_is_cut_to_max_body_bytes_and_marked(gateway, tmp_path
     row = (await stored(client, 1))[0]
     bodies = (await admin_get(client, f"/-/api/requests/{row['id']}"))["bodies"]
     assert bodies["truncated"] and len(bodies["request"].encode()) <= 200 and len(bodies["response"].encode()) <= 200
+
+
+async def test_a_request_id_with_reserved_characters_is_found_by_its_quoted_id(gateway, tmp_path):
+    from urllib.parse import quote
+
+    client = await gateway(console_config({"url": f"sqlite:///{tmp_path / 'r.db'}"}))
+    request_id = "team/run:1 #2?x=%"
+    response = await client.post("/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+                                 headers={**bearer(ALICE), "x-request-id": request_id})
+    assert response.status == 200 and response.headers["x-request-id"] == request_id
+    await stored(client, 1)
+    detail = await client.get(f"/-/api/requests/{quote(request_id, safe='')}", headers=bearer(ADMIN))
+    assert detail.status == 200, await detail.text()
+    assert (await detail.json())["id"] == request_id
