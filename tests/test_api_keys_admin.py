@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from accounting_support import RAW_SECRETS, bearer, captured_logs, new_key  # noqa: F401  (captured_logs: autouse)
+from accounting_support import RAW_SECRETS, bearer, captured_logs  # noqa: F401  (captured_logs: autouse)
 from console_support import ADMIN, ALICE, chat, console_config
 from hookgate.plugins.api_keys import key_digest
 from hookgate.plugins.api_keys_sessions import COOKIE_NAME, MemorySessions
