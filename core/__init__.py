@@ -58,6 +58,7 @@ PUBLIC_MODULES = (
     "hookgate.hookspecs",
     "hookgate.logs",
     "hookgate.messages",
+    "hookgate.openapi",
     "hookgate.output",
     "hookgate.provider_kit",
     "hookgate.redis",

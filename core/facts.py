@@ -22,6 +22,7 @@ fact                       produced by          in
 ``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request``, ``after_response``, ``on_error``
 ``CONVERSATION_ID``        ``memory``           ``before_request``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
+``BODY_REDACTOR``          ``guardrails``       ``before_request`` (read by ``request_store``)
 =========================  ===================  ===============================================
 
 The helpers at the end read facts with the fallbacks every accounting plugin agrees on.
@@ -29,7 +30,7 @@ The helpers at the end read facts with the fallbacks every accounting plugin agr
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .accounting import FALLBACK_MAX_COMPLETION_TOKENS, PromptEstimate, TokenUsage, max_completion_tokens
 from .identity import ClientKey
@@ -54,6 +55,7 @@ __all__ = [
     "GuardrailRecord",
     "CONVERSATION_ID",
     "DEPLOYMENT",
+    "BODY_REDACTOR",
     "ALL_FACTS",
     "billable_usage",
     "key_id",
@@ -124,6 +126,13 @@ CONVERSATION_ID: StateKey[str] = StateKey(
 DEPLOYMENT: StateKey[str] = StateKey(
     "deployment", str, "The name of the deployment of the route that served the last attempt (load balancing)."
 )
+BODY_REDACTOR: StateKey[Callable[[str, Any], Any]] = StateKey(
+    "body_redactor",
+    Callable,
+    "How an observer that keeps bodies (the request store) must redact them: redact(side, body) "
+    "returns a copy of the request ('request') or answer ('response') body with what must not be "
+    "kept masked. Called once the request is over, on a worker thread (never on the event loop).",
+)
 ATTEMPT_DEADLINE: StateKey[float] = StateKey(
     "attempt_deadline",
     float,
@@ -144,6 +153,7 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     GUARDRAIL_FINDINGS,
     CONVERSATION_ID,
     DEPLOYMENT,
+    BODY_REDACTOR,
 )
 """Every fact declared here, for documentation and ``hookgate plugins``."""
 

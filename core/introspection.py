@@ -51,15 +51,29 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
     }
 
 
+_SECRET_FIELD_WORDS = ("api_key", "apikey", "password", "secret", "token", "authorization", "credential")
+_MASK = "**********"
+
+
+def _secret_field(name: str) -> bool:
+    """A field whose name says it holds a credential (``api_key``, ``headers.Authorization``…);
+    ``api_key_env`` names a variable, and ``*_tokens`` fields are counts."""
+    lowered = name.lower()
+    if lowered.endswith(("_env", "tokens", "_per_minute")):
+        return False
+    return any(word in lowered for word in _SECRET_FIELD_WORDS)
+
+
 def _masked(value: Any) -> Any:
-    """A config dump with the password of every URL masked (``http://user:***@host``)."""
+    """A config dump with the password of every URL masked (``http://user:***@host``) and every
+    string under a credential-named field masked whole (a plugin that forgot ``SecretStr``)."""
     if isinstance(value, dict):
-        return {key: _masked(item) for key, item in value.items()}
+        return {key: _MASK if isinstance(item, str) and item and _secret_field(str(key)) else _masked(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_masked(item) for item in value]
     if isinstance(value, str) and "://" in value and "@" in value:
         try:
             return redacted_url(value)
         except ValueError:
-            return "**********"
+            return _MASK
     return value

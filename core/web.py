@@ -17,7 +17,7 @@ handler for a failure: the core answers in OpenAI's error shape.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from .errors import InternalError
 from .identity import ClientKey, credential_tenant
 from .pipelines import PIPELINES
 
-__all__ = ["identify", "require_admin", "presented_key", "tenant_of", "metrics_collectors"]
+__all__ = ["identify", "require_admin", "presented_key", "tenant_of", "metrics_collectors", "describe_pipeline"]
 
 
 async def identify(request: web.Request) -> ClientKey | None:
@@ -63,6 +63,20 @@ def metrics_collectors(app: web.Application) -> list[object]:
     """The Prometheus collectors the current pipeline's plugins offered (``register_metrics``),
     for whatever serves ``/metrics``."""
     return list(app[PIPELINES].current.collectors)
+
+
+def describe_pipeline(request: web.Request) -> dict[str, Any]:
+    """The running pipeline as ``GET /-/plugins`` reports it, for a plugin's admin route: the
+    plugins in order with their roles, rules, config schema and effective values (every secret
+    masked: ``SecretStr`` fields, passwords in URLs, and string values of fields named like a
+    credential), the hook order and the routable models.
+
+    Call :func:`require_admin` first: the report is for administrators.
+    """
+    from .introspection import pipeline_report  # the report imports the whole pipeline machinery
+
+    gateway = request.app[PIPELINES].current
+    return pipeline_report(gateway.config, gateway)
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -9,8 +9,14 @@ key get the very same 401. Each key carries an id (what logs, limits and the led
 models it may use (403 ``model_not_allowed`` for another), its rate limits and budgets (read by
 rate_limit and budget from the :data:`~hookgate.facts.CLIENT_KEY` fact), the cache namespace of
 its answers (``ctx.tenant``) and free metadata. A key with ``admin = true`` passes the ``authorize_admin`` hook, which guards
-every admin endpoint: the core's ``/-/plugins``, ``GET /v1/keys`` here, ``GET /v1/usage`` of other
-keys in the usage plugin.
+every admin endpoint: the core's ``/-/plugins``, ``GET /v1/keys`` and ``/-/api/keys`` here,
+``GET /v1/usage`` of other keys in the usage plugin, the request store's console.
+
+Admins manage keys over HTTP too (``/-/api/keys``: create, list, edit, revoke; ``api_keys_admin``)
+and log in to the dashboard with their key (``/-/api/session``: a session cookie, never the key;
+``api_keys_login``, ``api_keys_sessions``). A request bearing a live session passes
+``authorize_admin`` like the key it was opened with (the key is looked up again each time, so
+revoking it ends its sessions), with its CSRF token on every method that changes something.
 
 Redis lookups are cached in the process for ``cache_seconds`` (a revoked key keeps working that
 long on an instance that saw it recently). If Redis cannot be reached, keys from plugins.toml still
@@ -20,18 +26,16 @@ and gateway keys never appear in a log line, an error or a response.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections import OrderedDict
-from decimal import Decimal
 from time import monotonic
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from hookgate import (
     AuthenticationFailed,
@@ -48,43 +52,23 @@ from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_
 from hookgate.rules import Produces
 from hookgate.web import presented_key, require_admin
 
+from .api_keys_admin import KeysAdmin
+from .api_keys_login import SessionLogin
+from .api_keys_sessions import MemorySessions, RedisSessions
+from .api_keys_store import KEY_ID_PATTERN, KeySettings, RedisKeyStore, key_digest, key_record
+
+__all__ = ["ApiKeys", "ApiKeysConfig", "KeyConfig", "KeySettings", "RedisKeyStore", "KEY_ID_PATTERN", "key_digest", "key_record"]
+
 log = structlog.get_logger("hookgate.api_keys")
 
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _UNAUTHORIZED = (
     "Incorrect or missing API key. Send your gateway key in the 'Authorization: Bearer <key>' header."
 )
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hookgate"'}
 _MAX_CACHED_LOOKUPS = 10_000
-
-
-class KeySettings(BaseModel):
-    """What a gateway key may do; stored with the key's hash in plugins.toml or Redis."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    models: list[str] | None = Field(None, description="public model names this key may use; absent: every model")
-    requests_per_minute: int | None = Field(None, ge=1, description="this key's request rate limit (rate_limit plugin)")
-    tokens_per_minute: int | None = Field(None, ge=1, description="this key's token rate limit (rate_limit plugin)")
-    daily_budget_usd: Decimal | None = Field(None, ge=0, description="spend limit per UTC day (budget plugin)")
-    monthly_budget_usd: Decimal | None = Field(None, ge=0, description="spend limit per UTC month (budget plugin)")
-    cache_namespace: str | None = Field(None, description="keys sharing a namespace share cached answers; default: the key id")
-    admin: bool = Field(False, description="may call admin endpoints (GET /v1/keys, GET /v1/usage for every key)")
-    metadata: dict[str, str] = Field({}, description="free labels (team, owner…)")
-
-    def client_key(self, key_id: str) -> ClientKey:
-        return ClientKey(
-            id=key_id,
-            models=frozenset(self.models) if self.models is not None else None,
-            requests_per_minute=self.requests_per_minute,
-            tokens_per_minute=self.tokens_per_minute,
-            daily_budget_usd=self.daily_budget_usd,
-            monthly_budget_usd=self.monthly_budget_usd,
-            cache_namespace=self.cache_namespace,
-            admin=self.admin,
-            metadata=dict(self.metadata),
-        )
+_APP_SESSIONS = web.AppKey("hookgate_api_keys_sessions", dict)
+"""The app's in-process dashboard sessions, kept across live reloads."""
 
 
 class KeyConfig(KeySettings):
@@ -114,6 +98,13 @@ class ApiKeysConfig(RedisURLConfig):
     redis_timeout_seconds: float = Field(1.0, gt=0, description="limit of one Redis lookup")
     cache_seconds: float = Field(10.0, ge=0, description="how long a Redis lookup is reused (a revocation takes this long)")
     negative_cache_seconds: float = Field(1.0, ge=0, description="how long an unknown key is remembered as unknown")
+    admin_api: bool = Field(True, description="serve the keys API (/-/api/keys) and the dashboard login (/-/api/session)")
+    session_max_age_s: float = Field(8 * 3600, ge=60, le=30 * 86400, description="a dashboard session ends this long after login")
+    session_idle_s: float = Field(1800, ge=60, le=86400, description="a dashboard session unused this long ends")
+    max_sessions: int = Field(100, ge=1, le=10_000, description="open dashboard sessions at most; one more closes the least recently used")
+    session_cookie_secure: bool | None = Field(
+        None, description="mark the session cookie Secure; unset: when the login came over HTTPS (set true behind a TLS proxy)"
+    )
 
     @field_validator("keys")
     @classmethod
@@ -142,10 +133,16 @@ class ApiKeys:
         self.store: RedisKeyStore | None = None
         self._lookups: OrderedDict[str, tuple[ClientKey | None, float]] = OrderedDict()
         self._redis_trouble = IntervalLog(log, "api_keys_redis_unavailable")
+        self.login = SessionLogin(self)
+        self._app_sessions: MemorySessions | None = None
 
     @hookimpl
-    def register_routes(self, router: web.UrlDispatcher) -> None:
+    def register_routes(self, router: web.UrlDispatcher, app: web.Application) -> None:
         router.add_get("/v1/keys", self.list_keys)
+        if self.config.admin_api:
+            KeysAdmin(self).add_routes(router)
+            self.login.add_routes(router)
+            self._app_sessions = self._memory_sessions(app)
 
     @hookimpl
     async def startup(self, app: web.Application) -> None:
@@ -155,6 +152,13 @@ class ApiKeys:
                 raise RuntimeError("api_keys: redis = true needs redis_url or $REDIS_URL")
             self.redis = await redis_service(app).connect(url)
             self.store = RedisKeyStore(self.redis.client, self.config.key_prefix)
+        if self.config.admin_api:
+            config = self.config
+            self.login.sessions = (
+                RedisSessions(self.redis.client, self.redis.run, config.key_prefix, max_sessions=config.max_sessions,
+                              max_age_s=config.session_max_age_s, idle_s=config.session_idle_s, timeout=config.redis_timeout_seconds)
+                if self.redis is not None else self._app_sessions
+            )
 
     @hookimpl
     async def check_ready(self) -> Readiness | None:
@@ -163,12 +167,19 @@ class ApiKeys:
         return self.redis.readiness(detail_when_down="only configured and recently seen keys work")
 
     @hookimpl
-    async def authenticate(self, credential: str | None) -> ClientKey:
+    async def authenticate(self, credential: str | None, headers: Mapping[str, str]) -> ClientKey:
+        if credential is None and self.login.bears_session(headers):
+            # The dashboard's own script sends the CSRF token with every call; nothing else can.
+            return await self.login.key_of_session(headers, method=None)
         return await self.key_of(credential)
 
     @hookimpl
     async def authorize_admin(self, request: web.Request) -> None:
-        if not (await self.key_of(presented_key(request.headers))).admin:
+        credential = presented_key(request.headers)
+        if credential is None and self.login.bears_session(request.headers):
+            await self.login.key_of_session(request.headers, method=request.method, origin_host=request.host)
+            return  # only an admin key's live session gets here
+        if not (await self.key_of(credential)).admin:
             raise PermissionDenied("This endpoint needs an admin key.", code="admin_required")
 
     @hookimpl
@@ -183,7 +194,11 @@ class ApiKeys:
         """The key ``presented`` is, or :class:`AuthenticationFailed` (the same for missing and wrong)."""
         if not presented:
             raise AuthenticationFailed(_UNAUTHORIZED, headers=_CHALLENGE)
-        digest = key_digest(presented)
+        return await self.key_of_digest(key_digest(presented))
+
+    async def key_of_digest(self, digest: str) -> ClientKey:
+        """The key whose SHA-256 is ``digest`` (a dashboard session keeps only that), or
+        :class:`AuthenticationFailed`."""
         found = None
         for stored, key in self.configured:  # every entry compared: the loop's time does not depend on the match
             if hmac.compare_digest(stored, digest):
@@ -216,6 +231,37 @@ class ApiKeys:
             self._lookups.popitem(last=False)
         return key
 
+    def forget_key_id(self, key_id: str) -> None:
+        """Drop cached lookups of the key called ``key_id`` (its settings changed here)."""
+        for digest, (key, _) in list(self._lookups.items()):
+            if key is not None and key.id == key_id:
+                del self._lookups[digest]
+
+    async def forget_key(self, digest: str) -> None:
+        """A key was revoked here: stop accepting it at once on this instance, end its sessions."""
+        self._lookups.pop(digest, None)
+        sessions = self.login.sessions
+        if sessions is not None:
+            try:
+                await sessions.close_for_key(digest)
+            except RedisUnavailable:
+                pass  # its sessions fail their next lookup anyway
+
+    def _memory_sessions(self, app: web.Application) -> MemorySessions:
+        """The app's in-process sessions (made while the app is built, so a reload keeps them)."""
+        kept = app.get(_APP_SESSIONS)
+        if kept is None and not app.frozen:
+            kept = app[_APP_SESSIONS] = {}
+        config = self.config
+        sessions = kept.get("sessions") if kept is not None else None
+        if sessions is None:
+            sessions = MemorySessions(max_sessions=config.max_sessions, max_age_s=config.session_max_age_s, idle_s=config.session_idle_s)
+            if kept is not None:
+                kept["sessions"] = sessions
+        else:
+            sessions.max_sessions, sessions.max_age_s, sessions.idle_s = config.max_sessions, config.session_max_age_s, config.session_idle_s
+        return sessions
+
     # ----------------------------------------------------------------------------------- admin API
 
     async def list_keys(self, request: web.Request) -> web.Response:
@@ -231,58 +277,6 @@ class ApiKeys:
                 raise ServiceUnavailable("The key store (Redis) cannot be reached.", code="key_store_unavailable") from None
             listed.extend({"id": key_id, "source": "redis", **_public(settings)} for key_id, settings in stored)
         return web.Response(body=orjson.dumps({"object": "list", "data": listed}, default=str), content_type="application/json")
-
-
-class RedisKeyStore:
-    """Gateway keys in Redis: ``{prefix}:hash:{sha256}`` → the key's id and settings (JSON), and
-    ``{prefix}:ids`` (id → sha256) to list and revoke. The key itself is never stored."""
-
-    CREATE = """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
-"""
-
-    def __init__(self, redis: Any, prefix: str) -> None:
-        self.redis = redis
-        self.prefix = prefix
-
-    def record_key(self, digest: str) -> str:
-        return f"{self.prefix}:hash:{digest}"
-
-    @property
-    def index_key(self) -> str:
-        return f"{self.prefix}:ids"
-
-    async def get(self, digest: str) -> ClientKey | None:
-        raw = await self.redis.get(self.record_key(digest))
-        if raw is None:
-            return None
-        record = orjson.loads(raw)
-        if not hmac.compare_digest(str(record.get("hash", "")), digest):
-            return None
-        return KeySettings.model_validate(record["settings"]).client_key(record["id"])
-
-    async def list(self) -> list[tuple[str, KeySettings]]:
-        index = await self.redis.hgetall(self.index_key)
-        records = await self.redis.mget([self.record_key(d.decode()) for d in index.values()]) if index else []
-        found = []
-        for raw in records:
-            if raw is not None:
-                record = orjson.loads(raw)
-                found.append((record["id"], KeySettings.model_validate(record["settings"])))
-        return sorted(found, key=lambda item: item[0])
-
-
-def key_digest(key: str) -> str:
-    """The SHA-256 of a gateway key, as stored: 64 lower-case hex digits."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def key_record(key_id: str, digest: str, settings: KeySettings) -> bytes:
-    """What Redis holds for a key: its id, hash and settings; never the key."""
-    return orjson.dumps({"id": key_id, "hash": digest, "settings": settings.model_dump(mode="json", exclude_defaults=True)})
 
 
 def _public(settings: KeySettings) -> dict[str, Any]:

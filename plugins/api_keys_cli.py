@@ -10,23 +10,26 @@
 ``create`` prints the new key on standard output, once: it is stored nowhere, only its SHA-256
 hash is (in Redis, or in the plugins.toml table printed on standard error with ``--toml``).
 Redis defaults to ``$REDIS_URL`` and the prefix to the plugin's default, ``hookgate:keys``.
+Every Redis write goes through :class:`~.api_keys_store.RedisKeyStore`, the very code the
+plugin's ``/-/api/keys`` uses (same scripts, same records).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-import secrets
 import sys
 from decimal import Decimal
-from typing import Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
-from hookgate.plugins.api_keys import KEY_ID_PATTERN, KeySettings, RedisKeyStore, key_digest, key_record
+from .api_keys_store import KEY_ID_PATTERN, KEY_PREFIX, KeySettings, RedisKeyStore, generate_key, key_digest
 
-KEY_PREFIX = "hg-"
-"""Generated keys start with this, so a leaked one is recognisable (secret scanners)."""
+__all__ = ["main", "KEY_PREFIX"]
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -95,34 +98,26 @@ def _create(args: argparse.Namespace) -> None:
         )
     except ValidationError as exc:
         _fail(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    digest = key_digest(key)
     if args.toml:
-        print(_toml_table(args.id, digest, settings), file=sys.stderr)
+        key = generate_key()
+        print(_toml_table(args.id, key_digest(key), settings), file=sys.stderr)
     else:
-        store = _store(args)
-        if not store.redis.eval(RedisKeyStore.CREATE, 2, store.record_key(digest), store.index_key, args.id, digest, key_record(args.id, digest, settings)):
+        created = _with_store(args, lambda store: store.create(args.id, settings))
+        if created is None:
             _fail(f"a key with id {args.id!r} already exists (revoke it first)")
+        key = created
         print(f"stored key {args.id!r} in Redis (only its SHA-256 hash); it is shown this once:", file=sys.stderr)
     print(key)
 
 
 def _list(args: argparse.Namespace) -> None:
-    store = _store(args)
-    for key_id, digest in sorted(store.redis.hgetall(store.index_key).items()):
-        raw = store.redis.get(store.record_key(digest.decode()))
-        if raw is not None:
-            record = orjson.loads(raw)
-            print(orjson.dumps({"id": key_id.decode(), **record["settings"]}).decode())
+    for key_id, settings in _with_store(args, lambda store: store.list()):
+        print(orjson.dumps({"id": key_id, **settings.model_dump(mode="json", exclude_defaults=True)}).decode())
 
 
 def _revoke(args: argparse.Namespace) -> None:
-    store = _store(args)
-    digest = store.redis.hget(store.index_key, args.id)
-    if digest is None:
+    if _with_store(args, lambda store: store.revoke(args.id)) is None:
         _fail(f"no key with id {args.id!r}")
-    store.redis.delete(store.record_key(digest.decode()))
-    store.redis.hdel(store.index_key, args.id)
     print(f"revoked {args.id!r} (instances that saw it stop accepting it within their cache_seconds)", file=sys.stderr)
 
 
@@ -133,12 +128,20 @@ def _hash(args: argparse.Namespace) -> None:
     print(key_digest(key))
 
 
-def _store(args: argparse.Namespace) -> RedisKeyStore:
+def _with_store(args: argparse.Namespace, call: Callable[[RedisKeyStore], Awaitable[T]]) -> T:
+    """Run one store operation on a Redis client of our own (the plugin's code, synchronously)."""
     if not args.redis_url:
         _fail("no Redis: pass --redis-url or set REDIS_URL (or use --toml to keep the key in plugins.toml)")
-    import redis
+    from redis.asyncio import Redis
 
-    return RedisKeyStore(redis.Redis.from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5), args.key_prefix)
+    async def run() -> Any:
+        client = Redis.from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            return await call(RedisKeyStore(client, args.key_prefix))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
 
 
 def _toml_table(key_id: str, digest: str, settings: KeySettings) -> str:
