@@ -5,6 +5,7 @@
     hookgate plugins [--config PATH] [--json]
     hookgate check-config PATH
     hookgate <plugin command> ...      commands plugins add (entry-point group ``hookgate.commands``)
+    hookgate new-plugin NAME [--kind KIND] [--directory DIR]   write a plugin package to start from
 
 The config path defaults to ``$HOOKGATE_CONFIG``, else ``./plugins.toml`` when it exists, else
 the built-in defaults (logging, in-memory cache, the ``echo`` demo model). A bad configuration
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _plugin_commands() -> dict[str, Any]:
     from importlib.metadata import entry_points
 
-    builtins = {"serve", "plugins", "check-config", "reload"}
+    builtins = {"serve", "plugins", "check-config", "reload", "new-plugin"}
     return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in builtins}
 
 
@@ -72,6 +73,10 @@ def _parser(plugin_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     plugins.add_argument("--config", help="plugins.toml to resolve the pipeline from")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(run=_plugins)
+
+    from .plugin_template import add_command as add_new_plugin  # its own module: hookgate.plugin_template
+
+    add_new_plugin(commands)
 
     check = commands.add_parser("check-config", help="validate a plugins.toml without starting")
     check.add_argument("path", help="the file to check")

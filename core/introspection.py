@@ -7,7 +7,7 @@ from typing import Any
 from .config import GatewayConfig
 from .gateway import Gateway
 from .redis import redacted_url
-from .registry import InstalledPlugin
+from .registry import InstalledPlugin, PluginLoadError
 from .rules import roles_of, rules_of
 
 __all__ = ["pipeline_report"]
@@ -24,7 +24,12 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
     instances = gateway.runner.plugins
     plugins = []
     for name, plugin in sorted(catalogue.items(), key=lambda item: (position.get(item[0], 10**6), item[0])):
-        declared = instances.get(name) or plugin.load()
+        try:
+            declared = instances.get(name) or plugin.load()
+        except PluginLoadError as exc:
+            # Installed but not enabled, and broken: listed with its reason, not a traceback.
+            plugins.append(_broken(name, plugin, exc))
+            continue
         plugins.append(
             {
                 "name": name,
@@ -62,6 +67,24 @@ def _secret_field(name: str) -> bool:
     if lowered.endswith(("_env", "tokens", "_per_minute")):
         return False
     return any(word in lowered for word in _SECRET_FIELD_WORDS)
+
+
+def _broken(name: str, plugin: InstalledPlugin, error: PluginLoadError) -> dict[str, Any]:
+    """The entry of an installed plugin that cannot be imported: enabling it would fail the same way."""
+    return {
+        "name": name,
+        "distribution": plugin.distribution,
+        "version": plugin.version,
+        "entry_point": plugin.reference,
+        "enabled": False,
+        "position": None,
+        "description": f"(cannot be loaded) {error}",
+        "error": str(error),
+        "roles": [],
+        "rules": [],
+        "config_schema": {},
+        "config": None,
+    }
 
 
 def _masked(value: Any) -> Any:

@@ -19,6 +19,7 @@ from . import hookspecs
 from .config import GatewayConfig
 from .errors import GatewayError
 from .markers import PROJECT_NAME
+from .plugin_checks import RETURNS, registered_object_problem, return_annotation_problem, unmarked_hook_problems
 from .rules import PluginRules, roles_of, rules_of
 
 __all__ = ["HookRunner", "PipelineError", "PluginCrashed"]
@@ -33,10 +34,11 @@ class PipelineError(Exception):
 
 
 class PluginCrashed(Exception):
-    """A plugin's hook raised something that is not a GatewayError: a bug, reported as a 500."""
+    """A plugin's hook raised something that is not a GatewayError, or returned what the core
+    cannot use: a bug, reported as a 500 (the log names the plugin and the reason)."""
 
-    def __init__(self, hook: str, plugin: str) -> None:
-        super().__init__(f"plugin {plugin!r} raised in {hook}")
+    def __init__(self, hook: str, plugin: str, reason: str = "raised") -> None:
+        super().__init__(f"plugin {plugin!r} {reason} in {hook}")
         self.hook, self.plugin = hook, plugin
 
 
@@ -61,6 +63,9 @@ class HookRunner:
         """Plugins enabled only as surfaces (``[gateway] surfaces``): they take no part in requests."""
         for plugin in (*config.plugins, *config.surfaces):
             instance = plugin.installed.instantiate(plugin.config)
+            unmarked = unmarked_hook_problems(instance)
+            if unmarked:
+                raise PipelineError(f"plugin {plugin.name!r} ({plugin.installed.reference}): {unmarked[0]}")
             try:
                 self.pm.register(instance, name=plugin.name)
             except pluggy.PluginValidationError as exc:
@@ -142,6 +147,11 @@ class HookRunner:
             except Exception as exc:
                 raise PluginCrashed(hook, call.plugin) from exc
             if result is not None:
+                expected = RETURNS.get(hook)
+                if expected is not None and not isinstance(result, expected):
+                    # What no annotation could say at start-up: a 500 whose log names the plugin.
+                    wanted = " or ".join(kind.__name__ for kind in expected if kind is not type(None))
+                    raise PluginCrashed(hook, call.plugin, f"returned a {type(result).__name__}, not a {wanted},")
                 return call.plugin, result
         return None, None
 
@@ -165,9 +175,22 @@ class HookRunner:
                 log.exception("plugin_hook_failed", hook=hook, plugin=call.plugin)
 
     def call_startup_hook(self, hook: str, **kwargs: Any) -> None:
-        """Call a synchronous start-up hook for every plugin in order."""
+        """Call a synchronous start-up hook for every plugin in order.
+
+        What a plugin hands to ``register`` is checked first, and any failure, the core's
+        (two providers of one name) or the plugin's own, becomes one :class:`PipelineError`
+        naming the plugin.
+        """
+        register = kwargs.get("register")
         for call in self._calls[hook]:
-            call.function(*[kwargs[name] for name in call.argnames])
+            given = kwargs if register is None else {**kwargs, "register": _checked_register(hook, call.plugin, register)}
+            try:
+                call.function(*[given[name] for name in call.argnames])
+            except PipelineError as exc:
+                message = str(exc)
+                raise PipelineError(message if message.startswith("plugin ") else f"plugin {call.plugin!r}, {hook}: {message}") from None
+            except Exception as exc:
+                raise PipelineError(f"plugin {call.plugin!r}, {hook}: raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 
     def emit(self, event: str, **kwargs: Any) -> None:
         """Tell every observer of ``event``; an observer that raises is logged and skipped, so no
@@ -193,6 +216,16 @@ def _bind_middleware(call: HookCall, call_next: Callable[[Any], Awaitable[Any]])
     return lambda ctx: function(*[{"ctx": ctx, "call_next": call_next}[name] for name in argnames])
 
 
+def _checked_register(hook: str, plugin: str, register: Callable[[Any], None]) -> Callable[[Any], None]:
+    def checked(value: Any) -> None:
+        problem = registered_object_problem(hook, value)
+        if problem is not None:
+            raise PipelineError(f"plugin {plugin!r}, {hook}: {problem}")
+        register(value)
+
+    return checked
+
+
 def _check_impl(hook_name: str, impl: pluggy.HookImpl) -> None:
     where = f"plugin {impl.plugin_name!r}, hook {hook_name}"
     if impl.hookwrapper or impl.wrapper:
@@ -206,6 +239,9 @@ def _check_impl(hook_name: str, impl: pluggy.HookImpl) -> None:
         raise PipelineError(f"{where}: must be a plain 'def' (it runs once while the app is built)")
     if hook_name in hookspecs.EVENT_HOOKS and is_async:
         raise PipelineError(f"{where}: must be a plain 'def' (an event is told, not awaited; start a task for I/O)")
+    problem = return_annotation_problem(hook_name, impl.function)
+    if problem is not None:
+        raise PipelineError(f"plugin {impl.plugin_name!r}: {problem}")
 
 
 HookObserver = Callable[[str, str, float, str], None]

@@ -3,10 +3,8 @@ listed, ordering rules declared as data and enforced at start-up, typed facts, o
 request, one public surface, one Redis service, and configuration that reads only what it should."""
 from __future__ import annotations
 
-import ast
 import asyncio
 import importlib
-import importlib.util
 import itertools
 import signal
 import time
@@ -17,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-import hookgate
 from conftest import CHAT, ROOT, eventually, upstream_config
+from public_surface import import_problems, public_names
 from hookgate import ClientKey, Completion, CompletionStream, StateKey, hookimpl
 from hookgate.config import ConfigError
 from hookgate.facts import COST_USD, USAGE
@@ -354,53 +352,24 @@ async def test_facts_are_typed_keys_and_a_missing_one_says_which(gateway):
 # ------------------------------------------------------------------------ public surface ---
 
 
-def _public_names() -> dict[str, set[str]]:
-    names = {}
-    for module_name in hookgate.PUBLIC_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue  # a public module whose optional dependency is not installed
-        names[module_name] = set(getattr(module, "__all__", ()))
-    return names
-
-
 PLUGIN_SOURCES = sorted(
-    [*(ROOT / "plugins").glob("*.py"), *(ROOT / "providers").glob("*.py"), *(ROOT / "examples").rglob("hookgate_*/*.py")]
+    [
+        *(ROOT / "plugins").glob("*.py"),
+        *(ROOT / "providers").glob("*.py"),
+        *(ROOT / "examples").rglob("hookgate_*/*.py"),
+        *(ROOT / "examples" / "cookbook").glob("*.py"),
+    ]
 )
 
 
 @pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_plugins_import_only_the_public_surface(path: Path):
-    public = _public_names()
-    own = path.stem
-    problems = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "hookgate":
-            module = node.module
-            if module.startswith(("hookgate.plugins.", "hookgate.providers.")):
-                other = module.rsplit(".", 1)[1]
-                if not (own.startswith(other) or other.startswith(own)):  # a plugin's own helper modules share its name
-                    problems.append(f"imports another plugin's module {module}")
-                continue
-            root = next((m for m in sorted(public, key=len, reverse=True) if module == m or module.startswith(m + ".")), None)
-            if root is None:
-                problems.append(f"imports {module}, which is not a public module")
-                continue
-            if module == root:
-                for alias in node.names:
-                    submodule = importlib.util.find_spec(f"{module}.{alias.name}") if hasattr(importlib.import_module(module), "__path__") else None
-                    if alias.name not in public[root] and submodule is None:  # a public package's modules are public
-                        problems.append(f"imports {module}.{alias.name}, which is not in its __all__")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("hookgate.") and alias.name.split(".")[1] in ("server", "gateway", "runner", "exchange", "pipelines"):
-                    problems.append(f"imports {alias.name}")
+    problems = import_problems(path)
     assert not problems, f"{path.relative_to(ROOT)}: " + "; ".join(problems)
 
 
 def test_every_public_module_declares_its_surface():
-    for module_name, names in _public_names().items():
+    for module_name, names in public_names().items():
         module = importlib.import_module(module_name)
         assert module.__doc__, f"{module_name} has no docstring"
         if module_name != "hookgate.testing":

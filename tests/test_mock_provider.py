@@ -370,3 +370,34 @@ async def test_langchain_streamed_tool_call_parses(mock_client):
 async def test_langchain_with_structured_output(mock_client, method):
     person = await langchain_model(mock_client).with_structured_output(Person, method=method).ainvoke("Describe a person")
     assert isinstance(person, Person)
+
+
+# ------------------------------------------------------------------------- n, parsed ---
+
+
+async def test_every_one_of_n_choices_parses_with_the_sdk(mock_client):
+    """``n`` answers parse like one: structured outputs and tool calls, each choice its own."""
+    people = await mock_client.chat.completions.parse(model="mock", messages=user("Describe a person"), response_format=Person, n=3)
+    assert [choice.index for choice in people.choices] == [0, 1, 2]
+    assert all(isinstance(choice.message.parsed, Person) for choice in people.choices)
+    calls = await mock_client.chat.completions.parse(
+        model="mock", messages=user("What is the Weather in Paris?"), tools=[openai.pydantic_function_tool(Weather)], n=2
+    )
+    assert [choice.finish_reason for choice in calls.choices] == ["tool_calls", "tool_calls"]
+    for choice in calls.choices:
+        [call] = choice.message.tool_calls
+        assert isinstance(call.function.parsed_arguments, Weather)
+
+
+async def test_langchain_bind_tools_with_n_choices_gets_a_tool_call_in_each(mock_client):
+    from langchain_core.messages import HumanMessage
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    model = ChatOpenAI(model="mock", base_url=str(mock_client.base_url), api_key="sk-client-test", max_retries=0, n=2)
+    result = await model.agenerate([[HumanMessage("What is the Weather in Paris?")]], tools=[convert_to_openai_tool(Weather)])
+    [generations] = result.generations
+    assert len(generations) == 2
+    for generation in generations:
+        [call] = generation.message.tool_calls
+        assert call["name"] == "Weather"
+        Weather.model_validate(call["args"])

@@ -261,8 +261,8 @@ def test_fixtures_are_documented_in_pytest_fixtures(pytester):
 
 
 def test_the_tutorials_test_passes_as_written(pytester):
-    """docs/writing_plugins.md, section 6, copied into a fresh project (the example plugin is
-    installed by the README's test command)."""
+    """docs/writing_plugins.md, section 6, copied into a fresh project: a plugin class tested
+    before it is a package (the whole tutorial, in a fresh venv, is tests/test_tutorial.py)."""
     tutorial = (Path(__file__).resolve().parents[1] / "docs" / "writing_plugins.md").read_text()
     section = tutorial[tutorial.index("## 6. Test it"):]
     [code] = re.findall(r"```python\n(.*?)```", section.split("\n## ")[0], flags=re.DOTALL)
