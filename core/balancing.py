@@ -85,6 +85,7 @@ __all__ = [
     "Acquisition",
     "BalancingState",
     "LocalBalancingState",
+    "UpstreamGate",
 ]
 
 StrategyName = Literal["weighted", "least_busy", "lowest_latency", "usage"]
@@ -460,6 +461,26 @@ class BalancingState(Protocol):
     @property
     def shared(self) -> bool:
         """Whether the figures are shared with other instances right now."""
+        ...
+
+
+class UpstreamGate(Protocol):
+    """What a health plugin (the circuit breaker) tells the core's pick about upstreams.
+
+    A load-balanced route's deployment is chosen at the innermost end of the middleware chain,
+    after a circuit breaker has run, so the breaker cannot refuse a deployment itself: it puts a
+    gate in :data:`hookgate.facts.UPSTREAM_GATE` and the core asks it. ``upstream`` is a
+    deployment's :attr:`Deployment.breaker_key`.
+    """
+
+    def usable(self, upstream: str) -> bool:
+        """Whether the upstream may be picked; called for every candidate, so cheap and free of
+        side effects."""
+        ...
+
+    def claim(self, upstream: str) -> bool:
+        """The upstream was picked for this attempt: take what it needs (a half-open probe's
+        slot). False: it cannot take the attempt after all, and another deployment is picked."""
         ...
 
 

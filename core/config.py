@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .balancing import RouteBalancingConfig
 from .registry import InstalledPlugin, PluginLoadError, installed_plugins
 
 __all__ = [
@@ -108,6 +109,31 @@ class PluginConfig(_FileOnlySettings):
     enabled: bool = Field(True, description="false switches the plugin off while keeping its place in the pipeline")
 
 
+class BalancingSettings(BaseModel):
+    """The ``[gateway.balancing]`` table: shared or per-instance state of load-balanced routes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    redis_url: SecretStr | None = Field(
+        None,
+        description="share in-flight counts and per-deployment limits through this Redis (redis://, rediss://, unix://); unset: per instance",
+    )
+    key_prefix: str = Field("hookgate:balancing", min_length=1, max_length=128, description="prefix of the Redis keys")
+    share_latency: bool = Field(False, description="share latency averages too (one more Redis write per attempt)")
+    timeout_seconds: float = Field(
+        0.25, gt=0, le=10, description="a slower Redis operation switches this instance to per-instance figures for a while"
+    )
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _url_is_secret(cls, url: Any) -> Any:
+        if isinstance(url, str):
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+            return SecretStr(url)
+        return url
+
+
 class GatewaySettings(_FileOnlySettings):
     """The ``[gateway]`` table."""
 
@@ -150,6 +176,9 @@ class GatewaySettings(_FileOnlySettings):
     redis_retry_interval_seconds: float = Field(
         1.0, gt=0, le=300, description="while a Redis server is unavailable, how often it is probed; also the least time between two error logs"
     )
+    balancing: BalancingSettings = Field(
+        default_factory=lambda: BalancingSettings(), description="where load-balanced routes keep their figures ([gateway.balancing])"
+    )
     max_background_tasks: int = Field(
         10_000, ge=1, description="accounting writes after the answer (settling budgets, the ledger…) in flight at once; past it they are dropped and counted"
     )
@@ -168,20 +197,30 @@ class GatewaySettings(_FileOnlySettings):
         return names
 
 
-class ModelRouteConfig(BaseModel):
+class ModelRouteConfig(RouteBalancingConfig):
     """One ``[models.NAME]`` table: where a public model name goes.
 
     ``NAME`` may end in ``/*`` for a pattern route: ``[models."groq/*"]`` sends
-    ``groq/llama-3.1-8b-instant`` to the groq provider as ``llama-3.1-8b-instant``.
+    ``groq/llama-3.1-8b-instant`` to the groq provider as ``llama-3.1-8b-instant``. Instead of
+    one ``provider``, a route may list ``deployments`` balanced by its ``strategy``
+    (:class:`~hookgate.balancing.RouteBalancingConfig`, docs/load_balancing.md).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(description="name of the enabled provider that serves it")
+    provider: str | None = Field(None, description="name of the enabled provider that serves it (unless it lists deployments)")
     model: str | None = Field(None, min_length=1, description="the upstream model name (default: the public name)")
     params: dict[str, Any] = Field(default_factory=dict, description="default request parameters; the client's own values win")
     aliases: list[str] = Field(default_factory=list, description="further public names for this route")
     fallbacks: list[str] = Field(default_factory=list, description="public model names tried in order when this route fails")
+
+    @model_validator(mode="after")
+    def _one_way_to_serve(self) -> ModelRouteConfig:
+        if self.deployments and self.provider is not None:
+            raise ValueError("give either `provider` or `deployments` (each deployment names its provider), not both")
+        if not self.deployments and self.provider is None:
+            raise ValueError("`provider` is required (or a list of `deployments`)")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from .errors import GatewayError, InternalError, ModelNotFound
 from .events import Outcome
 from .facts import CLIENT_KEY, COST_USD, USAGE
 from .identity import ClientKey
-from .provider import kinds_of
 from .responses import Completion, ProviderResponse
 
 if TYPE_CHECKING:
@@ -98,7 +97,7 @@ class Exchange:
             raise ModelNotFound(
                 f"The model '{_clipped(ctx.body['model'])}' does not exist or is not served by this gateway.", param="model"
             )
-        if self.kind not in kinds_of(route.provider):
+        if self.kind not in route.kinds:
             raise ModelNotFound(f"The model '{_clipped(ctx.body['model'])}' does not serve {self.kind} requests.", param="model")
         ctx.route, ctx.provider = route, route.provider
         if gateway.has_cache:

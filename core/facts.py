@@ -22,6 +22,7 @@ fact                       produced by          in
 ``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request``, ``after_response``, ``on_error``
 ``CONVERSATION_ID``        ``memory``           ``before_request``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
+``UPSTREAM_GATE``          ``circuit_breaker``  ``call_provider`` (read by the core's pick)
 ``BODY_REDACTOR``          ``guardrails``       ``before_request`` (read by ``request_store``)
 =========================  ===================  ===============================================
 
@@ -33,6 +34,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable
 
 from .accounting import FALLBACK_MAX_COMPLETION_TOKENS, PromptEstimate, TokenUsage, max_completion_tokens
+from .balancing import UpstreamGate
 from .identity import ClientKey
 from .messages import message_text
 from .state import StateKey
@@ -55,6 +57,7 @@ __all__ = [
     "GuardrailRecord",
     "CONVERSATION_ID",
     "DEPLOYMENT",
+    "UPSTREAM_GATE",
     "BODY_REDACTOR",
     "ALL_FACTS",
     "billable_usage",
@@ -126,6 +129,12 @@ CONVERSATION_ID: StateKey[str] = StateKey(
 DEPLOYMENT: StateKey[str] = StateKey(
     "deployment", str, "The name of the deployment of the route that served the last attempt (load balancing)."
 )
+UPSTREAM_GATE: StateKey[UpstreamGate] = StateKey(
+    "upstream_gate",
+    UpstreamGate,
+    "Which deployments of a load-balanced route may take the attempt (hookgate.balancing.UpstreamGate): "
+    "set by a circuit breaker around each attempt, asked by the core when it picks the deployment.",
+)
 BODY_REDACTOR: StateKey[Callable[[str, Any], Any]] = StateKey(
     "body_redactor",
     Callable,
@@ -153,6 +162,7 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     GUARDRAIL_FINDINGS,
     CONVERSATION_ID,
     DEPLOYMENT,
+    UPSTREAM_GATE,
     BODY_REDACTOR,
 )
 """Every fact declared here, for documentation and ``hookgate plugins``."""

@@ -7,26 +7,32 @@ from __future__ import annotations
 
 import asyncio
 from time import perf_counter
-from typing import Iterable
+from typing import Any, AsyncIterator, Iterable
 
 import structlog
 from aiohttp import web
 
+from .accounting import TokenUsage
+from .balancing import Balancer, BalancingState, Lease, LocalBalancingState, outcome_of
 from .config import ConfigError, GatewayConfig
 from .context import Attempt, RequestContext
 from .errors import GatewayError
 from .exchange import Exchange
-from .facts import ATTEMPT_DEADLINE
+from .facts import ATTEMPT_DEADLINE, DEPLOYMENT, UPSTREAM_GATE, prompt_estimate
 from .provider import Provider, kinds_of, passes_through
 from .registry import PluginLoadError
-from .responses import CompletionStream, ProviderResponse, with_first_chunk
+from .responses import Completion, CompletionStream, ProviderResponse, with_first_chunk
 from .routing import Route, RoutingError, RoutingTable
 from .rules import check_rules, rules_of
 from .runner import HookRunner, PipelineError
+from .state import StateKey
 from .surfaces import Surface, native_intact, native_wire
+from .tasks import BackgroundTasks, background
 from .upstream import should_fall_back
 
 log = structlog.get_logger("hookgate.gateway")
+
+_TRIED: StateKey[list[str]] = StateKey("gateway.deployments_tried", list, "Deployments of a balanced route this request has tried, in order.")
 
 __all__ = ["Gateway"]
 
@@ -36,7 +42,7 @@ class Gateway:
 
     __slots__ = (
         "config", "runner", "providers", "routes", "plugin_router", "surfaces", "route_surfaces", "in_flight", "has_cache", "collectors",
-        "_started", "_chain",
+        "balancing_state", "_started", "_chain", "_variants", "_tasks",
     )  # fmt: skip
 
     def __init__(self, config: GatewayConfig) -> None:
@@ -51,8 +57,11 @@ class Gateway:
         self.route_surfaces: dict[str, Surface] = {}
         """The surface owning each extra route (by its path template), for the error shape."""
         self.runner.call_startup_hook("register_surfaces", register=self._register_surface)
+        self.balancing_state: BalancingState = LocalBalancingState()
+        """Where the load-balanced routes keep their figures: this instance, or Redis once
+        :meth:`start` connected to ``[gateway.balancing] redis_url``."""
         try:
-            self.routes = RoutingTable(self.providers, config.models)
+            self.routes = RoutingTable(self.providers, config.models, balancing_state=self.balancing_state)
         except RoutingError as exc:
             raise ConfigError(config.source, exc.reason, section=exc.section, key=exc.key) from None
         self.plugin_router = web.UrlDispatcher()
@@ -64,6 +73,8 @@ class Gateway:
         """Prometheus collectors the plugins offered (``register_metrics``)."""
         self.runner.call_startup_hook("register_metrics", register=self.collectors.append)
         self._started: list[str] = []
+        self._variants: list[Provider] = self.routes.endpoint_variants()
+        self._tasks: BackgroundTasks | None = None
         self._chain = self.runner.build_chain(self._call_routed_provider)
 
     # ------------------------------------------------------------------------- building ---
@@ -123,13 +134,46 @@ class Gateway:
                 if name in startups:
                     await startups[name].function(*[{"app": app}[a] for a in startups[name].argnames])
                 self._started.append(name)
+            for variant in self._variants:
+                await variant.start()  # type: ignore[attr-defined]
+            if self.routes.balanced:
+                await self._share_balancing(app)
         except BaseException:
             await self.stop(app)
             raise
 
+    async def _share_balancing(self, app: web.Application) -> None:
+        """Switch the balanced routes to Redis-shared state when ``balancing_redis_url`` is set."""
+        self._tasks = background(app)
+        settings = self.config.gateway.balancing
+        if settings.redis_url is None:
+            return
+        from .balancing_redis import RedisBalancingState
+        from .redis import redis_service
+
+        shared = await redis_service(app).connect(settings.redis_url.get_secret_value())
+        state = RedisBalancingState(
+            shared.client,
+            key_prefix=settings.key_prefix,
+            timeout_seconds=settings.timeout_seconds,
+            share_latency=settings.share_latency,
+            fallback=self.balancing_state,  # type: ignore[arg-type]
+        )
+        self.balancing_state = state
+        for route in self.routes.balanced:
+            route.balancer.state = state  # type: ignore[union-attr]
+
     async def stop(self, app: web.Application) -> None:
         """Await ``shutdown`` in reverse order for exactly the plugins that started; a failing
         plugin is logged and the others still shut down."""
+        for variant in self._variants:
+            try:
+                await variant.close()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("provider_close_failed", provider=variant.name)
+        closing = getattr(self.balancing_state, "aclose", None)
+        if closing is not None:
+            await closing()
         shutdowns = {call.plugin: call for call in self.runner.calls("shutdown")}
         started, self._started = self._started, []
         for name in reversed(started):
@@ -154,7 +198,7 @@ class Gateway:
         """
         if not route.fallbacks:
             return await self._chain(ctx)
-        routes = [candidate for candidate in self.routes.with_fallbacks(route) if kind in kinds_of(candidate.provider)]
+        routes = [candidate for candidate in self.routes.with_fallbacks(route) if kind in candidate.kinds]
         for index, candidate in enumerate(routes):
             ctx.route, ctx.provider = candidate, candidate.provider
             try:
@@ -166,7 +210,97 @@ class Gateway:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call_routed_provider(self, ctx: RequestContext) -> ProviderResponse:
-        """The innermost end of the middleware chain: one upstream attempt.
+        """The innermost end of the middleware chain: one upstream attempt, on the deployment
+        the route's balancer picks when the route is load-balanced."""
+        route = ctx.route
+        if route is not None and (route.balancer is not None or route.parent is not None):
+            return await self._call_balanced(ctx, route.balanced)  # type: ignore[arg-type]
+        return await self._attempt(ctx)
+
+    async def _call_balanced(self, ctx: RequestContext, balanced: Route) -> ProviderResponse:
+        """Pick a deployment, make the attempt on it, and release the lease with how it went
+        (for a stream: when the stream ends). ``ctx.route`` is the deployment's member route
+        while the attempt runs and once it answered, the balanced route again after a failure (a
+        retry picks afresh, without the deployments this request already tried)."""
+        lease = await self._pick(ctx, balanced)
+        name = lease.deployment.name
+        member = balanced.members[name]
+        ctx.route, ctx.provider = member, member.provider
+        ctx[DEPLOYMENT] = name
+        ctx.response_headers["x-hookgate-deployment"] = name
+        try:
+            response = await self._attempt(ctx)
+        except BaseException as error:
+            ctx.route, ctx.provider = balanced, balanced.provider
+            await self._settle(lease, error, None)
+            raise
+        if isinstance(response, CompletionStream):
+            lease.mark_first_token()
+            return CompletionStream(self._leased_chunks(response, lease), close=response.aclose, first_chunk_received=True)
+        usage = response.usage if isinstance(response, Completion) else None
+        await self._settle(lease, None, TokenUsage.of(usage).total if usage else None)
+        return response
+
+    async def _pick(self, ctx: RequestContext, balanced: Route) -> Lease:
+        """Reserve a deployment for this attempt: not one this request already tried (unless
+        every one was), one that serves the request's kind, whose provider has its key and that
+        the circuit breaker (``UPSTREAM_GATE``) lets through."""
+        balancer: Balancer = balanced.balancer  # type: ignore[assignment]
+        members = balanced.members
+        tried = ctx.setdefault(_TRIED, [])
+        kind = ctx.kind
+        unsuited = {name for name, member in members.items() if kind not in kinds_of(member.provider)}
+        exclude = unsuited | set(tried)
+        if len(exclude) >= len(members) and tried:
+            exclude = unsuited | ({tried[-1]} if len(members) - len(unsuited) > 1 else set())
+        gate = ctx.get(UPSTREAM_GATE)
+
+        def healthy(deployment: Any) -> bool:
+            if not getattr(members[deployment.name].provider, "configured", True):
+                return False
+            return gate is None or gate.usable(deployment.breaker_key)
+
+        tokens = prompt_estimate(ctx).prompt_tokens
+        while True:
+            lease = await balancer.pick(exclude=exclude, healthy=healthy, tokens=tokens, stream=ctx.stream)
+            if gate is None or gate.claim(lease.deployment.breaker_key):
+                tried.append(lease.deployment.name)
+                return lease
+            await lease.release("abandoned")
+            exclude = exclude | {lease.deployment.name}
+
+    async def _settle(self, lease: Lease, error: BaseException | None, tokens: int | None) -> None:
+        """Release ``lease`` with the attempt's outcome; a shared state's release is written in
+        the background, so the answer never waits for Redis."""
+        outcome, cooldown = outcome_of(error)
+        release = lease.release(outcome, tokens=tokens, cooldown=cooldown)
+        if lease.backend == "redis" and self._tasks is not None:
+            self._tasks.spawn(release, name="balancing_release")
+        else:
+            await release
+
+    async def _leased_chunks(self, stream: CompletionStream, lease: Lease) -> AsyncIterator[dict[str, Any]]:
+        """Relay a balanced stream, releasing its lease when it ends: its usage (the last chunk
+        that reports one) corrects the tokens reserved; a stream closed before its end (the
+        client went away) says nothing about the deployment."""
+        error: BaseException | None = asyncio.CancelledError()
+        usage: Any = None
+        try:
+            async for chunk in stream:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                yield chunk
+            error = None
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await self._settle(lease, error, TokenUsage.of(usage).total if isinstance(usage, dict) else None)
+
+    async def _attempt(self, ctx: RequestContext) -> ProviderResponse:
+        """One upstream attempt on ``ctx.provider``.
 
         The core records it (``ctx.attempts``, ``attempt_started``/``attempt_finished``) and waits
         for a stream's first chunk inside it, so an upstream that accepts and then fails before

@@ -74,8 +74,9 @@ def is_retriable(error: GatewayError) -> bool:
     return error.code in TRANSIENT_CODES
 
 
-FALLBACK_CODES = frozenset({"circuit_open", "provider_not_configured"})
-"""Gateway-side refusals that another route may not share: a paused route, a provider without a key."""
+FALLBACK_CODES = frozenset({"circuit_open", "provider_not_configured", "no_deployment_available"})
+"""Gateway-side refusals that another route may not share: a paused route, a provider without a
+key, a load-balanced route none of whose deployments can take the request."""
 
 
 def should_fall_back(error: GatewayError) -> bool:

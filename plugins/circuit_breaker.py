@@ -9,6 +9,12 @@ requests through: a success closes it, a failure opens it again.
 Only upstream trouble counts (5xx, 529, timeouts, connection errors); a 4xx about the request or
 an upstream 429 says nothing about the route's health. State is per instance. Its rules put it
 inside retry (each attempt is judged) and outside concurrency (a rejected request takes no slot).
+
+On a load-balanced route the deployment is picked after this plugin has run, at the innermost
+end of the chain, so it judges each *deployment* (its own upstream, ``provider/model``, the same
+breaker as a plain route to that upstream): it hands the core's pick an
+:class:`~hookgate.balancing.UpstreamGate` (``UPSTREAM_GATE``), the pick skips deployments whose
+circuit is open, and the request goes to another deployment instead of failing fast.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ import structlog
 from pydantic import Field
 
 from hookgate import GatewayError, PluginConfig, ProviderResponse, RequestContext, ServiceUnavailable, hookimpl
-from hookgate.rules import After, Before
+from hookgate.facts import UPSTREAM_GATE
+from hookgate.rules import After, Before, Produces
 from hookgate.upstream import is_upstream_failure
 
 log = structlog.get_logger("hookgate.circuit_breaker")
@@ -50,6 +57,15 @@ class Breaker:
     opened_at: float = 0.0
     probes_in_flight: int = 0
     outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, failed)
+
+    def usable(self) -> bool:
+        """Whether :meth:`allow` would let a request through now, without changing anything."""
+        if self.state == "open" and monotonic() - self.opened_at < self.config.open_seconds:
+            return False
+        if self.state == "closed":
+            return True
+        probes = self.probes_in_flight if self.state == "half_open" else 0
+        return probes < self.config.half_open_probes
 
     def allow(self) -> bool:
         if self.state == "open":
@@ -106,6 +122,7 @@ class CircuitBreaker:
     rules = (
         After("retry", "call_provider", why="each attempt is judged, not the whole request"),
         Before("concurrency", "call_provider", why="a request refused by an open circuit takes no slot"),
+        Produces(UPSTREAM_GATE, "call_provider"),
     )
 
     def __init__(self, config: CircuitBreakerConfig) -> None:
@@ -122,6 +139,8 @@ class CircuitBreaker:
     async def call_provider(
         self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
     ) -> ProviderResponse:
+        if ctx.route is not None and ctx.route.balanced is not None:
+            return await self._judge_deployment(ctx, call_next)
         route = f"{ctx.provider_name}/{ctx.route.upstream_model if ctx.route else ctx.model}"
         breaker = self.breaker(route)
         if not breaker.allow():
@@ -130,24 +149,72 @@ class CircuitBreaker:
                 code="circuit_open",
                 headers={"Retry-After": str(breaker.retry_after())},
             )
+        return await self._judged(ctx, call_next, route, breaker)
+
+    async def _judge_deployment(
+        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
+    ) -> ProviderResponse:
+        """A balanced route: the core's pick asks the gate, and the deployment it claimed is judged."""
+        gate = _Gate(self)
+        ctx[UPSTREAM_GATE] = gate
         try:
             response = await call_next(ctx)
-        except GatewayError as error:
+        except BaseException as error:
+            if gate.claimed is not None:
+                self._judge(gate.claimed, gate.breaker, error)  # type: ignore[arg-type]
+            raise
+        if gate.claimed is not None:
+            self._judge(gate.claimed, gate.breaker, None)  # type: ignore[arg-type]
+        return response
+
+    async def _judged(
+        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]], route: str, breaker: Breaker
+    ) -> ProviderResponse:
+        try:
+            response = await call_next(ctx)
+        except BaseException as error:
+            self._judge(route, breaker, error)
+            raise
+        self._judge(route, breaker, None)
+        return response
+
+    def _judge(self, route: str, breaker: Breaker, error: BaseException | None) -> None:
+        """Count one attempt's outcome: only upstream trouble is a failure."""
+        if error is None:
+            self._record(route, breaker, failed=False)
+        elif isinstance(error, GatewayError):
             if is_upstream_failure(error):
                 self._record(route, breaker, failed=True)
             else:
                 breaker.forget_probe()
-            raise
-        except asyncio.CancelledError:
+        elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             breaker.forget_probe()
-            raise
-        except Exception:
+        elif isinstance(error, Exception):
             self._record(route, breaker, failed=True)
-            raise
-        self._record(route, breaker, failed=False)
-        return response
 
     def _record(self, route: str, breaker: Breaker, *, failed: bool) -> None:
         change = breaker.record(failed)
         if change is not None:
             log.warning("circuit_" + change, route=route)
+
+
+class _Gate:
+    """The breaker's answer to one request's deployment pick (hookgate.balancing.UpstreamGate)."""
+
+    __slots__ = ("plugin", "claimed", "breaker")
+
+    def __init__(self, plugin: CircuitBreaker) -> None:
+        self.plugin = plugin
+        self.claimed: str | None = None
+        self.breaker: Breaker | None = None
+
+    def usable(self, upstream: str) -> bool:
+        breaker = self.plugin.breakers.get(upstream)
+        return breaker is None or breaker.usable()
+
+    def claim(self, upstream: str) -> bool:
+        breaker = self.plugin.breaker(upstream)
+        if not breaker.allow():
+            return False
+        self.claimed, self.breaker = upstream, breaker
+        return True

@@ -7,7 +7,10 @@ failures are retried (upstream 408, 429, 500, 502, 503, 504, 529, connection err
 never a 4xx about the request, never a 429 meaning quota is exhausted (``insufficient_quota``).
 
 It never waits past the request's deadline (set by the timeout plugin): when the wait the upstream
-asked for does not fit, the client gets the 429 at once, with ``Retry-After`` passed on. A retry
+asked for does not fit, the client gets the 429 at once, with ``Retry-After`` passed on. On a
+load-balanced route the upstream's ``Retry-After`` cools that one deployment down instead (the
+core's pick skips it), so the next attempt goes after the usual backoff to another deployment; when
+none is left the client gets the core's 429 with the earliest ``Retry-After``. A retry
 budget per instance (retries at most ``budget_ratio`` of requests over ``budget_window_seconds``,
 with a floor of ``budget_min_retries``) keeps an upstream outage from multiplying the load on it.
 
@@ -130,6 +133,8 @@ class Retry:
         if ctx is not None:
             jitter = min(jitter, max(0.0, ctx.remaining() - self.config.deadline_margin_seconds))
         error = state.outcome.exception() if state.outcome else None
+        if ctx is not None and ctx.route is not None and ctx.route.balanced is not None:
+            return jitter  # the deployment that asked to wait is cooling down; another takes the retry
         asked = retry_after_seconds(error.headers) if isinstance(error, GatewayError) else None
         return max(jitter, asked) if asked is not None else jitter
 

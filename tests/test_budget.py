@@ -73,9 +73,19 @@ async def test_a_1_dollar_budget_holds_against_100_concurrent_requests_on_2_proc
             assert body["error"]["code"] == "budget_exceeded" and int(headers["Retry-After"]) >= 1
 
         # As answers settle at their actual cost, the room they held comes back: spend on until refused.
+        # Answers settle just after they are sent (in the background), so a refusal right after an
+        # answer may still see its reservation: wait for the settlement (bounded) and ask again.
         emulator.settings.latency = 0.0
-        while (await ask(gateways[0].url))[0] == 200:
+
+        async def settled() -> None:
+            deadline = asyncio.get_running_loop().time() + 10
+            while spent_pico(redis_url, redis_prefix, "spender").get("reserved", 0) != 0:
+                assert asyncio.get_running_loop().time() < deadline, "reservations never settled"
+                await asyncio.sleep(0.02)
+
+        while (await ask(gateways[0].url))[0] == 200 or (await settled() or (await ask(gateways[0].url))[0] == 200):
             pass
+        await settled()
         spent = spent_pico(redis_url, redis_prefix, "spender")
         assert spent["reserved"] == 0, "every reservation was settled"
         assert Decimal(spent["day_spent"]) / PICO_PER_USD == ACTUAL * emulator.stats.calls
