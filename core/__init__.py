@@ -48,6 +48,7 @@ PUBLIC_MODULES = (
     "hookgate.balancing",
     "hookgate.balancing_redis",
     "hookgate.cache_control",
+    "hookgate.cache_keys",
     "hookgate.detectors",
     "hookgate.dispatch",
     "hookgate.embeddings",

@@ -22,6 +22,7 @@ fact                       produced by          in
 ``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request`` and ``after_response``
 ``CONVERSATION_ID``        ``memory``           ``before_request``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
+``SEMANTIC_MATCH``         ``semantic_cache``   ``cache_lookup`` (an answer served by meaning)
 =========================  ===================  ===============================================
 
 The helpers at the end read facts with the fallbacks every accounting plugin agrees on.
@@ -53,6 +54,7 @@ __all__ = [
     "GUARDRAIL_FINDINGS",
     "CONVERSATION_ID",
     "DEPLOYMENT",
+    "SEMANTIC_MATCH",
     "ALL_FACTS",
     "billable_usage",
     "key_id",
@@ -113,6 +115,14 @@ CONVERSATION_ID: StateKey[str] = StateKey(
 DEPLOYMENT: StateKey[str] = StateKey(
     "deployment", str, "The name of the deployment of the route that served the last attempt (load balancing)."
 )
+SEMANTIC_MATCH: StateKey[float] = StateKey(
+    "semantic_match",
+    float,
+    "The request was answered with the cached answer of another prompt that means the same (a "
+    "semantic cache hit): the cosine similarity of the two prompts. Exact caches must not store such "
+    "an answer under this request's key: it was chosen by meaning, and audits, deletions and TTLs of "
+    "the semantic cache could no longer reach the copy.",
+)
 ATTEMPT_DEADLINE: StateKey[float] = StateKey(
     "attempt_deadline",
     float,
@@ -133,6 +143,7 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     GUARDRAIL_FINDINGS,
     CONVERSATION_ID,
     DEPLOYMENT,
+    SEMANTIC_MATCH,
 )
 """Every fact declared here, for documentation and ``hookgate plugins``."""
 
