@@ -6,10 +6,11 @@ rebuilt from the entries themselves (each namespace's sorted set of ids, then th
 prompts and vectors, never their answers) when it cannot trust the stream:
 
 * on start (the index is empty);
-* when it **fell behind**: the stream is capped (``stream_max_len``), and Redis reports the
-  highest id it trimmed; past this instance's last read, changes were lost;
+* when it **fell behind**: the stream is capped (``stream_max_len``, trimmed oldest first), and
+  Redis counts the messages ever added; ``added - length`` were trimmed, and when that is more
+  than this instance has consumed, changes it never read are gone;
 * when Redis **lost the stream** (restarted without persistence): its count of messages ever
-  added went down, or it is gone while this instance had read from it.
+  added is below what this instance consumed, or the stream is gone.
 
 A rebuild notes the stream's position first, reads the entries, swaps the new index in, then
 applies the stream from the noted position: a change made during the rebuild is applied twice at
@@ -44,11 +45,12 @@ class FeedState:
     ready: bool = False
     """The index was built from Redis at least once."""
     last_id: str = "0-0"
+    consumed: int = 0
+    """Messages of the stream accounted for: up to the position of the last rebuild, plus those read since."""
     rebuilds: int = 0
     applied: int = 0
     last_rebuild_seconds: float = 0.0
     last_rebuild_reason: str = ""
-    seen_added: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -116,7 +118,7 @@ class IndexFeed:
                 self.index.remove_now(change.namespace_id, change.entry_id, change.partition or None)
             self.state.last_id = change.message_id
         self.state.applied += len(changes)
-        self.state.seen_added = max(self.state.seen_added, position.added)
+        self.state.consumed += len(changes)
         if len(changes) < self._batch:
             self._synced.set()
         if time.monotonic() >= self._next_sweep:
@@ -127,9 +129,9 @@ class IndexFeed:
         state = self.state
         if not state.ready:
             return "start"
-        if position.added < state.seen_added or (not position.exists and state.last_id != "0-0"):
+        if position.added < state.consumed or (not position.exists and state.last_id != "0-0"):
             return "stream_lost"
-        if _id_after(position.trimmed_up_to, state.last_id):
+        if position.trimmed > state.consumed:
             return "fell_behind"
         return None
 
@@ -141,22 +143,10 @@ class IndexFeed:
             entries.extend(e for e in await self.store.scan(namespace_id) if len(e.vector) == self._dimensions)
         self.index.replace(entries)
         state = self.state
-        state.last_id, state.seen_added, state.ready = position.last_id, position.added, True
+        state.last_id, state.consumed, state.ready = position.last_id, position.added, True
         state.rebuilds += 1
         state.last_rebuild_reason = reason
         state.reasons[reason] = state.reasons.get(reason, 0) + 1
         state.last_rebuild_seconds = time.perf_counter() - started
         log.info("semantic_cache_index_rebuilt", reason=reason, entries=len(self.index), seconds=round(state.last_rebuild_seconds, 3))
 
-
-def _id_after(a: str, b: str) -> bool:
-    """Stream id ``a`` is later than ``b``."""
-    return _parts(a) > _parts(b)
-
-
-def _parts(message_id: str) -> tuple[int, int]:
-    head, _, tail = message_id.partition("-")
-    try:
-        return int(head), int(tail or 0)
-    except ValueError:
-        return 0, 0

@@ -58,7 +58,7 @@ class StreamChange:
 
     message_id: str
     op: str
-    """``add`` or ``del``."""
+    """``add``, ``del``, or ``skip`` (a message this version cannot read)."""
     entry: IndexedEntry | None
     """For ``add``."""
     namespace_id: str
@@ -74,10 +74,14 @@ class StreamPosition:
     exists: bool
     last_id: str
     """The last message id written (``0-0`` for none)."""
-    trimmed_up_to: str
-    """The highest message id trimmed away (``0-0`` when none was)."""
     added: int
     """Messages ever added (drops when Redis lost the stream: a restart without persistence)."""
+    length: int
+    """Messages still in the stream; ``added - length`` were trimmed (the oldest first)."""
+
+    @property
+    def trimmed(self) -> int:
+        return max(0, self.added - self.length)
 
 
 class EntryStore:
@@ -247,13 +251,11 @@ class EntryStore:
 
         exists, details = await self._run(info)
         if not exists or isinstance(details, Exception):
-            return StreamPosition(False, "0-0", "0-0", 0)
-        return StreamPosition(
-            True,
-            _text(details.get("last-generated-id") or "0-0"),
-            _text(details.get("max-deleted-entry-id") or "0-0"),
-            int(details.get("entries-added") or details.get("length") or 0),
-        )
+            return StreamPosition(False, "0-0", 0, 0)
+        length = int(details.get("length") or 0)
+        # entries-added exists since Redis 7.0; before it, trimming cannot be told from the stream
+        added = int(details.get("entries-added") or length)
+        return StreamPosition(True, _text(details.get("last-generated-id") or "0-0"), added, length)
 
     async def read(self, after: str, *, count: int, block_ms: int) -> list[StreamChange]:
         """Stream messages after ``after`` (waiting up to ``block_ms`` for one; 0: not at all)."""
@@ -263,9 +265,7 @@ class EntryStore:
         changes: list[StreamChange] = []
         for _stream, messages in found or ():
             for message_id, fields in messages:
-                change = _change_of(_text(message_id), fields)
-                if change is not None:
-                    changes.append(change)
+                changes.append(_change_of(_text(message_id), fields) or StreamChange(_text(message_id), "skip", None, "", "", ""))
         return changes
 
     async def scan(self, namespace_id: str, *, page: int = 500) -> list[IndexedEntry]:
