@@ -37,7 +37,7 @@ from typing import Any, Literal
 import orjson
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from hookgate import (
     Completion,
@@ -59,7 +59,7 @@ from hookgate.rules import After, Produces
 from hookgate.tasks import background
 from hookgate.web import require_admin
 
-from .semantic_cache_backend import Candidate, IndexedEntry, VectorBackend
+from .semantic_cache_backend import BackendUnavailable, Candidate, IndexedEntry, VectorBackend
 from .semantic_cache_feed import IndexFeed
 from .semantic_cache_guard import GuardConfig, SemanticCacheGuard
 from .semantic_cache_index import IndexLimits, LocalIndex
@@ -105,7 +105,7 @@ class PgvectorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dsn: SecretStr | None = Field(None, description="postgresql://user:password@host:port/db; unset: $HOOKGATE_PGVECTOR_DSN")
+    dsn: SecretStr | None = Field(None, description="postgresql://user:password@host:port/db (required with backend = \"pgvector\")")
     schema_name: str = Field("hookgate_semantic_cache", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="schema of the table (created if missing)")
     operation_timeout_seconds: float = Field(0.5, gt=0, le=30, description="deadline of a search or write; past it a lookup misses")
     hnsw_ef_search: int = Field(64, ge=1, le=1000, description="pgvector's hnsw.ef_search: candidates the graph looks at per search")
@@ -142,6 +142,12 @@ class SemanticCacheConfig(RedisURLConfig):
 
     def connection_url(self) -> str:
         return self.resolved_redis_url(default=_DEFAULT_URL) or _DEFAULT_URL
+
+    @model_validator(mode="after")
+    def _pgvector_needs_a_dsn(self) -> SemanticCacheConfig:
+        if self.backend == "pgvector" and self.pgvector.dsn is None:
+            raise ValueError('backend = "pgvector" needs pgvector.dsn (postgresql://…)')
+        return self
 
 
 @dataclass(slots=True)
@@ -305,7 +311,7 @@ class SemanticCache:
             return None  # embedded anyway: the fresh answer is stored
         try:
             candidates = await backend.search(scope.namespace_id, scope.partition, lookup.vector, config.candidates, config.guard.similarity_threshold)
-        except RedisUnavailable:  # a backend of its own (pgvector) that did not answer in time
+        except BackendUnavailable:  # a backend of its own (pgvector) that did not answer in time
             metrics.lookup(scope.namespace, "backend_down")
             return None
         if not candidates:
@@ -322,7 +328,10 @@ class SemanticCache:
                 metrics.lookup(scope.namespace, Ineligible.REDIS_DOWN.value)
                 return None
             if stored is None:  # expired, deleted or evicted: the index had not heard yet
-                await backend.remove(scope.namespace_id, candidate.entry_id)
+                try:
+                    await backend.remove(scope.namespace_id, candidate.entry_id)
+                except BackendUnavailable:
+                    pass
                 continue
             completion = _completion_of(stored.answer)
             if completion is None:
@@ -411,7 +420,7 @@ class SemanticCache:
             await backend.add(entry)  # the local index learns at once; the stream tells the others
             for entry_id in evicted:
                 await backend.remove(entry.namespace_id, entry_id)
-        except RedisUnavailable as exc:  # pgvector did not answer: the entry is in Redis, not findable
+        except BackendUnavailable as exc:  # pgvector did not answer: the entry is in Redis, not findable
             self._errors.warning(error=str(exc), note="an entry was stored but not indexed")
 
     async def _compare(self, scope: SemanticScope, shadowed: tuple[Candidate, bytes], fresh: str) -> None:
@@ -493,7 +502,10 @@ class SemanticCache:
             deleted = await store.delete(nsid, entry_id)
         except RedisUnavailable:
             raise ServiceUnavailable("Redis is unavailable; the entry was not deleted") from None
-        await backend.remove(nsid, entry_id)
+        try:
+            await backend.remove(nsid, entry_id)
+        except BackendUnavailable:
+            pass  # Redis no longer has it: never served, and pruned from the backend when found
         return web.json_response({"deleted": deleted})
 
 

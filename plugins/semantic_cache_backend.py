@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["IndexedEntry", "Candidate", "VectorBackend"]
+__all__ = ["IndexedEntry", "Candidate", "VectorBackend", "BackendUnavailable"]
+
+
+class BackendUnavailable(Exception):
+    """A backend with a server of its own (pgvector) did not answer in time: the lookup misses,
+    the entry stays in Redis unindexed. The message never holds a DSN."""
 
 
 @final
