@@ -140,7 +140,10 @@ class IndexFeed:
         started = time.perf_counter()
         entries: list[IndexedEntry] = []
         for namespace_id in await self.store.namespace_names():
-            entries.extend(e for e in await self.store.scan(namespace_id) if len(e.vector) == self._dimensions)
+            found = await self.store.scan(namespace_id)
+            if not found:
+                await self.store.forget_namespace_if_empty(namespace_id)
+            entries.extend(e for e in found if len(e.vector) == self._dimensions)
         self.index.replace(entries)
         state = self.state
         state.last_id, state.consumed, state.ready = position.last_id, position.added, True

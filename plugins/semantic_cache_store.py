@@ -238,6 +238,16 @@ class EntryStore:
         found = await self._run(lambda: self.redis.client.hgetall(self.namespaces), self._scan_timeout)
         return {_text(k): _text(v) for k, v in found.items()}
 
+    async def forget_namespace_if_empty(self, namespace_id: str) -> bool:
+        """Drop a namespace from ``<base>:namespaces`` once none of its entries is left (its ids
+        set expired with its last entry): the hash stays as small as the live namespaces."""
+        _FORGET = """
+            if redis.call('EXISTS', KEYS[1]) == 0 then return redis.call('HDEL', KEYS[2], ARGV[1]) end
+            return 0
+        """
+        keys = [self._ids_key(namespace_id), self.namespaces]
+        return bool(await self._run(lambda: self.redis.client.eval(_FORGET, 2, *keys, namespace_id), self._scan_timeout))
+
     # -- the stream
 
     async def position(self) -> StreamPosition:

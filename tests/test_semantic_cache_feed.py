@@ -105,6 +105,18 @@ async def test_a_namespace_keeps_at_most_its_bound_and_evictions_are_streamed(re
     assert len(index) == 3 and len(await writer.scan("nsid")) == 3
 
 
+async def test_a_rebuild_forgets_namespaces_whose_entries_all_expired(redis, redis_prefix):
+    writer = make_store(redis, redis_prefix)
+    for tenant in range(5):  # many tenants, each with one short-lived entry
+        stored = IndexedEntry(f"ns{tenant}", new_entry_id(), "part", "p", vector(tenant), time.time() + 0.05)
+        await writer.add(stored, f"tenant-{tenant}", b"{}", 0.05)
+    assert len(await writer.namespace_names()) == 5
+    time.sleep(0.06)  # the entries' TTL (an expiry is a time, not an event)
+    feed, index = make_feed(make_store(redis, redis_prefix))
+    await feed._step()
+    assert len(index) == 0 and await writer.namespace_names() == {}
+
+
 # ------------------------------------------------------------------------------ shadow mode ---
 
 
