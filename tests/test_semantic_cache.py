@@ -27,7 +27,8 @@ SHADOW = {"min_observations": 2, "window": 10, "comparison": "exact", "audit_fra
 
 
 def semantic_config(redis_url: str, prefix: str, **overrides: Any) -> str:
-    section = {"redis_url": redis_url, "key_prefix": prefix, "shadow": SHADOW, **overrides}
+    # A generous Redis deadline: these tests are about behaviour, and the machine is shared.
+    section = {"redis_url": redis_url, "key_prefix": prefix, "shadow": SHADOW, "operation_timeout_seconds": 1.0, **overrides}
     return pipeline_config(["memory_cache", "semantic_cache", "mock"], semantic_cache=section, mock={"models": ["gpt-4o-mini"]})
 
 

@@ -92,7 +92,7 @@ def test_the_pgvector_backend_needs_a_dsn():
 def test_two_instances_share_one_pgvector_table(gateway_process, redis_url, redis_prefix, pgvector_url, schema):
     import asyncpg
 
-    section = {"redis_url": redis_url, "key_prefix": redis_prefix, "shadow": SHADOW, "backend": "pgvector", "pgvector": {"dsn": pgvector_url, "schema_name": schema}}
+    section = {"redis_url": redis_url, "key_prefix": redis_prefix, "shadow": SHADOW, "operation_timeout_seconds": 1.0, "backend": "pgvector", "pgvector": {"dsn": pgvector_url, "schema_name": schema, "operation_timeout_seconds": 2.0}}
     config = pipeline_config(["semantic_cache", "mock"], semantic_cache=section, mock={"models": ["gpt-4o-mini"]})
     first, second = gateway_process(config), gateway_process(config)
     key = new_key()

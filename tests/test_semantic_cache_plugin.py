@@ -17,7 +17,7 @@ TRUSTING = {"min_observations": 1, "window": 5, "comparison": "exact", "audit_fr
 
 
 def config(redis_url: str, prefix: str, *, pipeline: list[str] | None = None, shadow: dict[str, Any] | None = None, **sections: Any) -> str:
-    semantic = {"redis_url": redis_url, "key_prefix": prefix, "shadow": shadow or TRUSTING, **sections.pop("semantic", {})}
+    semantic = {"redis_url": redis_url, "key_prefix": prefix, "shadow": shadow or TRUSTING, "operation_timeout_seconds": 1.0, **sections.pop("semantic", {})}
     return pipeline_config(
         pipeline or ["memory_cache", "semantic_cache", "mock"],
         semantic_cache=semantic,
