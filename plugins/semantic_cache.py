@@ -263,6 +263,8 @@ class SemanticCache:
         readiness = self.redis.readiness(detail_when_down="answering without the semantic cache")
         if readiness.status == "ok" and self.feed is not None and not self.feed.state.ready:
             return Readiness("degraded", "the local index is being built from Redis; semantic lookups miss until then")
+        if readiness.status == "ok" and self.backend is not None and self.backend.stats().get("connected") is False:
+            return Readiness("degraded", "PostgreSQL (pgvector) is not connected; semantic lookups miss until it is")
         return readiness
 
     # ----------------------------------------------------------------------------- requests ---
