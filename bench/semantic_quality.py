@@ -12,7 +12,7 @@ Every text is embedded once with the built-in model (``hookgate.embeddings``) an
 kept in the temp folder, keyed by the embedder's ``model_id`` and the dataset's version, so later
 runs (and ``tests/test_semantic_quality.py``) only load them. Printed:
 
-1. for the default configuration (``GuardConfig()``), the confusion table per category, without
+1. for the semantic cache's default configuration (``SemanticCacheConfig().guard``), the confusion table per category, without
    and with the guard, and which check refused the traps;
 2. conversations three ways: last message only (what GPTCache and friends do), last message with
    the guard, and the hard partition (earlier turns hashed) with the guard: the default;
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from hookgate.embeddings import OnnxEmbedderConfig, OnnxSentenceEmbedder
+from hookgate.plugins.semantic_cache import SemanticCacheConfig
 from hookgate.plugins.semantic_cache_guard import GuardConfig, PromptFeatures, SemanticCacheGuard, analyse_prompt
 from hookgate.plugins.semantic_cache_partition import conversation_partition
 
@@ -216,11 +217,17 @@ def run(pairs: Iterable[Pair], decide: Decision) -> tuple[list[Pair], list[Outco
     return pairs, [decide(pair) for pair in pairs]
 
 
+def default_guard() -> GuardConfig:
+    """The guard as the semantic_cache plugin runs it with its default configuration: what the
+    gate measures, so a change of the plugin's defaults is measured too."""
+    return SemanticCacheConfig().guard
+
+
 async def evaluate(config: GuardConfig | None = None, *, refresh: bool = False) -> QualityRun:
     """Embed (or load) every text, and judge every pair with each strategy at ``config``."""
     import fow_cache
 
-    config = config or GuardConfig()
+    config = config or default_guard()
     questions = fow_cache.load_questions()
     conversations = fow_cache.load_conversations()
     split = {item["id"]: (conversation_partition(item["a"]), conversation_partition(item["b"])) for item in conversations}
@@ -397,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refresh", action="store_true", help="embed again even if cached vectors exist")
     parser.add_argument("--step", type=float, default=0.02, help="threshold step of the curve")
     args = parser.parse_args(argv)
-    config = GuardConfig() if args.threshold is None else GuardConfig(similarity_threshold=args.threshold)
+    config = default_guard() if args.threshold is None else default_guard().model_copy(update={"similarity_threshold": args.threshold})
     started = time.perf_counter()
     result = asyncio.run(evaluate(config, refresh=args.refresh))
     steps = int(round((0.98 - 0.50) / args.step))

@@ -50,6 +50,7 @@ PUBLIC_MODULES = (
     "hookgate.balancing_redis",
     "hookgate.cache_control",
     "hookgate.chat_request",
+    "hookgate.cache_keys",
     "hookgate.detectors",
     "hookgate.dispatch",
     "hookgate.embeddings",

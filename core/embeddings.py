@@ -61,6 +61,9 @@ __all__ = [
     "InvalidEmbeddingInput",
     "EmbedderOverloaded",
     "EmbeddingModelUnavailable",
+    "EmbedderService",
+    "EMBEDDERS",
+    "shared_embedder",
 ]
 
 _BUILTIN_NAME = "all-MiniLM-L6-v2"
@@ -685,3 +688,71 @@ def _infer_blocking(loaded: _Loaded, texts: list[str]) -> _RunResult:
     token_counts = ((mask == 1) & ~special).sum(axis=1).tolist()
     truncated = [bool(e.overflowing) for e in encodings]
     return _RunResult(vectors, token_counts, truncated, time.perf_counter() - started)
+
+
+# --- one model per app ----------------------------------------------------------------------------
+
+
+class EmbedderService:
+    """The app's loaded embedding models, one per configuration.
+
+    The semantic cache and the embeddings surface both embed with the built-in model; each loading
+    its own would hold the model twice in memory and run two worker threads competing for the same
+    cores. Plugins ask the app's service instead (like :func:`hookgate.redis.redis_service`)::
+
+        embedder = await shared_embedder(app, config.embedder)
+
+    Loading happens on the model's own worker thread (never on the event loop); two plugins asking
+    for the same configuration at once wait for one load. The service closes every model when the
+    app stops.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[OnnxEmbedderConfig, asyncio.Future[OnnxSentenceEmbedder]] = {}
+
+    async def load(self, config: OnnxEmbedderConfig) -> OnnxSentenceEmbedder:
+        """The app's model for ``config``, loaded on first use.
+
+        :raises EmbeddingModelUnavailable: as :meth:`OnnxSentenceEmbedder.load` (a later call tries again).
+        """
+        pending = self._models.get(config)
+        if pending is None:
+            pending = self._models[config] = asyncio.ensure_future(OnnxSentenceEmbedder.load(config))
+        try:
+            return await asyncio.shield(pending)
+        except BaseException:
+            if pending.done() and (pending.cancelled() or pending.exception() is not None):
+                self._models.pop(config, None)
+            raise
+
+    async def close(self) -> None:
+        """Close every loaded model (waiting for a load still in progress)."""
+        models, self._models = list(self._models.values()), {}
+        for pending in models:
+            try:
+                model = await pending
+            except BaseException:
+                continue
+            await model.aclose()
+
+
+def _embedders_key() -> Any:
+    from aiohttp import web
+
+    return web.AppKey("hookgate_embedders", EmbedderService)
+
+
+EMBEDDERS = _embedders_key()
+"""Where an app keeps its :class:`EmbedderService` (created by ``create_app``, closed when the app stops)."""
+
+
+async def shared_embedder(app: Any, config: OnnxEmbedderConfig) -> tuple[OnnxSentenceEmbedder, bool]:
+    """The app's shared model for ``config`` and False, or, in an app without an
+    :class:`EmbedderService`, a model of the caller's own and True (the caller closes it).
+
+    The second form keeps a plugin working in an app built before the service existed.
+    """
+    service = app.get(EMBEDDERS) if hasattr(app, "get") else None
+    if isinstance(service, EmbedderService):
+        return await service.load(config), False
+    return await OnnxSentenceEmbedder.load(config), True

@@ -24,6 +24,7 @@ fact                       produced by          in
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 ``UPSTREAM_GATE``          ``circuit_breaker``  ``call_provider`` (read by the core's pick)
 ``BODY_REDACTOR``          ``guardrails``       ``before_request`` (read by ``request_store``)
+``SEMANTIC_MATCH``         ``semantic_cache``   ``cache_lookup`` (an answer served by meaning)
 =========================  ===================  ===============================================
 
 The helpers at the end read facts with the fallbacks every accounting plugin agrees on.
@@ -59,6 +60,7 @@ __all__ = [
     "DEPLOYMENT",
     "UPSTREAM_GATE",
     "BODY_REDACTOR",
+    "SEMANTIC_MATCH",
     "ALL_FACTS",
     "billable_usage",
     "key_id",
@@ -142,6 +144,14 @@ BODY_REDACTOR: StateKey[Callable[[str, Any], Any]] = StateKey(
     "returns a copy of the request ('request') or answer ('response') body with what must not be "
     "kept masked. Called once the request is over, on a worker thread (never on the event loop).",
 )
+SEMANTIC_MATCH: StateKey[float] = StateKey(
+    "semantic_match",
+    float,
+    "The request was answered with the cached answer of another prompt that means the same (a "
+    "semantic cache hit): the cosine similarity of the two prompts. Exact caches must not store such "
+    "an answer under this request's key: it was chosen by meaning, and audits, deletions and TTLs of "
+    "the semantic cache could no longer reach the copy.",
+)
 ATTEMPT_DEADLINE: StateKey[float] = StateKey(
     "attempt_deadline",
     float,
@@ -164,6 +174,7 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     DEPLOYMENT,
     UPSTREAM_GATE,
     BODY_REDACTOR,
+    SEMANTIC_MATCH,
 )
 """Every fact declared here, for documentation and ``hookgate plugins``."""
 

@@ -10,7 +10,9 @@ BYPASS``) and the fresh answer replaces the entry, ``no-store`` skips the write,
 ``x-hookgate-cache-ttl`` can shorten (never lengthen) ``ttl_seconds`` for one answer.
 
 Listed before a shared cache (``redis_cache``), it is the first tier: it fills itself from that
-cache's hits, keeping the entry's age, so the next identical request is answered from memory.
+cache's hits, keeping the entry's age, so the next identical request is answered from memory. It
+never stores a semantic cache's hit (``SEMANTIC_MATCH``): that answer was chosen by meaning for
+another prompt, and the semantic cache's audits, deletions and TTLs must keep reaching it.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from pydantic import Field
 
 from hookgate import Completion, PluginConfig, RequestContext, StateKey, cache_key, hookimpl, is_complete
 from hookgate.cache_control import CacheDirectives
+from hookgate.facts import SEMANTIC_MATCH
+from hookgate.rules import Reads
 
 
 class MemoryCacheConfig(PluginConfig):
@@ -54,6 +58,7 @@ class MemoryCache:
 
     Config = MemoryCacheConfig
     roles = ("cache",)
+    rules = (Reads(SEMANTIC_MATCH, "after_response", why="a semantic hit is not stored under this prompt's exact key"),)
 
     def __init__(self, config: MemoryCacheConfig) -> None:
         self.config = config
@@ -87,7 +92,7 @@ class MemoryCache:
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
         lookup = ctx.get(_LOOKUP)
-        if lookup is None or lookup.answered or lookup.directives.no_store:
+        if lookup is None or lookup.answered or lookup.directives.no_store or SEMANTIC_MATCH in ctx:
             return
         if not is_complete(response) or any(c.get("finish_reason") not in self._finish_reasons for c in response.body.get("choices") or ()):
             return

@@ -37,6 +37,9 @@ pays at most one timeout. The client and its circuit are the app's Redis service
 and a background probe closes the circuit when Redis answers again. Errors are logged at most once
 per interval, never once per request.
 
+It never stores a semantic cache's hit (``SEMANTIC_MATCH``): that answer was chosen by meaning for
+another prompt, and the semantic cache's audits, deletions and TTLs must keep reaching it.
+
 Its rules put it after ``memory_cache`` (memory answers first and fills itself from Redis hits)
 and before the reliability middlewares (one upstream call, retries included, serves every
 identical concurrent request).
@@ -69,8 +72,9 @@ from hookgate import (
     is_complete,
 )
 from hookgate.cache_control import CacheDirectives
+from hookgate.facts import SEMANTIC_MATCH
 from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
-from hookgate.rules import After, Before
+from hookgate.rules import After, Before, Reads
 
 __all__ = ["RedisCache", "RedisCacheConfig"]
 
@@ -131,6 +135,7 @@ class RedisCache:
         After("memory_cache", "cache_lookup", why="memory answers first and fills itself from Redis hits"),
         Before("retry", "call_provider", why="one upstream call, retries included, serves every identical concurrent request"),
         Before("concurrency", "call_provider", why="identical requests waiting on one flight take no slot"),
+        Reads(SEMANTIC_MATCH, "after_response", why="a semantic hit is not stored under this prompt's exact key"),
     )
     source_name: Final = "redis_cache"
     """Reported as ``ctx.cache_source`` for answers this plugin's single-flight handed out."""
@@ -254,7 +259,7 @@ class RedisCache:
         # Answers that went through a flight are stored by it; what is left here: requests that
         # skipped single-flight (no-cache, single_flight = false) and a later cache's hits.
         request: _Request | None = ctx.get(_REQUEST)
-        if request is None or request.handled or request.directives.no_store or not request.redis_ok:
+        if request is None or request.handled or request.directives.no_store or not request.redis_ok or SEMANTIC_MATCH in ctx:
             return
         payload = self._storable(response)
         if payload is not None:

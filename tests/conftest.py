@@ -23,7 +23,7 @@ from hookgate.registry import InstalledPlugin, installed_plugins
 from hookgate.server import create_app
 from hookgate.testing.openai_emulator import OpenAIEmulator
 from no_skips_in_ci import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (hooks)
-from servers import PROCESS_LOGS, GatewayProcess, RedisServer, start_gateway
+from servers import PROCESS_LOGS, GatewayProcess, PgvectorServer, RedisServer, start_gateway
 
 pytest_plugins = ("pytester",)  # tests/test_no_skips_in_ci.py runs pytest on its own examples
 
@@ -178,6 +178,20 @@ def redis_url() -> Iterator[str]:
         yield os.environ["REDIS_URL"]
         return
     server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgvector_url() -> Iterator[str]:
+    """A PostgreSQL with the pgvector extension: ``$PGVECTOR_URL`` when set, else one started for
+    this test session (tests/servers.py ``PgvectorServer``). Tests use schemas of their own."""
+    if os.environ.get("PGVECTOR_URL"):
+        yield os.environ["PGVECTOR_URL"]
+        return
+    server = PgvectorServer().start()
     try:
         yield server.url
     finally:

@@ -79,6 +79,64 @@ class RedisServer:
 
 
 @dataclass
+class PgvectorServer:
+    """A PostgreSQL 16 with pgvector for the semantic cache's pgvector backend.
+
+    Debian 12 packages no pgvector, so the server is the one the PyPI wheel ``pgserver`` ships
+    (its binaries only, run here directly). As root (CI), the binaries are copied where the
+    ``postgres`` system user can read them and the server runs as that user. In CI a missing
+    wheel is a failure, never a skip.
+    """
+
+    port: int = field(default_factory=free_port)
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="hookgate-pgvector-"))
+    user: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PgvectorServer:
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        try:
+            installed = Path(str(distribution("pgserver").locate_file("pgserver")))
+        except PackageNotFoundError:
+            message = "the pgserver wheel (PostgreSQL with pgvector) is not installed: pip install -e '.[test]'"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        root = Path(self.workdir)
+        os.chmod(root, 0o755)
+        # The binaries find their libraries at $ORIGIN/../../../pgserver.libs: keep that layout.
+        shutil.copytree(installed / "pginstall", root / "pgserver" / "pginstall")
+        shutil.copytree(installed.parent / "pgserver.libs", root / "pgserver.libs")
+        data, run = root / "data", root / "run"
+        data.mkdir()
+        run.mkdir()
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            for path in (data, run):
+                shutil.chown(path, self.user)
+        bin_dir = root / "pgserver" / "pginstall" / "bin"
+        self._pg_ctl = str(bin_dir / "pg_ctl")
+        subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "utf8", "--no-sync"],
+            check=True, capture_output=True, user=self.user,
+        )  # fmt: skip
+        options = f"-p {self.port} -h 127.0.0.1 -k {run} -c fsync=off"
+        subprocess.run(
+            [self._pg_ctl, "-D", str(data), "-o", options, "-l", str(run / "log"), "-w", "-t", "30", "start"],
+            check=True, capture_output=True, user=self.user,
+        )  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        subprocess.run([self._pg_ctl, "-D", str(Path(self.workdir) / "data"), "-m", "immediate", "stop"], capture_output=True, user=self.user)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
 class GatewayProcess:
     """A ``hookgate serve`` process on its own port."""
 

@@ -285,3 +285,24 @@ def test_importing_the_module_loads_no_inference_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+async def test_an_apps_embedder_service_loads_one_model_per_configuration_and_closes_it():
+    from aiohttp import web
+
+    from hookgate.embeddings import EMBEDDERS, EmbedderService, OnnxEmbedderConfig, shared_embedder
+
+    app = web.Application()
+    app[EMBEDDERS] = service = EmbedderService()
+    first, first_owned = await shared_embedder(app, OnnxEmbedderConfig())
+    second, second_owned = await shared_embedder(app, OnnxEmbedderConfig())
+    assert first is second and not first_owned and not second_owned
+    await service.close()
+    with pytest.raises(ServiceUnavailable):
+        await first.embed(["closed with the app"])
+
+    own, owned = await shared_embedder(web.Application(), OnnxEmbedderConfig())  # an app without the service
+    try:
+        assert owned and own is not first
+    finally:
+        await own.aclose()

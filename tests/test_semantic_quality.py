@@ -1,5 +1,5 @@
-"""The semantic cache's quality gate: on fow-cache's labelled pairs, the default configuration
-serves few wrong answers and still serves paraphrases (bench/semantic_quality.py prints the full
+"""The semantic cache's quality gate: on fow-cache's labelled pairs, the semantic_cache plugin's
+default configuration serves few wrong answers and still serves paraphrases (bench/semantic_quality.py prints the full
 tables). The vectors are embedded once and kept in the temp folder, keyed by the model id and the
 dataset version: the first run embeds ~1,400 texts (tens of seconds), later runs take seconds."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hookgate.plugins.semantic_cache_guard import GuardConfig
+from hookgate.plugins.semantic_cache import SemanticCacheConfig
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "semantic_quality.py"
 
@@ -32,7 +32,7 @@ def quality():
 def run(quality):
     import asyncio
 
-    return asyncio.run(quality.evaluate(GuardConfig()))
+    return asyncio.run(quality.evaluate(SemanticCacheConfig().guard))
 
 
 def test_the_whole_labelled_set_is_measured(run):
