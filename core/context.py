@@ -24,7 +24,11 @@ __all__ = ["RequestContext", "CacheStatus", "Attempt", "ClientKey"]
 T = TypeVar("T")
 D = TypeVar("D")
 
-CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+CacheStatus = Literal["HIT", "HIT-SEMANTIC", "MISS", "SHADOW", "BYPASS"]
+"""What the caches did, sent back as ``x-hookgate-cache``: ``HIT`` (an exact cache answered),
+``HIT-SEMANTIC`` (a semantic cache answered with another prompt's answer), ``MISS``, ``SHADOW``
+(a semantic cache had a candidate but let the request go upstream to compare), ``BYPASS`` (no
+cache looked)."""
 
 _MISSING: Any = object()
 
@@ -86,8 +90,10 @@ class RequestContext:
     namespace (or id), else a hash of the client's credential (never the credential), else None
     for anonymous requests. Set by the core before ``before_request``."""
     cache_status: CacheStatus = "BYPASS"
-    """HIT, MISS or BYPASS, sent back as ``x-hookgate-cache``. A cache plugin that decides not to
-    look (``Cache-Control: no-cache``) sets BYPASS."""
+    """What the caches did (:data:`CacheStatus`), sent back as ``x-hookgate-cache``. A cache
+    plugin that decides not to look (``Cache-Control: no-cache``) sets BYPASS; one that answers
+    may set a more precise ``HIT-…`` status before returning (the core sets ``HIT`` otherwise).
+    Test :attr:`cache_hit`, not ``== "HIT"``."""
     cache_source: str | None = None
     """On a HIT, the name of the cache plugin that answered (so an earlier cache can fill itself
     from a later one's hit)."""
@@ -114,6 +120,11 @@ class RequestContext:
     def __post_init__(self) -> None:
         if self.tenant is None and self.api_key:
             self.tenant = credential_tenant(self.api_key)
+
+    @property
+    def cache_hit(self) -> bool:
+        """Whether a cache answered (``HIT`` or ``HIT-SEMANTIC``): nothing was spent upstream."""
+        return self.cache_status.startswith("HIT")
 
     # ------------------------------------------------------------------------ typed facts ---
 

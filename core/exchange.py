@@ -108,7 +108,8 @@ class Exchange:
                 source, hit = await runner.first("cache_lookup", ctx=ctx)
                 if hit is not None:
                     outcome = "hit"
-                    ctx.cache_status = "HIT"
+                    if not ctx.cache_hit:
+                        ctx.cache_status = "HIT"
                     ctx.cache_source = source
                     return hit
             except BaseException as exc:

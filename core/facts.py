@@ -182,7 +182,7 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
 def billable_usage(ctx: RequestContext, response: Completion | None = None) -> TokenUsage:
     """What this request consumed upstream: nothing for a cache HIT, else :data:`USAGE` (or,
     without a usage producer, the usage in ``response``)."""
-    if ctx.cache_status == "HIT":
+    if ctx.cache_hit:
         return TokenUsage()
     usage = ctx.get(USAGE)
     return TokenUsage.of(usage if usage is not None else (response.usage if response is not None else None))

@@ -40,6 +40,7 @@ from .health import Readiness
 from .introspection import pipeline_report
 from .pipelines import PIPELINES, Pipelines
 from .redis import REDIS_SERVICE, RedisService
+from .embeddings import EMBEDDERS, EmbedderService
 from .output import OutputFilter, output_filters
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
 from .surfaces import NATIVE_EVENTS, Surface, remember_native
@@ -81,6 +82,7 @@ def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipeline
         retry_interval=settings.redis_retry_interval_seconds,
     )
     app[BACKGROUND_TASKS] = BackgroundTasks(settings.max_background_tasks)
+    app[EMBEDDERS] = EmbedderService()
     app[_BODY_READS] = asyncio.Semaphore(settings.max_anonymous_body_reads)
     for path, (method, handler) in _CORE_ROUTES.items():
         app.router.add_route(method, path, handler)
@@ -103,6 +105,7 @@ async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start(app)
     except BaseException:
         await app[REDIS_SERVICE].close()
+        await app[EMBEDDERS].close()
         raise
     for warning in gateway.config.warnings:
         log.warning("config_warning", detail=warning)
@@ -118,6 +121,7 @@ async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[BACKGROUND_TASKS].close(gateway.config.gateway.background_drain_seconds)
         await pipelines.close(app)
         await app[REDIS_SERVICE].close()
+        await app[EMBEDDERS].close()
 
 
 # -------------------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ class Budget:
         if reservation is None or reservation.settled:
             return
         reservation.settled = True
-        actual = 0 if ctx.cache_status == "HIT" or outcome.cost_usd is None else to_pico(outcome.cost_usd)
+        actual = 0 if ctx.cache_hit or outcome.cost_usd is None else to_pico(outcome.cost_usd)
         if reservation.backend == "local":
             self.local.settle(reservation, actual)
         elif self.app is not None:

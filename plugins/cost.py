@@ -145,7 +145,7 @@ class Cost:
 
     @hookimpl
     async def after_response(self, ctx: RequestContext, response: Completion) -> None:
-        if ctx.cache_status == "HIT":
+        if ctx.cache_hit:
             self._settle(ctx, Decimal(0))
             return
         self._settle(ctx, self._cost(ctx, response.body.get("model"), response.usage))

@@ -106,7 +106,7 @@ class MemoryCache:
         now = monotonic()
         # A later cache's hit (or an answer shared by its single-flight) keeps its age here, so
         # this tier never serves an answer for longer after it was generated than ttl_seconds.
-        stored_at = now - _age_seconds(ctx.response_headers.get("age")) if ctx.cache_status == "HIT" else now
+        stored_at = now - _age_seconds(ctx.response_headers.get("age")) if ctx.cache_hit else now
         if stored_at + ttl <= now:
             return
         self._entries[key] = (stored_at + ttl, stored_at, payload)

@@ -258,7 +258,7 @@ class GatewayMetrics:
             "hookgate_cost_usd", "What providers charged, in US dollars (needs the cost plugin).",
             [PROVIDER, MODEL, *tenant], registry=r))
         self.cache_lookups = Family(Counter(
-            "hookgate_cache_lookups", "Cache lookups by result (hit, miss) and, for a hit, the cache plugin that answered.",
+            "hookgate_cache_lookups", "Cache lookups by result (hit, hit-semantic, miss, shadow) and, for a hit, the cache plugin that answered.",
             [MODEL, "result", "cache_plugin"], registry=r))
         self.attempts = Family(Counter(
             "hookgate_upstream_attempts", "Upstream attempts by outcome (ok, http_503, timeout, cancelled…).",
@@ -295,7 +295,7 @@ class GatewayMetrics:
         else:
             model = provider = NONE  # not routed: the model name is whatever the client sent
         cache = ctx.cache_status
-        hit = cache == "HIT"
+        hit = ctx.cache_hit
         tenant = (self.tenants(_tenant(ctx)),) if self.tenant_label else ()
         self.requests.child(model, provider, str(status), cache, *tenant).inc()
         error_type = "" if error is None else self.errors(error.code or type(error).__name__)
@@ -317,7 +317,7 @@ class GatewayMetrics:
         cost = ctx.get(COST_USD)
         if cost:
             self.cost.child(provider, model, *tenant).inc(float(cost))
-        if cache == "HIT" or cache == "MISS":
+        if cache != "BYPASS":
             self.cache_lookups.child(model, cache.lower(), ctx.cache_source or "").inc()
         self._count_attempts(ctx, provider, model, error)
         if error is not None:

@@ -56,7 +56,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "time": {"type": "string", "format": "date-time", "description": "when the request arrived (UTC)"},
         "status": {"type": "integer"},
         "key_id": _TEXT, "model": _TEXT, "upstream_model": _TEXT, "provider": _TEXT, "surface": _TEXT, "error_code": _TEXT,
-        "cache": {"type": "object", "properties": {"status": {"enum": ["HIT", "MISS", "BYPASS"]}, "source": _TEXT}},
+        "cache": {"type": "object", "properties": {"status": {"enum": ["HIT", "HIT-SEMANTIC", "MISS", "SHADOW", "BYPASS"]}, "source": _TEXT}},
         "attempt_count": {"type": "integer"},
         "attempts": {"type": "array", "items": {"type": "object", "properties": {
             "outcome": {"type": "string"}, "status": {"type": ["integer", "null"]}, "duration_ms": _NUMBER}}},

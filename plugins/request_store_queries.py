@@ -93,7 +93,7 @@ class RequestListQuery(_Query):
 
     status: int | None = Field(None, ge=100, le=599, description="only this HTTP status")
     errors: bool | None = Field(None, description="true: only failed requests (status >= 400); false: only successes")
-    cache: Literal["HIT", "MISS", "BYPASS"] | None = Field(None, description="only this cache result")
+    cache: Literal["HIT", "HIT-SEMANTIC", "MISS", "SHADOW", "BYPASS"] | None = Field(None, description="only this cache result")
     min_cost: Decimal | None = Field(None, ge=0, le=Decimal("1e9"), description="only requests costing at least this many USD")
     limit: int = Field(50, ge=1, le=MAX_PAGE, description="rows per page")
     cursor: str | None = Field(None, max_length=64, description="next_cursor of the previous page")

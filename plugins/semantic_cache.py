@@ -72,7 +72,6 @@ __all__ = ["SemanticCache", "SemanticCacheConfig"]
 
 log = structlog.get_logger("hookgate.semantic_cache")
 
-CACHE_HEADER = "x-hookgate-cache"
 SCORE_HEADER = "x-hookgate-cache-score"
 ENTRY_HEADER = "x-hookgate-cache-entry"
 _DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -346,12 +345,11 @@ class SemanticCache:
             if decision is ShadowDecision.SERVE:
                 lookup.served = True
                 ctx[SEMANTIC_MATCH] = candidate.score
-                # TODO(core): ctx.cache_status = "HIT-SEMANTIC" once CacheStatus has it (docs/semantic_cache.md).
-                ctx.response_headers[CACHE_HEADER] = "HIT-SEMANTIC"
+                ctx.cache_status = "HIT-SEMANTIC"
                 ctx.response_headers["age"] = str(max(0, int(time.time() - stored.stored_at)))
                 return completion
             lookup.shadowed = (candidate, stored.answer)
-            ctx.response_headers[CACHE_HEADER] = "SHADOW"
+            ctx.cache_status = "SHADOW"
             return None
         metrics.lookup(scope.namespace, "refused")
         return None

@@ -331,6 +331,8 @@ class LocalIndex:
     def _graph_of(self, vectors: Any, keep: Any) -> Any:
         """Blocking: an int8 HNSW graph over ``vectors[keep]`` keyed 0..len(keep)-1."""
         import numpy as np
+
+        _load_onnxruntime_first()
         from usearch.index import Index
 
         limits = self.limits
@@ -370,3 +372,13 @@ def _search_group(group: _Group, count: int, vector: Any, k: int, min_score: flo
         slots, scores = slots[best], scores[best]
     order = np.argsort(-scores, kind="stable")
     return [Candidate(ids[slot], prompts[slot], float(scores[i])) for i, slot in ((i, int(slots[i])) for i in order)]
+
+
+def _load_onnxruntime_first() -> None:
+    """Import onnxruntime (when installed) before usearch: with usearch 2.26's compiled module
+    loaded first, importing onnxruntime 1.32 crashes the process (a segmentation fault, measured:
+    ``python -c "import usearch.compiled; import onnxruntime"``), and the embedder imports it later."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass

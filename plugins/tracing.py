@@ -225,7 +225,7 @@ class Tracing:
             leftover.end()
         answered = trace.answered
         if answered is not None:
-            if outcome.response is not None and ctx.cache_status != "HIT":
+            if outcome.response is not None and not ctx.cache_hit:
                 _set_response(answered, outcome.response.body, outcome.usage)
             elif outcome.error is not None:
                 answered.set_attribute("hookgate.stream.incomplete", True)
@@ -235,7 +235,7 @@ class Tracing:
         span.set_attributes(_request_attributes(ctx))
         _set_outcome(span, ctx, outcome)
         if outcome.response is not None:
-            _set_response(span, outcome.response.body, outcome.usage if ctx.cache_status != "HIT" else None)
+            _set_response(span, outcome.response.body, outcome.usage if not ctx.cache_hit else None)
         error = outcome.error
         if error is not None:
             span.set_attribute("error.type", error.code or type(error).__name__)

@@ -164,7 +164,7 @@ class Usage:
         """What this request adds to its row."""
         failed = outcome.error is not None
         usage = billable_usage(ctx, outcome.response)
-        hit = ctx.cache_status == "HIT" and not failed
+        hit = ctx.cache_hit and not failed
         consumed = usage.total > 0
         cost = outcome.cost_usd
         return UsageRow(

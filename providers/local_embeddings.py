@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from hookgate import Completion, InvalidRequest, PluginConfig, Readiness, RequestContext, hookimpl
-from hookgate.embeddings import OnnxEmbedderConfig, OnnxSentenceEmbedder
+from hookgate.embeddings import OnnxEmbedderConfig, OnnxSentenceEmbedder, shared_embedder
 
 
 class LocalEmbeddingsConfig(PluginConfig):
@@ -35,21 +35,23 @@ class LocalEmbeddings:
     def __init__(self, config: LocalEmbeddingsConfig) -> None:
         self.config = config
         self.embedder: OnnxSentenceEmbedder | None = None
+        self._own_embedder = False
 
     @hookimpl
     def register_providers(self, register):
         register(self)
 
     @hookimpl
-    async def startup(self) -> None:
+    async def startup(self, app) -> None:
         options: dict[str, Any] = {"threads": self.config.threads}
         if self.config.model_dir:
             options["model_dir"] = self.config.model_dir
-        self.embedder = await OnnxSentenceEmbedder.load(OnnxEmbedderConfig(**options))
+        # The app's shared model: the semantic cache embeds with the same one, loaded once.
+        self.embedder, self._own_embedder = await shared_embedder(app, OnnxEmbedderConfig(**options))
 
     @hookimpl
     async def shutdown(self) -> None:
-        if self.embedder is not None:
+        if self.embedder is not None and self._own_embedder:
             await self.embedder.aclose()
 
     @hookimpl
