@@ -47,6 +47,7 @@ PUBLIC_MODULES = (
     "hookgate.accounting",
     "hookgate.balancing",
     "hookgate.balancing_redis",
+    "hookgate.bounds",
     "hookgate.cache_control",
     "hookgate.detectors",
     "hookgate.dispatch",
