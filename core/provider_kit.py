@@ -24,7 +24,7 @@ from .context import RequestContext
 from .errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError
 from .health import Readiness
 from .markers import hookimpl
-from .responses import Completion, CompletionStream
+from .responses import Completion, CompletionStream, check_chunk, check_completion
 from .routing import upstream_body
 from .sse import iter_sse_data
 from .upstream import error_from_upstream
@@ -233,10 +233,7 @@ class OpenAIShapedProvider:
         if ctx.stream:
             response = await self.transport.post_stream(self.path, payload)
             return CompletionStream(self._chunks(response), close=response.aclose)
-        body = await self.transport.post_json(self.path, payload)
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise UpstreamError(f"The {self.name} provider sent an unexpected body.", code="upstream_malformed")
-        return Completion(body)
+        return Completion(check_completion(await self.transport.post_json(self.path, payload), self.name))
 
     async def _chunks(self, response: Any) -> AsyncIterator[dict[str, Any]]:
         async for _event, chunk in self.transport.events(response):
@@ -244,7 +241,7 @@ class OpenAIShapedProvider:
                 raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
             if "error" in chunk:
                 raise error_from_upstream(self.name, 500, chunk)
-            yield chunk
+            yield check_chunk(chunk, self.name)
 
 
 def _refused(exc: BaseException) -> bool:
