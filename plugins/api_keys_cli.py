@@ -3,6 +3,7 @@
     hookgate keys create ID [--models M,M] [--rpm N] [--tpm N] [--daily-budget USD]
                             [--monthly-budget USD] [--cache-namespace NS] [--admin]
                             [--metadata K=V ...] [--redis-url URL] [--key-prefix PREFIX] [--toml]
+                            [--config PATH]
     hookgate keys list   [--redis-url URL] [--key-prefix PREFIX]
     hookgate keys revoke ID [--redis-url URL] [--key-prefix PREFIX]
     hookgate keys hash   < key            the SHA-256 to put in plugins.toml for an existing key
@@ -10,6 +11,10 @@
 ``create`` prints the new key on standard output, once: it is stored nowhere, only its SHA-256
 hash is (in Redis, or in the plugins.toml table printed on standard error with ``--toml``).
 Redis defaults to ``$REDIS_URL`` and the prefix to the plugin's default, ``hookgate:keys``.
+
+An id is a key's identity everywhere (its cache namespace, usage rows, limits and budget), so
+``create`` refuses an id that plugins.toml already defines (``--config``, default
+``$HOOKGATE_CONFIG`` or ``./plugins.toml``, as ``hookgate serve`` finds it) or that Redis holds.
 """
 from __future__ import annotations
 
@@ -17,7 +22,9 @@ import argparse
 import os
 import secrets
 import sys
+import tomllib
 from decimal import Decimal
+from pathlib import Path
 from typing import Sequence
 
 import orjson
@@ -57,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="may call admin endpoints")
     create.add_argument("--metadata", action="append", default=[], metavar="K=V", help="a label; repeatable")
     create.add_argument("--toml", action="store_true", help="print a plugins.toml table instead of storing in Redis")
+    create.add_argument("--config", help="the plugins.toml whose key ids must not be reused (default: $HOOKGATE_CONFIG or ./plugins.toml)")
     _redis_options(create)
     create.set_defaults(run=_create)
 
@@ -95,6 +103,9 @@ def _create(args: argparse.Namespace) -> None:
         )
     except ValidationError as exc:
         _fail(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    config = _config_path(args.config)
+    if config is not None and args.id in _configured_ids(config):
+        _fail(f"{config} already defines a key with id {args.id!r} ([plugins.api_keys.keys.{args.id}]); choose another id")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     digest = key_digest(key)
     if args.toml:
@@ -131,6 +142,28 @@ def _hash(args: argparse.Namespace) -> None:
     if not key:
         _fail("no key on standard input")
     print(key_digest(key))
+
+
+def _config_path(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    if os.environ.get("HOOKGATE_CONFIG"):
+        return Path(os.environ["HOOKGATE_CONFIG"])
+    return Path("plugins.toml") if Path("plugins.toml").is_file() else None
+
+
+def _configured_ids(path: Path) -> set[str]:
+    """The key ids ``[plugins.api_keys.keys.ID]`` of a plugins.toml (one line of error otherwise)."""
+    try:
+        document = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        _fail(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})")
+    except UnicodeDecodeError:
+        _fail(f"{path}: not UTF-8 text")
+    except tomllib.TOMLDecodeError as exc:
+        _fail(f"{path}: not valid TOML ({exc})")
+    keys = document.get("plugins", {}).get("api_keys", {}).get("keys", {})
+    return set(keys) if isinstance(keys, dict) else set()
 
 
 def _store(args: argparse.Namespace) -> RedisKeyStore:
