@@ -77,3 +77,12 @@ async def test_two_absurd_answers_settle_atomically_and_the_budget_holds(gateway
     (row,) = [{k.decode(): int(v) for k, v in store.hgetall(key).items()} for key in rows]
     assert row["requests"] == 2 and row["cost_pico"] == MAX_PICO
     assert [entry for entry in logs if entry["log_level"] in ("warning", "error", "critical")] == []
+
+
+def test_to_pico_clamps_whatever_the_amount():
+    from decimal import Decimal
+
+    from hookgate.accounting import to_pico
+
+    assert to_pico(Decimal("1e40")) == MAX_PICO and to_pico(Decimal("Infinity")) == 0 and to_pico(Decimal("-5")) == 0
+    assert to_pico(Decimal("0.000001")) == 1_000_000
