@@ -125,3 +125,15 @@ def test_the_wire_translators_quote_client_types_bounded(translate, body):
     with pytest.raises(InvalidRequest) as raised:
         translate(body)
     assert len(raised.value.message) < 400
+
+
+async def test_client_headers_are_never_echoed_at_full_size(gateway):
+    client = await gateway('[gateway]\npipeline = ["request_log", "timeout", "memory_cache", "echo"]')
+    long = "r" * 4000  # aiohttp itself refuses header lines over 8 KiB
+    with capture_logs() as logs:
+        replaced = await client.post("/v1/chat/completions", json=chat("echo"), headers={"x-request-id": long, "x-hookgate-cache-ttl": long})
+        assert replaced.status == 200 and len(replaced.headers["x-request-id"]) < 64  # a new id, not the client's
+        refused = await client.post("/v1/chat/completions", json=chat("echo"), headers={"x-hookgate-timeout": "9" * 4000})
+        body = await refused.read()
+    assert refused.status == 400 and len(body) < 1000 and b"999999" not in body
+    assert all(long not in repr(entry) for entry in logs)
