@@ -74,3 +74,19 @@ async def test_rotating_tokens_do_not_escape_a_limit_keyed_by_client_address(gat
         response = await client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer invented-{i}"})
         statuses.append(response.status)
     assert statuses == [200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize("header", [b"Authorization: Bearer \xff\xfe\xfd", b"x-api-key: \xc3\x28\xa0\xa1"])
+@pytest.mark.parametrize("pipeline, status", [(KEYED, b"401"), ('[gateway]\npipeline = ["echo"]', b"200")])
+async def test_non_utf8_credential_bytes_on_the_wire(gateway, header, pipeline, status):
+    client = await gateway(pipeline)
+    body = b'{"model": "echo", "messages": [{"role": "user", "content": "hi"}]}'
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n" + header
+        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+    )
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(-1), timeout=10)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 " + status)
