@@ -202,3 +202,23 @@ def test_no_generated_request_gets_a_5xx_and_the_gateway_keeps_serving(served):
     assert status == 200
     assert seen.get(200, 0) > 0 and sum(seen.values()) >= EXAMPLES * 0.9  # it did reach the pipeline
     connection.close()
+
+
+async def test_an_observer_that_raises_breaks_no_request(gateway):
+    """Found by the fuzzer: the runner logged an observer's exception with ``event=``, structlog's
+    own argument, so the logging itself raised and the request became a 500."""
+    from hookgate import hookimpl
+
+    class Broken:
+        def __init__(self, config) -> None:
+            pass
+
+        @hookimpl
+        def request_finished(self, ctx, outcome):
+            raise RuntimeError("observer bug")
+
+    client = await gateway('[gateway]\npipeline = ["broken", "echo"]', local={"broken": Broken})
+    with capture_logs() as logs:
+        response = await client.post("/v1/chat/completions", json=GOOD)
+    assert response.status == 200
+    assert [entry["hook"] for entry in logs if entry["event"] == "plugin_event_failed"] == ["request_finished"]
