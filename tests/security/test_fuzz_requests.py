@@ -187,7 +187,8 @@ def test_no_generated_request_gets_a_5xx_and_the_gateway_keeps_serving(served):
         sent = {**(AUTH if authenticated else {}), **headers}
         status, body = post(payload, {name: value.encode("latin-1").decode("latin-1") for name, value in sent.items()})
         seen[status] = seen.get(status, 0) + 1
-        assert status < 500, (status, body[:500], payload[:300], sent)
+        asked_for_little_time = status == 504 and "x-hookgate-timeout" in headers  # the client's own deadline
+        assert status < 500 or asked_for_little_time, (status, body[:500], payload[:300], sent)
         if status >= 400:
             assert set(json.loads(body)["error"]) == {"message", "type", "param", "code"}
 

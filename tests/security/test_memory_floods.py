@@ -20,7 +20,6 @@ import pytest
 
 from hookgate import Completion, Outcome, RequestContext
 from hookgate.facts import WORST_CASE_COST_USD
-from hookgate.plugins import rate_limit as rate_limit_module
 from hookgate.plugins.budget import Budget, BudgetConfig
 from hookgate.plugins.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from hookgate.plugins.memory_cache import MemoryCache, MemoryCacheConfig
@@ -92,31 +91,54 @@ def test_memory_cache_budget_defaults_to_256_mib():
     assert MemoryCacheConfig().max_bytes == 256 * MiB
 
 
-async def test_local_rate_limit_windows_of_a_token_flood_are_freed_after_the_window(monkeypatch):
-    now = [1_000_000.0]
-    monkeypatch.setattr(rate_limit_module, "monotonic_ms", lambda: now[0])
-    limiter = RateLimit(RateLimitConfig(requests_per_minute=100, tokens_per_minute=100_000))
+_RATE_LIMIT_FLOOD = """
+import asyncio, gc, json, os, sys
+sys.path.insert(0, sys.argv[1])
+from test_memory_floods import TOKENS, answered, request, rss
+from hookgate.plugins import rate_limit as module
+from hookgate.plugins.rate_limit import RateLimit, RateLimitConfig
 
-    async def flood(prefix: str) -> None:
-        for i in range(TOKENS):  # one request per invented bearer token (no api_keys)
-            ctx = request(f"{prefix}-{i}")
-            await limiter.before_request(ctx)
-            limiter.request_finished(ctx, answered(ctx))
+now = [1_000_000.0]
+module.monotonic_ms = lambda: now[0]
+limiter = RateLimit(RateLimitConfig(requests_per_minute=100, tokens_per_minute=100_000))
 
-    before = rss()
+async def flood(prefix):
+    for i in range(TOKENS):  # one request per invented bearer token (no api_keys)
+        ctx = request(f"{prefix}-{i}")
+        await limiter.before_request(ctx)
+        limiter.request_finished(ctx, answered(ctx))
+
+async def main():
+    figures = {"before": rss()}
     await flood("first")
-    assert len(limiter.local) == TOKENS
-    first = rss() - before
-    assert first > 4 * MiB  # the flood is visible: this measurement can fail
+    figures["first"], figures["scopes_after_first"] = rss(), len(limiter.local)
     now[0] += 61_000  # a minute later the first flood's windows hold nothing
     await flood("second")
-    assert len(limiter.local) == TOKENS  # only the second flood's scopes are left
-    second = rss() - before
-    print(f"rate_limit: {TOKENS} tokens RSS +{first / MiB:.1f} MiB; a second flood after the window: +{second / MiB:.1f} MiB in all")
-    assert second < first * 1.25, "the first flood's memory was not given back"
+    figures["second"], figures["scopes_after_second"] = rss(), len(limiter.local)
     now[0] += 61_000
     await limiter.before_request(request("late"))
-    assert len(limiter.local) == 1
+    figures["scopes_at_the_end"] = len(limiter.local)
+    print(json.dumps(figures))
+
+asyncio.run(main())
+"""
+
+
+def test_local_rate_limit_windows_of_a_token_flood_are_freed_after_the_window():
+    """In a fresh interpreter: memory freed by earlier tests would hide the flood's growth."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _RATE_LIMIT_FLOOD, str(Path(__file__).parent)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    first, second = figures["first"] - figures["before"], figures["second"] - figures["before"]
+    print(f"rate_limit: {TOKENS} tokens RSS +{first / MiB:.1f} MiB; a second flood after the window: +{second / MiB:.1f} MiB in all")
+    assert figures["scopes_after_first"] == TOKENS and figures["scopes_after_second"] == TOKENS and figures["scopes_at_the_end"] == 1
+    assert first > 4 * MiB  # the flood is visible: this measurement can fail
+    assert second < first * 1.25, "the first flood's memory was not given back"
 
 
 async def test_local_rate_limit_windows_are_capped_even_within_the_window():
