@@ -19,6 +19,7 @@ __all__ = [
     "MAX_PICO",
     "FALLBACK_MAX_COMPLETION_TOKENS",
     "REDIS_CALENDAR_LUA",
+    "REDIS_ADD_CLAMPED_LUA",
     "PromptEstimate",
     "TokenUsage",
     "format_usd",
@@ -179,6 +180,24 @@ local seconds_to_next_month = next_month_day * 86400 - now_s
 """Lua prelude reading Redis's clock (``TIME``) into ``now_ms``, the UTC ``day`` number and
 ``date`` (``YYYY-MM-DD``), ``month`` (``YYYYMM``), and the seconds until the next day and month
 (Howard Hinnant's civil-from-days arithmetic). Prepended to the scripts that need them."""
+
+
+REDIS_ADD_CLAMPED_LUA = """
+local function add_clamped(key, name, amount)
+  local current = tonumber(redis.call('HGET', key, name) or 0)
+  if current + tonumber(amount) >= %d then
+    redis.call('HSET', key, name, '%d')
+  else
+    redis.call('HINCRBY', key, name, amount)
+  end
+end
+""" % (MAX_PICO, MAX_PICO)
+"""Lua prelude defining ``add_clamped(key, field, amount)``: ``HINCRBY`` that stops at
+:data:`MAX_PICO` instead of failing. A Lua script is not rolled back when a command in it fails,
+so an int64 overflow half-way through (after a reservation was released, before the spend was
+added) would leave a counter inconsistent; saturating keeps every script all-or-nothing, however
+absurd the figures an upstream reports. (Lua's numbers are doubles: the comparison is approximate
+near the cap, the increment itself exact.)"""
 
 
 MAX_COUNTED_TOKENS = 2**40

@@ -31,17 +31,21 @@ NON_OUTPUT_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "
 """Request fields that do not change the generated answer."""
 
 
+_INT64 = 2**63
+
+
 def canonical(value: Any) -> Any:
     """Normalise a JSON value so equal requests serialise equally.
 
     Nulls inside objects are dropped (absent and null mean the same to the API), and a float with
-    an integral value becomes an int (``1 == 1.0``). Keys are sorted at serialisation.
+    an integral value within the 64-bit range becomes an int (``1 == 1.0``; ``1e300`` stays a
+    float, which orjson can write). Keys are sorted at serialisation.
     """
     if isinstance(value, dict):
         return {k: canonical(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [canonical(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and -_INT64 <= value < _INT64:
         return int(value)
     return value
 

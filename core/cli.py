@@ -1,7 +1,7 @@
 """The ``hookgate`` command line: a contract that scripts and deployments rely on.
 
     hookgate serve [--config PATH] [--host HOST] [--port PORT] [--workers N] [--pid-file PATH]
-    hookgate reload (--pid-file PATH | --pid N)
+    hookgate reload (--pid-file PATH | --pid N) [--timeout SECONDS]
     hookgate plugins [--config PATH] [--json]
     hookgate check-config PATH
     hookgate <plugin command> ...      commands plugins add (entry-point group ``hookgate.commands``)
@@ -9,11 +9,14 @@
 
 The config path defaults to ``$HOOKGATE_CONFIG``, else ``./plugins.toml`` when it exists, else
 the built-in defaults (logging, in-memory cache, the ``echo`` demo model). A bad configuration
-exits with status 1 and one line naming the file, section, key and reason.
+exits with status 1 and one line naming the file, section, key and reason; so does an address
+``serve`` cannot listen on (a busy port). ``reload`` waits for the server's verdict and exits 1
+with its reason when the new configuration was rejected (3 when none came in time).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -23,6 +26,7 @@ from typing import Any, NoReturn, Sequence
 __all__ = ["main"]
 
 EXIT_CONFIG = 1
+EXIT_NO_OUTCOME = 3
 
 
 COMMANDS_GROUP = "hookgate.commands"
@@ -67,6 +71,7 @@ def _parser(plugin_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     reload = commands.add_parser("reload", help="make a running server re-read its plugins.toml (SIGHUP)")
     reload.add_argument("--pid-file", help="the file `hookgate serve --pid-file` wrote")
     reload.add_argument("--pid", type=int, help="the server's process id")
+    reload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the outcome (default 60)")
     reload.set_defaults(run=_reload)
 
     plugins = commands.add_parser("plugins", help="list installed plugins, the pipeline, hook order and config schemas")
@@ -115,6 +120,7 @@ def _build(path: str | None, overrides: dict[str, Any] | None = None):
 
 def _serve(args: argparse.Namespace) -> None:
     from .logs import configure_logging
+    from .reload_status import status_path
 
     path = _config_path(args.config)
     overrides = {"host": args.host, "port": args.port}
@@ -122,15 +128,18 @@ def _serve(args: argparse.Namespace) -> None:
     configure_logging(config.gateway.log_level, config.gateway.log_format)
     if args.workers < 1:
         _fail("--workers must be at least 1")
-    with _pid_file(args.pid_file):
+    status = status_path(args.pid_file, os.getpid())
+    with _pid_file(args.pid_file, status):
         if args.workers == 1:
-            _run_server(path, overrides, reuse_port=False, config=config)
+            _run_server(path, overrides, reuse_port=False, config=config, status=status)
         else:
-            _run_workers(args.workers, path, overrides)
+            _listen(config.gateway.host, config.gateway.port, reuse_port=True).close()  # a busy port: one line, no workers
+            _run_workers(args.workers, path, overrides, status)
 
 
-def _run_server(path: str | None, overrides: dict[str, Any], *, reuse_port: bool, config: Any = None) -> None:
-    """Serve until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+def _run_server(path: str | None, overrides: dict[str, Any], *, reuse_port: bool, config: Any = None, status: Path | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads the configuration (its outcome goes to
+    ``status`` for ``hookgate reload``)."""
     import asyncio
     import signal
 
@@ -138,42 +147,93 @@ def _run_server(path: str | None, overrides: dict[str, Any], *, reuse_port: bool
     from aiohttp import web
 
     from .pipelines import Pipelines, ReloadFailed
+    from .reload_status import ReloadStatus, write_status
     from .server import PIPELINES, create_app
 
     if config is None:
         config, _ = _build(path, overrides)
+    # Bound before the app starts: a busy port is one line and an exit, not plugins started and
+    # stopped again around a traceback; "listening" is logged once the socket really is bound.
+    sock = _listen(config.gateway.host, config.gateway.port, reuse_port=reuse_port)
     grace = config.gateway.shutdown_grace_seconds
     app = create_app(config, pipelines=lambda gateway: Pipelines.from_file(gateway, path, overrides, grace_seconds=grace))
     log = structlog.get_logger("hookgate")
+    counts = {"responses": 0, "reloads": 0}
+
+    def record(outcome: ReloadStatus) -> None:
+        if status is not None:
+            write_status(status, outcome)
 
     async def reload() -> None:
         try:
             await app[PIPELINES].reload(app)
-        except ReloadFailed:
-            pass  # logged with its reason; the running pipeline stays
+            outcome = ReloadStatus(os.getpid(), counts["reloads"] + 1, "reloaded")
+        except ReloadFailed as exc:  # logged with its reason; the running pipeline stays
+            outcome = ReloadStatus(os.getpid(), counts["reloads"] + 1, "rejected", str(exc))
+        counts["reloads"] += 1
+        await asyncio.to_thread(record, outcome)
 
     async def listen_for_reload(app: web.Application) -> None:
+        await asyncio.to_thread(record, ReloadStatus(os.getpid(), 0, "started"))
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
 
+    async def count_response(_request: web.Request, _response: web.StreamResponse) -> None:
+        counts["responses"] += 1
+
+    async def draining(app: web.Application) -> None:
+        # aiohttp has stopped accepting connections; running requests get the grace period.
+        log.info("draining", in_flight=app[PIPELINES].current.in_flight, grace_seconds=grace)
+
+    async def drained(app: web.Application) -> None:
+        counts["unfinished"] = app[PIPELINES].current.in_flight  # what the grace period cut off
+
     app.on_startup.append(listen_for_reload)
+    app.on_response_prepare.append(count_response)
+    app.on_shutdown.append(draining)
+    app.on_cleanup.insert(0, drained)  # before the plugins are shut down
 
     def announce(_message: str) -> None:
         log.info("listening", url=f"http://{config.gateway.host}:{config.gateway.port}", pid=os.getpid(), pipeline=list(config.pipeline))
 
-    web.run_app(
-        app,
-        host=config.gateway.host,
-        port=config.gateway.port,
-        reuse_port=reuse_port,
-        shutdown_timeout=grace,  # SIGTERM: stop accepting, let running requests and streams finish
-        handler_cancellation=True,  # a client that goes away cancels its handler and the upstream call
-        access_log=None,  # the request_log plugin owns request logging
-        print=announce,
-        loop=_new_event_loop(),
-    )
+    try:
+        web.run_app(
+            app,
+            sock=sock,
+            shutdown_timeout=grace,  # SIGTERM: stop accepting, let running requests and streams finish
+            handler_cancellation=True,  # a client that goes away cancels its handler and the upstream call
+            access_log=None,  # the request_log plugin owns request logging
+            print=announce,
+            loop=_new_event_loop(),
+        )
+    finally:
+        sock.close()
+    log.info("stopped", pid=os.getpid(), responses=counts["responses"], unfinished=counts.get("unfinished", 0), reloads=counts["reloads"])
 
 
-def _run_workers(count: int, path: str | None, overrides: dict[str, Any]) -> None:
+def _listen(host: str, port: int, *, reuse_port: bool) -> Any:
+    """A listening socket on ``host:port``, or exit with one line naming the address."""
+    import socket
+
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, protocol)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        reason = "the address is already in use (another server on that port?)" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        _fail(f"cannot listen on {host}:{port}: {reason}")
+    sock.setblocking(False)
+    return sock
+
+
+def _run_workers(count: int, path: str | None, overrides: dict[str, Any], status: Path) -> None:
     """Run ``count`` server processes on one port and relay signals to them."""
     import multiprocessing
     import signal
@@ -186,8 +246,12 @@ def _run_workers(count: int, path: str | None, overrides: dict[str, Any]) -> Non
     made_metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hookgate-metrics-")
+    from .reload_status import write_workers
+
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(path, overrides), name=f"hookgate-worker-{i}") for i in range(count)]
+    statuses = [status.with_name(f"{status.name}.{i}") for i in range(count)]
+    workers = [context.Process(target=_worker, args=(path, overrides, statuses[i]), name=f"hookgate-worker-{i}") for i in range(count)]
+    write_workers(status, os.getpid(), statuses)
     for worker in workers:
         worker.start()
 
@@ -205,6 +269,8 @@ def _run_workers(count: int, path: str | None, overrides: dict[str, Any]) -> Non
         for worker in workers:
             worker.join()
     finally:
+        for worker_status in statuses:
+            worker_status.unlink(missing_ok=True)
         if made_metrics_dir is not None:
             shutil.rmtree(made_metrics_dir, ignore_errors=True)
     # A worker stopped by the signal it was sent before its server was up stopped as asked.
@@ -214,31 +280,38 @@ def _run_workers(count: int, path: str | None, overrides: dict[str, Any]) -> Non
         raise SystemExit(1)
 
 
-def _worker(path: str | None, overrides: dict[str, Any]) -> None:
+def _worker(path: str | None, overrides: dict[str, Any], status: Path) -> None:
     from .logs import configure_logging
 
     config, _ = _build(path, overrides)
     configure_logging(config.gateway.log_level, config.gateway.log_format)
-    _run_server(path, overrides, reuse_port=True, config=config)
+    _run_server(path, overrides, reuse_port=True, config=config, status=status)
 
 
 class _pid_file:
-    """Write the process id to ``path`` while serving, and remove it after."""
+    """Write the process id to ``path`` while serving; remove it, and the reload status file,
+    after."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, status: Path) -> None:
         self.path = Path(path) if path else None
+        self.status = status
 
     def __enter__(self) -> None:
         if self.path is not None:
             self.path.write_text(f"{os.getpid()}\n")
 
     def __exit__(self, *exc: object) -> None:
+        self.status.unlink(missing_ok=True)
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
 
 def _reload(args: argparse.Namespace) -> None:
+    """Send SIGHUP, then wait for the server's verdict (``hookgate.reload_status``)."""
     import signal
+    import time
+
+    from .reload_status import ReloadStatus, read_status, status_path
 
     if args.pid is not None:
         pid = args.pid
@@ -249,11 +322,36 @@ def _reload(args: argparse.Namespace) -> None:
             _fail(f"{args.pid_file}: cannot read a process id ({exc})")
     else:
         _fail("say which server: --pid-file PATH (as given to `hookgate serve --pid-file`) or --pid N")
+    found = read_status(status_path(args.pid_file if args.pid is None else None, pid))
+    files = found if isinstance(found, list) else [status_path(args.pid_file if args.pid is None else None, pid)]
+    before = {path: _sequence(read_status(path)) for path in files}
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         _fail(f"no process {pid}")
-    print(f"asked process {pid} to reload its configuration (its log says whether it did)")
+    if found is None:
+        print(f"asked process {pid} to reload its configuration; it reports no outcome (its log says whether it did)")
+        return
+    give_up = time.monotonic() + args.timeout
+    outcomes: dict[Path, ReloadStatus] = {}
+    while len(outcomes) < len(files):
+        for path in files:
+            status = read_status(path)
+            if isinstance(status, ReloadStatus) and status.sequence > before[path] and status.outcome != "started":
+                outcomes[path] = status
+        if len(outcomes) < len(files):
+            if time.monotonic() > give_up:
+                print(f"hookgate: error: process {pid} did not report the reload's outcome within {args.timeout:g} s", file=sys.stderr)
+                raise SystemExit(EXIT_NO_OUTCOME)
+            time.sleep(0.05)
+    rejected = [status for status in outcomes.values() if status.outcome == "rejected"]
+    if rejected:
+        _fail(f"reload rejected, the running configuration stays: {rejected[0].reason}")
+    print(f"process {pid} reloaded its configuration" + (f" ({len(files)} workers)" if isinstance(found, list) else ""))
+
+
+def _sequence(status: object) -> int:
+    return status.sequence if hasattr(status, "sequence") else -1  # type: ignore[attr-defined]
 
 
 def _new_event_loop():

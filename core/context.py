@@ -167,18 +167,21 @@ class RequestContext:
 
     @property
     def model(self) -> str | None:
-        """The model the client asked for (``body["model"]``; None before the body is parsed)."""
-        return self.body.get("model")
+        """The model the client asked for (``body["model"]``; None before the body is parsed, or
+        when it is not an object)."""
+        body = self.body
+        return body.get("model") if type(body) is dict else None
 
     @property
     def stream(self) -> bool:
         """Whether the client asked for server-sent events."""
-        return self.body.get("stream") is True
+        body = self.body
+        return type(body) is dict and body.get("stream") is True
 
     @property
     def include_usage(self) -> bool:
         """Whether a streaming client asked for the final usage chunk."""
-        options = self.body.get("stream_options")
+        options = self.body.get("stream_options") if type(self.body) is dict else None
         return bool(isinstance(options, dict) and options.get("include_usage"))
 
     @property

@@ -3,7 +3,8 @@
 A reload builds and starts a new :class:`Gateway` from the configuration file; only when that
 worked does it become current. Requests already running finish on the pipeline they started
 with, which is shut down once its last request ends (or after the grace period). An invalid file,
-or a plugin whose start-up fails, leaves the current pipeline in place and says why in the log.
+a plugin whose start-up fails, or a new listen address (``[gateway] host``/``port``: the socket is
+bound once, a change needs a restart) leaves the current pipeline in place and says why in the log.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class Pipelines:
                     if self._load is None:
                         raise ReloadFailed("this app was not started from a configuration file")
                     config = self._load()
+                _same_address(self.current.config, config)
                 gateway = Gateway(config)
                 gateway.add_routes(app)
             except (ConfigError, PipelineError, PluginLoadError) as exc:
@@ -84,6 +86,19 @@ class Pipelines:
         requests finish, so they stop at once)."""
         await asyncio.gather(*list(self._draining), return_exceptions=True)
         await self.current.stop(app)
+
+
+def _same_address(running: GatewayConfig, new: GatewayConfig) -> None:
+    """Refuse a configuration that moves the listen address: the socket was bound at start."""
+    old, wanted = (running.gateway.host, running.gateway.port), (new.gateway.host, new.gateway.port)
+    if old != wanted:
+        key = "host" if old[0] != wanted[0] else "port"
+        raise ConfigError(
+            new.source,
+            f"the server listens on {old[0]}:{old[1]}; a reload cannot move it to {wanted[0]}:{wanted[1]} (restart the server)",
+            section="gateway",
+            key=key,
+        )
 
 
 PIPELINES = web.AppKey("hookgate_pipelines", Pipelines)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Literal, Mapping
 
 import orjson
-from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -26,7 +25,7 @@ from .context import RequestContext
 from .errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError
 from .health import Readiness
 from .markers import hookimpl
-from .responses import Completion, CompletionStream
+from .responses import Completion, CompletionStream, check_chunk, check_completion
 from .routing import upstream_body
 from .sse import iter_sse_data
 from .upstream import error_from_upstream
@@ -250,10 +249,11 @@ class OpenAIShapedProvider:
             response = await self.transport.post_stream(path, payload)
             return CompletionStream(self._chunks(response), close=response.aclose)
         body = await self.transport.post_json(path, payload)
-        answers = "data" if ctx.kind == "embeddings" else "choices"
-        if not isinstance(body, dict) or not isinstance(body.get(answers), list) or not all(isinstance(a, dict) for a in body[answers]):
-            raise UpstreamError(f"The {self.name} provider sent an unexpected body.", code="upstream_malformed")
-        return Completion(body)
+        if ctx.kind == "embeddings":
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list) or not all(isinstance(a, dict) for a in body["data"]):
+                raise UpstreamError(f"The {self.name} provider sent an unexpected body.", code="upstream_malformed")
+            return Completion(body)
+        return Completion(check_completion(body, self.name))
 
     async def _chunks(self, response: Any) -> AsyncIterator[dict[str, Any]]:
         async for _event, chunk in self.transport.events(response):
@@ -261,7 +261,7 @@ class OpenAIShapedProvider:
                 raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
             if "error" in chunk:
                 raise error_from_upstream(self.name, 500, chunk)
-            yield chunk
+            yield check_chunk(chunk, self.name)
 
 
 def _refused(exc: BaseException) -> bool:

@@ -3,6 +3,11 @@
 Both carry OpenAI's wire shapes as plain dicts (``chat.completion`` and ``chat.completion.chunk``)
 so that a body parsed once from the upstream's bytes goes to the client without being rebuilt
 from models. Providers that speak another API translate into these shapes.
+
+Those dicts come from an upstream, so a provider checks each with :func:`check_completion` or
+:func:`check_chunk` before handing it on: a non-object choice, an integer ``delta.content`` or
+a choice index of a billion is a 502 ``upstream_malformed`` (or, mid-stream, an SSE error event),
+never a TypeError in whatever plugin reads the answer next.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
+from .errors import UpstreamError
 
 __all__ = [
     "Completion",
@@ -19,7 +25,17 @@ __all__ = [
     "assemble_stream",
     "completion_to_chunks",
     "is_complete",
+    "check_chunk",
+    "check_completion",
+    "MAX_CHOICES",
+    "MAX_TOOL_CALLS",
 ]
+
+MAX_CHOICES = 128
+"""Highest choice count an answer may have (OpenAI's ``n`` is at most 128): a choice index must
+be below it."""
+MAX_TOOL_CALLS = 1024
+"""Highest tool-call count of one choice: a tool call's index must be below it."""
 
 
 @dataclass(slots=True)
@@ -134,12 +150,138 @@ async def with_first_chunk(stream: CompletionStream) -> CompletionStream:
     return CompletionStream(replay(), close=stream.aclose, first_chunk_received=True)
 
 
+# -------------------------------------------------------------------------------------------------
+# Checking what an upstream sent
+# -------------------------------------------------------------------------------------------------
+
+
+def check_completion(body: Any, provider: str = "upstream") -> dict[str, Any]:
+    """Return ``body`` if it is a ``chat.completion`` the gateway can work with, else raise
+    :class:`~hookgate.UpstreamError` (502, code ``upstream_malformed``) naming what is wrong.
+
+    Checked: an object with a list ``choices`` of objects, each with an integer ``index`` below
+    :data:`MAX_CHOICES` (when present), an object ``message`` whose ``content`` and ``refusal``
+    are strings or null and whose ``tool_calls`` are objects, a string-or-null ``finish_reason``,
+    and an object-or-null ``usage``. What the gateway never reads passes untouched.
+    """
+    if not isinstance(body, dict):
+        raise _malformed(provider, "the answer is not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list):
+        raise _malformed(provider, "'choices' is not an array")
+    if len(choices) > MAX_CHOICES:
+        raise _malformed(provider, f"more than {MAX_CHOICES} choices")
+    for number, choice in enumerate(choices):
+        where = f"choices[{number}]"
+        if not isinstance(choice, dict):
+            raise _malformed(provider, f"{where} is not an object")
+        _check_index(choice, MAX_CHOICES, where, provider)
+        message = choice.get("message")
+        if message is not None:
+            if not isinstance(message, dict):
+                raise _malformed(provider, f"{where}.message is not an object")
+            _check_text(message, f"{where}.message", provider)
+            calls = message.get("tool_calls")
+            if calls is not None and not (isinstance(calls, list) and len(calls) <= MAX_TOOL_CALLS and all(isinstance(c, dict) for c in calls)):
+                raise _malformed(provider, f"{where}.message.tool_calls is not an array of objects")
+        _check_finish(choice, where, provider)
+    _check_usage(body, provider)
+    return body
+
+
+def check_chunk(chunk: Any, provider: str = "upstream") -> dict[str, Any]:
+    """Return ``chunk`` if it is a ``chat.completion.chunk`` the gateway can assemble, else raise
+    :class:`~hookgate.UpstreamError` (502, code ``upstream_malformed``).
+
+    Checked: an object whose ``choices`` (when present) is a list of objects, each with an
+    integer ``index`` below :data:`MAX_CHOICES`, an object-or-null ``delta`` whose ``content``
+    and ``refusal`` are strings or null and whose ``tool_calls`` are objects with an integer
+    ``index`` below :data:`MAX_TOOL_CALLS` and string-or-null ``id``, ``type``,
+    ``function.name`` and ``function.arguments``; a string-or-null ``finish_reason``; an
+    object-or-null ``usage``. Called by providers on every chunk: a few type checks.
+    """
+    if not isinstance(chunk, dict):
+        raise _malformed(provider, "a stream chunk is not a JSON object")
+    choices = chunk.get("choices")
+    if choices is not None:
+        if not isinstance(choices, list) or len(choices) > MAX_CHOICES:
+            raise _malformed(provider, "a chunk's 'choices' is not an array (of at most 128)")
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise _malformed(provider, "a chunk's choice is not an object")
+            _check_index(choice, MAX_CHOICES, "a chunk's choice", provider)
+            delta = choice.get("delta")
+            if delta is not None:
+                if not isinstance(delta, dict):
+                    raise _malformed(provider, "a chunk's delta is not an object")
+                _check_text(delta, "a chunk's delta", provider)
+                calls = delta.get("tool_calls")
+                if calls is not None:
+                    if not isinstance(calls, list):
+                        raise _malformed(provider, "a chunk's delta.tool_calls is not an array")
+                    for call in calls:
+                        _check_tool_call_delta(call, provider)
+            _check_finish(choice, "a chunk's choice", provider)
+    _check_usage(chunk, provider)
+    return chunk
+
+
+def _check_index(item: dict[str, Any], bound: int, where: str, provider: str) -> None:
+    index = item.get("index", 0)
+    if type(index) is not int or not 0 <= index < bound:
+        raise _malformed(provider, f"{where} has an index that is not an integer from 0 to {bound - 1}")
+
+
+def _check_text(item: dict[str, Any], where: str, provider: str) -> None:
+    for name in ("content", "refusal"):
+        value = item.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _malformed(provider, f"{where}.{name} is not a string")
+
+
+def _check_finish(choice: dict[str, Any], where: str, provider: str) -> None:
+    reason = choice.get("finish_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise _malformed(provider, f"{where}.finish_reason is not a string")
+
+
+def _check_usage(body: dict[str, Any], provider: str) -> None:
+    usage = body.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise _malformed(provider, "'usage' is not an object")
+
+
+def _check_tool_call_delta(call: Any, provider: str) -> None:
+    if not isinstance(call, dict):
+        raise _malformed(provider, "a chunk's tool call is not an object")
+    _check_index(call, MAX_TOOL_CALLS, "a chunk's tool call", provider)
+    function = call.get("function")
+    if function is not None and not isinstance(function, dict):
+        raise _malformed(provider, "a chunk's tool call function is not an object")
+    for value in (call.get("id"), call.get("type"), *((function.get("name"), function.get("arguments")) if function else ())):
+        if value is not None and not isinstance(value, str):
+            raise _malformed(provider, "a chunk's tool call has a field that is not a string")
+
+
+def _malformed(provider: str, problem: str) -> UpstreamError:
+    return UpstreamError(f"The {provider} provider sent a malformed answer: {problem}.", code="upstream_malformed")
+
+
+# -------------------------------------------------------------------------------------------------
+# Assembling and replaying
+# -------------------------------------------------------------------------------------------------
+
+
 def assemble_stream(chunks: list[dict[str, Any]]) -> Completion:
     """Build the ``chat.completion`` that a list of stream chunks amounts to.
 
     ``after_response`` hooks and caches see streamed answers in this form: content and tool-call
     arguments concatenated per choice, the last finish reason, and the usage chunk if one came.
+    Each chunk is checked (:func:`check_chunk`) first: a malformed one raises
+    :class:`~hookgate.UpstreamError`, never a TypeError.
     """
+    for chunk in chunks:
+        check_chunk(chunk)
     first = chunks[0] if chunks else {}
     if first.get("object") == "text_completion":
         return _assemble_text(chunks)

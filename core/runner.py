@@ -199,7 +199,7 @@ class HookRunner:
             try:
                 call.function(*[kwargs[name] for name in call.argnames])
             except Exception:
-                log.exception("plugin_event_failed", event=event, plugin=call.plugin)
+                log.exception("plugin_event_failed", hook=event, plugin=call.plugin)  # not event=: structlog's own argument
 
     def build_chain(self, terminal: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
         """Compose the ``call_provider`` middlewares around ``terminal``; first listed is outermost."""

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
+from .bounds import clip
 from .errors import GatewayError, GatewayTimeout, RateLimited, ServiceUnavailable, UpstreamError
 
 __all__ = ["error_from_upstream", "is_retriable", "is_upstream_failure", "should_fall_back", "retry_after_seconds", "PASSTHROUGH_HEADERS"]
@@ -22,6 +23,8 @@ EXHAUSTED_CODES = frozenset({"insufficient_quota", "budget_exceeded"})
 
 PASSTHROUGH_HEADERS = ("retry-after", "retry-after-ms")
 """Upstream response headers a client needs to see on a 429/503."""
+_MAX_MESSAGE_CHARS = 2048
+"""Longest upstream error message passed on to the client (and the log)."""
 
 
 def error_from_upstream(provider: str, status: int, body: Any, headers: Mapping[str, str] | None = None) -> GatewayError:
@@ -41,13 +44,14 @@ def _client_error(provider: str, status: int, body: Any, headers: Mapping[str, s
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         error = {}
-    message = error.get("message") if isinstance(error.get("message"), str) else None
-    code = error.get("code") if isinstance(error.get("code"), str) else None
-    param = error.get("param") if isinstance(error.get("param"), str) else None
+    # An upstream's error often quotes the request (a 4 MB model name): what is passed on is bounded.
+    message = clip(error["message"], _MAX_MESSAGE_CHARS) if isinstance(error.get("message"), str) else None
+    code = clip(error["code"], 64) if isinstance(error.get("code"), str) else None
+    param = clip(error["param"]) if isinstance(error.get("param"), str) else None
     kept = {name: headers[name] for name in PASSTHROUGH_HEADERS if headers and name in headers}
     if status in (400, 404, 409, 422):
         passed = GatewayError(message or f"The {provider} provider rejected the request (status {status}).", param=param, code=code, status=status)
-        passed.type = error.get("type") if isinstance(error.get("type"), str) else "invalid_request_error"  # type: ignore[misc]
+        passed.type = clip(error["type"], 64) if isinstance(error.get("type"), str) else "invalid_request_error"  # type: ignore[misc]
         return passed
     if status in (401, 403):
         return UpstreamError(

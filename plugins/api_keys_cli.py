@@ -3,6 +3,7 @@
     hookgate keys create ID [--models M,M] [--rpm N] [--tpm N] [--daily-budget USD]
                             [--monthly-budget USD] [--cache-namespace NS] [--admin]
                             [--metadata K=V ...] [--redis-url URL] [--key-prefix PREFIX] [--toml]
+                            [--config PATH]
     hookgate keys list   [--redis-url URL] [--key-prefix PREFIX]
     hookgate keys revoke ID [--redis-url URL] [--key-prefix PREFIX]
     hookgate keys hash   < key            the SHA-256 to put in plugins.toml for an existing key
@@ -12,6 +13,10 @@ hash is (in Redis, or in the plugins.toml table printed on standard error with `
 Redis defaults to ``$REDIS_URL`` and the prefix to the plugin's default, ``hookgate:keys``.
 Every Redis write goes through :class:`~.api_keys_store.RedisKeyStore`, the very code the
 plugin's ``/-/api/keys`` uses (same scripts, same records).
+
+An id is a key's identity everywhere (its cache namespace, usage rows, limits and budget), so
+``create`` refuses an id that plugins.toml already defines (``--config``, default
+``$HOOKGATE_CONFIG`` or ``./plugins.toml``, as ``hookgate serve`` finds it) or that Redis holds.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import argparse
 import asyncio
 import os
 import sys
+import tomllib
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import orjson
@@ -60,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="may call admin endpoints")
     create.add_argument("--metadata", action="append", default=[], metavar="K=V", help="a label; repeatable")
     create.add_argument("--toml", action="store_true", help="print a plugins.toml table instead of storing in Redis")
+    create.add_argument("--config", help="the plugins.toml whose key ids must not be reused (default: $HOOKGATE_CONFIG or ./plugins.toml)")
     _redis_options(create)
     create.set_defaults(run=_create)
 
@@ -85,6 +93,9 @@ def _redis_options(parser: argparse.ArgumentParser) -> None:
 def _create(args: argparse.Namespace) -> None:
     if not KEY_ID_PATTERN.match(args.id):
         _fail(f"invalid key id {args.id!r}: letters, digits, '_', '.', '-' only (at most 64)")
+    config = _config_path(args.config)
+    if config is not None and args.id in _configured_ids(config):
+        _fail(f"{config} already defines a key with id {args.id!r} ([plugins.api_keys.keys.{args.id}]); choose another id")
     try:
         settings = KeySettings(
             models=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
@@ -126,6 +137,28 @@ def _hash(args: argparse.Namespace) -> None:
     if not key:
         _fail("no key on standard input")
     print(key_digest(key))
+
+
+def _config_path(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    if os.environ.get("HOOKGATE_CONFIG"):
+        return Path(os.environ["HOOKGATE_CONFIG"])
+    return Path("plugins.toml") if Path("plugins.toml").is_file() else None
+
+
+def _configured_ids(path: Path) -> set[str]:
+    """The key ids ``[plugins.api_keys.keys.ID]`` of a plugins.toml (one line of error otherwise)."""
+    try:
+        document = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        _fail(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})")
+    except UnicodeDecodeError:
+        _fail(f"{path}: not UTF-8 text")
+    except tomllib.TOMLDecodeError as exc:
+        _fail(f"{path}: not valid TOML ({exc})")
+    keys = document.get("plugins", {}).get("api_keys", {}).get("keys", {})
+    return set(keys) if isinstance(keys, dict) else set()
 
 
 def _with_store(args: argparse.Namespace, call: Callable[[RedisKeyStore], Awaitable[T]]) -> T:

@@ -19,7 +19,8 @@ Days and months are UTC on Redis's clock. A reservation is dropped after ``reser
 even if its instance died before settling it, so none can leak. Budgets come from the key
 (``daily_budget_usd``/``monthly_budget_usd`` in api_keys) or this plugin's defaults. Money is kept as
 integer pico-dollars, added by Redis exactly; an absurd cost is clamped (never an int64 overflow
-half-way through the settlement). Redis down: ``on_redis_error = "reject"`` (default, 503: money
+half-way through the settlement, however many absurd answers a key gets: the spend counters
+stop at the cap). Redis down: ``on_redis_error = "reject"`` (default, 503: money
 is at stake) or ``"allow"``; once the app's Redis guard has seen it fail, requests take that path
 in milliseconds. Without any Redis the budget is kept per instance.
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Literal
@@ -50,7 +51,8 @@ from hookgate import (
     StateKey,
     hookimpl,
 )
-from hookgate.accounting import REDIS_CALENDAR_LUA, to_pico
+from hookgate.accounting import MAX_PICO, REDIS_ADD_CLAMPED_LUA, REDIS_CALENDAR_LUA, to_pico
+from hookgate.bounds import RecentTable, clip
 from hookgate.facts import CLIENT_KEY, COST_USD, WORST_CASE_COST_USD, key_id
 from hookgate.logs import IntervalLog
 from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
@@ -102,7 +104,7 @@ return {1, 0, day_spent, month_spent, reserved + amount}
 """
 # ARGV: id, actual cost (pico-$), retention s. The spend is added even when the reservation had
 # already been dropped: money spent is spent.
-_SETTLE = _ROLL + """
+_SETTLE = _ROLL + REDIS_ADD_CLAMPED_LUA + """
 local amount = redis.call('HGET', KEYS[3], ARGV[1])
 if amount then
   redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. amount)
@@ -110,8 +112,8 @@ if amount then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 if tonumber(ARGV[2]) > 0 then
-  redis.call('HINCRBY', KEYS[1], 'day_spent', ARGV[2])
-  redis.call('HINCRBY', KEYS[1], 'month_spent', ARGV[2])
+  add_clamped(KEYS[1], 'day_spent', ARGV[2])
+  add_clamped(KEYS[1], 'month_spent', ARGV[2])
 end
 keep(tonumber(ARGV[3]))
 return {figure('day_spent'), figure('month_spent'), figure('reserved')}
@@ -127,6 +129,9 @@ class BudgetConfig(RedisURLConfig):
     redis_timeout_seconds: float = Field(2.0, gt=0, description="how long a request may wait for its budget decision; then on_redis_error applies")
     reservation_seconds: float = Field(900.0, gt=0, description="a reservation never settled (its instance died) is dropped after this")
     on_redis_error: Literal["reject", "allow"] = Field("reject", description="when Redis fails: 503, or admit without a budget check")
+    max_local_accounts: int = Field(
+        100_000, ge=1, description="without Redis: accounts kept in the process; the least recently used go first"
+    )
     unpriced_models: Literal["reject", "allow"] = Field(
         "reject", description="a key with a budget asking for a model with no price: 403, or admit uncounted"
     )
@@ -154,7 +159,7 @@ class Budget:
 
     def __init__(self, config: BudgetConfig) -> None:
         self.config = config
-        self.local = LocalBudgets()
+        self.local = LocalBudgets(config.max_local_accounts)
         self.redis: SharedRedis | None = None
         self.app: web.Application | None = None
         self._redis_trouble = IntervalLog(log, "budget_redis_unavailable")
@@ -185,7 +190,7 @@ class Budget:
             if self.config.unpriced_models == "allow":
                 return
             raise PermissionDenied(
-                f"This key has a spend limit and the model '{ctx.model}' has no price, so its spend cannot be limited.",
+                f"This key has a spend limit and the model '{clip(ctx.model)}' has no price, so its spend cannot be limited.",
                 param="model",
                 code="model_not_priced",
             )
@@ -264,19 +269,32 @@ class _LocalAccount:
     month: str = ""
     day_spent: int = 0
     month_spent: int = 0
+    held: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    """Reservations in flight: id -> (amount, when it is dropped unsettled)."""
+
+
+_IDLE_ACCOUNT_SECONDS = 32 * 86400
+"""An account not used for longer than a month has nothing left to count: its month is over."""
 
 
 class LocalBudgets:
-    """The same accounts in this process, for a gateway without Redis (per-instance budgets)."""
+    """The same accounts in this process, for a gateway without Redis (per-instance budgets).
 
-    def __init__(self) -> None:
-        self._accounts: dict[str, _LocalAccount] = {}
-        self._reservations: dict[str, dict[str, tuple[int, datetime]]] = {}
+    At most ``max_accounts`` are kept (the least recently used go first) and an account unused for
+    longer than a month is dropped: without api_keys a budget applies per bearer token, and a
+    client inventing tokens must not grow the table for ever.
+    """
+
+    def __init__(self, max_accounts: int = 100_000) -> None:
+        self._accounts: RecentTable[str, _LocalAccount] = RecentTable(max_accounts, idle_seconds=_IDLE_ACCOUNT_SECONDS)
+
+    def __len__(self) -> int:
+        return len(self._accounts)
 
     def reserve(self, reservation: BudgetReservation, limits: tuple[int, int], hold_seconds: float) -> tuple[bool, int]:
         now = datetime.now(timezone.utc)
-        account, held = self._roll(reservation.key, now)
-        reserved = sum(amount for amount, _ in held.values())
+        account = self._roll(reservation.key, now)
+        reserved = sum(amount for amount, _ in account.held.values())
         daily, monthly = limits
         over_day = daily >= 0 and account.day_spent + reserved + reservation.amount_pico > daily
         over_month = monthly >= 0 and account.month_spent + reserved + reservation.amount_pico > monthly
@@ -287,26 +305,26 @@ class LocalBudgets:
             if monthly >= 0 and account.month_spent + reservation.amount_pico > monthly:
                 wait = max(wait, _seconds_until(_next_month(now), now))
             return False, wait
-        held[reservation.id] = (reservation.amount_pico, now + timedelta(seconds=hold_seconds))
+        account.held[reservation.id] = (reservation.amount_pico, now + timedelta(seconds=hold_seconds))
         return True, 0
 
     def settle(self, reservation: BudgetReservation, actual: int) -> None:
-        account, held = self._roll(reservation.key, datetime.now(timezone.utc))
-        held.pop(reservation.id, None)
-        account.day_spent += actual
-        account.month_spent += actual
+        account = self._roll(reservation.key, datetime.now(timezone.utc))
+        account.held.pop(reservation.id, None)
+        account.day_spent = min(account.day_spent + actual, MAX_PICO)  # as the Redis script saturates
+        account.month_spent = min(account.month_spent + actual, MAX_PICO)
 
-    def _roll(self, key: str, now: datetime) -> tuple[_LocalAccount, dict[str, tuple[int, datetime]]]:
-        account = self._accounts.setdefault(key, _LocalAccount())
+    def _roll(self, key: str, now: datetime) -> _LocalAccount:
+        account = self._accounts.setdefault(key, _LocalAccount)
         day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
         if account.day != day:
             account.day, account.day_spent = day, 0
         if account.month != month:
             account.month, account.month_spent = month, 0
-        held = self._reservations.setdefault(key, {})
+        held = account.held
         for stale in [rid for rid, (_, expires) in held.items() if expires <= now]:
             del held[stale]
-        return account, held
+        return account
 
 
 def _next_day(now: datetime) -> datetime:

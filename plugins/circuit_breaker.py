@@ -7,7 +7,10 @@ retry does not hammer the route either), or go to the model's fallback route whe
 requests through: a success closes it, a failure opens it again.
 
 Only upstream trouble counts (5xx, 529, timeouts, connection errors); a 4xx about the request or
-an upstream 429 says nothing about the route's health. State is per instance. Its rules put it
+an upstream 429 says nothing about the route's health. State is per instance, in a bounded table:
+a breaker not used for longer than ``window_seconds`` and ``open_seconds`` is forgotten (a fresh
+one is the same thing), and at most ``max_routes`` are kept, so a client inventing model names
+under a pattern route (``[models."groq/*"]``) cannot grow it. Its rules put it
 inside retry (each attempt is judged) and outside concurrency (a rejected request takes no slot).
 
 On a load-balanced route the deployment is picked after this plugin has run, at the innermost
@@ -29,6 +32,7 @@ import structlog
 from pydantic import Field
 
 from hookgate import GatewayError, PluginConfig, ProviderResponse, RequestContext, ServiceUnavailable, hookimpl
+from hookgate.bounds import RecentTable, clip
 from hookgate.facts import UPSTREAM_GATE
 from hookgate.rules import After, Before, Produces
 from hookgate.upstream import is_upstream_failure
@@ -45,6 +49,9 @@ class CircuitBreakerConfig(PluginConfig):
     window_seconds: float = Field(30.0, gt=0, description="the rolling window for error_ratio")
     open_seconds: float = Field(30.0, gt=0, description="how long it stays open before probing")
     half_open_probes: int = Field(1, ge=1, description="requests let through at once to probe a recovering route")
+    max_routes: int = Field(
+        10_000, ge=1, description="breakers kept (one per route); past it the least recently used goes (pattern routes take any model name)"
+    )
 
 
 @dataclass
@@ -127,13 +134,11 @@ class CircuitBreaker:
 
     def __init__(self, config: CircuitBreakerConfig) -> None:
         self.config = config
-        self.breakers: dict[str, Breaker] = {}
+        idle = max(config.window_seconds, config.open_seconds)
+        self.breakers: RecentTable[str, Breaker] = RecentTable(config.max_routes, idle_seconds=idle)
 
     def breaker(self, route: str) -> Breaker:
-        breaker = self.breakers.get(route)
-        if breaker is None:
-            breaker = self.breakers[route] = Breaker(self.config)
-        return breaker
+        return self.breakers.setdefault(route, lambda: Breaker(self.config))
 
     @hookimpl
     async def call_provider(
@@ -141,7 +146,7 @@ class CircuitBreaker:
     ) -> ProviderResponse:
         if ctx.route is not None and ctx.route.balanced is not None:
             return await self._judge_deployment(ctx, call_next)
-        route = f"{ctx.provider_name}/{ctx.route.upstream_model if ctx.route else ctx.model}"
+        route = f"{ctx.provider_name}/{clip(ctx.route.upstream_model if ctx.route else ctx.model)}"
         breaker = self.breaker(route)
         if not breaker.allow():
             raise ServiceUnavailable(

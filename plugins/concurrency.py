@@ -35,6 +35,7 @@ from hookgate import (
     ServiceUnavailable,
     hookimpl,
 )
+from hookgate.bounds import clip
 from hookgate.facts import CONCURRENCY_WAIT_SECONDS
 from hookgate.logs import IntervalLog
 from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
@@ -132,9 +133,9 @@ class Concurrency:
         if scope == "provider":
             return f"provider:{ctx.provider_name}"
         if scope == "model":
-            return f"model:{ctx.model}"
+            return f"model:{clip(ctx.model)}"  # a Redis key with distributed = true: bounded
         if scope == "api_key":
-            return f"tenant:{ctx.tenant or 'anon'}"
+            return f"tenant:{clip(ctx.tenant or 'anon')}"
         return "instance"
 
     async def _acquire_slot(self, key: str) -> Callable[[], Awaitable[None]]:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hookgate import Completion, GatewayError, PluginConfig, RequestContext, hookimpl
 from hookgate.accounting import TokenUsage, format_usd
+from hookgate.bounds import clip
 from hookgate.facts import COST_USD, PROMPT_ESTIMATE, USAGE, WORST_CASE_COST_USD, prompt_estimate
 from hookgate.rules import Produces, Reads
 
@@ -159,7 +160,7 @@ class Cost:
         upstream = ctx.route.upstream_model if ctx.route is not None else None
         price = self.table.price_for(ctx.model, upstream, answered_by)
         if price is None:
-            self._warn_unpriced(ctx.model or "?")
+            self._warn_unpriced(clip(ctx.model or "?"))
             return None
         usage = ctx.get(USAGE)
         return price.cost(TokenUsage.of(usage if usage is not None else answer_usage))

@@ -1,9 +1,12 @@
-"""``memory_cache``: an exact-match response cache in this process (LRU with a TTL).
+"""``memory_cache``: an exact-match response cache in this process (LRU with a TTL and a byte budget).
 
 The key is :func:`hookgate.cache_key` (DESIGN.md invariant 7): everything that changes the answer,
 scoped per tenant unless ``shared``. Only complete answers whose finish reasons are listed in
 ``cacheable_finish_reasons`` are stored; errors and cut-off streams never are. Entries are kept as
 serialised bytes, so a hit hands out a fresh object that no later plugin can corrupt for others.
+The cache holds at most ``max_entries`` answers and ``max_bytes`` of them (keys and a fixed
+per-entry overhead counted), the least recently used going first: unique prompts cannot grow it
+past a known size.
 
 Clients steer it with ``Cache-Control``: ``no-cache`` skips the lookup (``x-hookgate-cache:
 BYPASS``) and the fresh answer replaces the entry, ``no-store`` skips the write, and
@@ -35,6 +38,9 @@ class MemoryCacheConfig(PluginConfig):
     max_entries: int = Field(10_000, ge=1, description="entries kept; the least recently used go first")
     ttl_seconds: float = Field(300.0, gt=0, description="how long an answer stays valid")
     max_entry_bytes: int = Field(1_048_576, ge=1, description="answers larger than this (serialised) are not stored")
+    max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="memory the entries may take in all (answers, keys, overhead); the least recently used go first"
+    )
     shared: bool = Field(False, description="one namespace for every client instead of one per tenant/API key")
     cacheable_finish_reasons: list[str] = Field(
         ["stop", "length", "tool_calls"], description="answers are stored only when every choice ended with one of these"
@@ -65,6 +71,8 @@ class MemoryCache:
         self._finish_reasons = frozenset(config.cacheable_finish_reasons)
         # key -> (expires_at, stored_at, serialised chat.completion)
         self._entries: OrderedDict[str, tuple[float, float, bytes]] = OrderedDict()
+        self.bytes = 0
+        """What the entries take, as :func:`_entry_bytes` counts them."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -82,7 +90,7 @@ class MemoryCache:
         expires_at, stored_at, payload = entry
         now = monotonic()
         if now >= expires_at:
-            del self._entries[lookup.key]
+            self._drop(lookup.key)
             return None
         self._entries.move_to_end(lookup.key)
         lookup.answered = True
@@ -99,6 +107,9 @@ class MemoryCache:
         payload = response.to_bytes()
         if len(payload) > self.config.max_entry_bytes:
             return
+        size = _entry_bytes(lookup.key, payload)
+        if size > self.config.max_bytes:
+            return
         ttl = self.config.ttl_seconds
         if lookup.directives.ttl_seconds is not None:
             ttl = min(ttl, lookup.directives.ttl_seconds)
@@ -109,13 +120,28 @@ class MemoryCache:
         stored_at = now - _age_seconds(ctx.response_headers.get("age")) if ctx.cache_hit else now
         if stored_at + ttl <= now:
             return
+        self._drop(key)
         self._entries[key] = (stored_at + ttl, stored_at, payload)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.config.max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += _entry_bytes(key, payload)
+        while len(self._entries) > self.config.max_entries or self.bytes > self.config.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= _entry_bytes(key, entry[2])
 
 
 _LOOKUP: StateKey[_Lookup] = StateKey("memory_cache.lookup", _Lookup, "this cache's view of the request")
+
+
+_ENTRY_OVERHEAD_BYTES = 250
+"""What one entry costs beyond its key's and answer's bytes (the dict slot, the tuple, two floats,
+the bytes and str headers), measured with sys.getsizeof on CPython 3.11."""
+
+
+def _entry_bytes(key: str, payload: bytes) -> int:
+    return len(key) + len(payload) + _ENTRY_OVERHEAD_BYTES
 
 
 def _route_of(ctx: RequestContext) -> tuple[int, int]:

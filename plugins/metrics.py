@@ -11,8 +11,8 @@ name the same quantity (``gen_ai_client_token_usage``, ``gen_ai_server_request_d
 ``gen_ai_server_time_to_first_token_seconds``); model and provider labels use the conventions'
 attribute names (``gen_ai_request_model``, ``gen_ai_provider_name``) on every metric, so one query
 can join them. Label values are bounded: a model or provider is only named once the request was
-routed (``none`` before), and each label lets at most ``max_label_values`` distinct values through
-(later ones read ``other``), so a client inventing model names cannot grow the series without end.
+routed (``none`` before), and each label lets at most ``max_label_values`` distinct values through,
+each clipped to 128 characters (later ones read ``other``), so a client inventing model names cannot grow the series without end.
 
 Everything is counted from the core's lifecycle events (``request_started``,
 ``request_finished``) and hook timings, so the numbers are the same wherever ``metrics`` is listed:
@@ -42,6 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import Field, field_validator
 
 from hookgate import Completion, GatewayError, Outcome, PluginConfig, RequestContext, StateKey, hookimpl
+from hookgate.bounds import clip
 from hookgate.facts import CLIENT_KEY, CONCURRENCY_WAIT_SECONDS, COST_USD, USAGE
 from hookgate.rules import Reads
 from hookgate.logs import IntervalLog
@@ -178,8 +179,13 @@ class MetricsLayout:
     duration_buckets: tuple[float, ...]
 
 
+MAX_LABEL_CHARS = 128
+"""Longest label value: a model name under a pattern route is the client's choice."""
+
+
 class LabelGuard:
-    """Lets at most ``limit`` distinct values of one label through; later values read ``other``."""
+    """Lets at most ``limit`` distinct values of one label through, each at most
+    :data:`MAX_LABEL_CHARS` long; later values read ``other``."""
 
     __slots__ = ("limit", "seen")
 
@@ -190,6 +196,8 @@ class LabelGuard:
     def __call__(self, value: str | None) -> str:
         if value is None:
             return NONE
+        if len(value) > MAX_LABEL_CHARS or not value.isprintable():
+            value = clip(value, MAX_LABEL_CHARS)
         if value in self.seen:
             return value
         if len(self.seen) < self.limit:

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import OrderedDict
+from itertools import islice
+from dataclasses import dataclass, field
 from time import monotonic
 from typing import Literal
 
@@ -51,6 +52,7 @@ from hookgate import (
     StateKey,
     hookimpl,
 )
+from hookgate.bounds import RecentTable, clip
 from hookgate.facts import CLIENT_KEY, PROMPT_ESTIMATE, USAGE, billable_usage, key_id, prompt_estimate
 from hookgate.logs import IntervalLog
 from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
@@ -185,6 +187,9 @@ class RateLimitConfig(RedisURLConfig):
     on_redis_error: Literal["local", "allow", "reject"] = Field(
         "local", description="when Redis fails: per-instance limits, admit everything, or 503"
     )
+    max_local_scopes: int = Field(
+        100_000, ge=1, description="without Redis: scopes (keys, tokens, addresses) kept in the process; idle ones go after a minute"
+    )
     key_by: Literal["key", "client_address"] = Field(
         "key",
         description="whose limit a request counts against: its gateway key (else its bearer token's hash), or the client's address",
@@ -243,7 +248,7 @@ class RateLimit:
 
     def __init__(self, config: RateLimitConfig) -> None:
         self.config = config
-        self.local = LocalWindows()
+        self.local = LocalWindows(config.max_local_scopes)
         self.redis: SharedRedis | None = None
         self.app: web.Application | None = None
         self._redis_trouble = IntervalLog(log, "rate_limit_redis_unavailable")
@@ -322,8 +327,8 @@ class RateLimit:
 
     def _whose(self, ctx: RequestContext) -> str:
         if self.config.key_by == "client_address":
-            return f"address:{ctx.client_address or 'unknown'}"
-        return f"key:{key_id(ctx)}"
+            return f"address:{clip(ctx.client_address or 'unknown')}"
+        return f"key:{clip(key_id(ctx))}"
 
     async def _decide(self, reservation: Reservation) -> Decision | None:
         if reservation.backend == "redis":
@@ -384,31 +389,62 @@ class RateLimit:
 _RESERVATION: StateKey[Reservation] = StateKey("rate_limit.reservation", Reservation, "what the request holds in its scopes' windows")
 
 
+@dataclass(slots=True)
+class _Window:
+    """One scope's sliding minute in this process: its admitted requests and token amounts."""
+
+    requests: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    """Reservation id -> when it was admitted, oldest first (an OrderedDict, not a deque: a
+    quarter of the memory for the one-request scope a flood of tokens makes, O(1) release)."""
+    tokens: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+    token_sum: int = 0
+
+    def trim(self, horizon: float) -> None:
+        requests, tokens = self.requests, self.tokens
+        while requests and next(iter(requests.values())) <= horizon:
+            requests.popitem(last=False)
+        while tokens:
+            reservation_id, (at, amount) = next(iter(tokens.items()))
+            if at > horizon:
+                break
+            del tokens[reservation_id]
+            self.token_sum -= int(amount)
+
+
 class LocalWindows:
     """The same sliding windows in this process: the limiter without Redis (or while it is down).
 
-    Atomic because it never awaits. Per-instance: N instances admit up to N × the limit.
+    Atomic because it never awaits. Per-instance: N instances admit up to N × the limit. A scope
+    is kept only while it has entries in the window (one not used for a minute holds nothing and
+    is dropped), and at most ``max_scopes`` at once (the least recently used first): a client
+    inventing a bearer token per request costs memory for a minute, within a bound.
     """
 
-    def __init__(self) -> None:
-        self._requests: dict[str, deque[tuple[float, str]]] = {}
-        self._tokens: dict[str, OrderedDict[str, list[float]]] = {}
-        self._sums: dict[str, int] = {}
+    def __init__(self, max_scopes: int = 100_000) -> None:
+        self._windows: RecentTable[str, _Window] = RecentTable(max_scopes, idle_seconds=WINDOW_MS, clock=monotonic_ms)
+
+    def __len__(self) -> int:
+        return len(self._windows)
 
     def reserve(self, reservation: Reservation, now: float) -> Decision:
         horizon = now - WINDOW_MS
         wait, too_large = 0.0, False
+        windows = []
         for scope in reservation.scopes:
-            requests, tokens = self._trim(scope.name, horizon)
+            window = self._windows.setdefault(scope.name, _Window, now)
+            window.trim(horizon)
+            windows.append(window)
+            requests = window.requests
             if scope.requests is not None and len(requests) + 1 > scope.requests:
-                wait = max(wait, requests[len(requests) - scope.requests][0] + WINDOW_MS - now)
-            used = self._sums.get(scope.name, 0)
+                freeing = next(islice(requests.values(), len(requests) - scope.requests, None))
+                wait = max(wait, freeing + WINDOW_MS - now)
+            used = window.token_sum
             if scope.tokens is not None and used + reservation.tokens > scope.tokens:
                 if reservation.tokens > scope.tokens:
                     too_large = True
                 else:
                     need, freed, until = used + reservation.tokens - scope.tokens, 0, float(WINDOW_MS)
-                    for at, amount in tokens.values():
+                    for at, amount in window.tokens.values():
                         freed += int(amount)
                         if freed >= need:
                             until = at + WINDOW_MS - now
@@ -416,21 +452,21 @@ class LocalWindows:
                     wait = max(wait, until)
         admitted = not too_large and wait <= 0
         usages = []
-        for scope in reservation.scopes:
-            requests, tokens = self._requests[scope.name], self._tokens[scope.name]
+        for scope, window in zip(reservation.scopes, windows):
+            requests, tokens = window.requests, window.tokens
             if admitted:
                 if scope.requests is not None:
-                    requests.append((now, reservation.id))
+                    requests[reservation.id] = now
                 if scope.tokens is not None:
                     tokens[reservation.id] = [now, reservation.tokens]
-                    self._sums[scope.name] = self._sums.get(scope.name, 0) + reservation.tokens
+                    window.token_sum += reservation.tokens
             oldest_token = next(iter(tokens.values()))[0] if tokens else None
             usages.append(
                 ScopeUsage(
                     scope,
                     len(requests),
-                    int(requests[0][0] + WINDOW_MS - now) if requests else 0,
-                    self._sums.get(scope.name, 0),
+                    int(next(iter(requests.values())) + WINDOW_MS - now) if requests else 0,
+                    window.token_sum,
                     int(oldest_token + WINDOW_MS - now) if oldest_token is not None else 0,
                 )
             )
@@ -439,35 +475,21 @@ class LocalWindows:
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back entirely."""
         for scope in reservation.scopes:
-            requests = self._requests.get(scope.name)
-            if requests is not None:
-                for index, (_, member) in enumerate(requests):
-                    if member == reservation.id:
-                        del requests[index]
-                        break
-            entry = self._tokens.get(scope.name, {}).pop(reservation.id, None)
+            window = self._windows.peek(scope.name)
+            if window is None:
+                continue
+            window.requests.pop(reservation.id, None)
+            entry = window.tokens.pop(reservation.id, None)
             if entry is not None:
-                self._sums[scope.name] -= int(entry[1])
+                window.token_sum -= int(entry[1])
 
     def correct(self, reservation: Reservation, actual: int) -> None:
         for scope in reservation.scopes:
-            entry = self._tokens.get(scope.name, {}).get(reservation.id)
-            if entry is not None:
-                self._sums[scope.name] += actual - int(entry[1])
+            window = self._windows.peek(scope.name)
+            entry = window.tokens.get(reservation.id) if window is not None else None
+            if window is not None and entry is not None:
+                window.token_sum += actual - int(entry[1])
                 entry[1] = actual
-
-    def _trim(self, name: str, horizon: float) -> tuple[deque[tuple[float, str]], OrderedDict[str, list[float]]]:
-        requests = self._requests.setdefault(name, deque())
-        while requests and requests[0][0] <= horizon:
-            requests.popleft()
-        tokens = self._tokens.setdefault(name, OrderedDict())
-        while tokens:
-            reservation_id, (at, amount) = next(iter(tokens.items()))
-            if at > horizon:
-                break
-            del tokens[reservation_id]
-            self._sums[name] = self._sums.get(name, 0) - int(amount)
-        return requests, tokens
 
 
 def monotonic_ms() -> float:

@@ -18,7 +18,9 @@ waits on a query over days of rows).
 
 Redis trouble never fails a request: the row update is skipped, counted and logged once per 30 s,
 and ``/readyz`` says degraded. Without any Redis the ledger is kept in the process (per instance,
-lost on restart). Rows expire after ``retention_days``. The scripts build row keys from Redis's
+lost on restart), in at most ``max_local_rows`` rows (the least recently updated go first, logged
+once per interval). Rows expire after ``retention_days``. Key ids and model names are clipped to
+256 characters before they name a row (a pattern route lets a client choose any model name). The scripts build row keys from Redis's
 date, so they need a single Redis (or Sentinel), not a Cluster.
 """
 from __future__ import annotations
@@ -40,7 +42,8 @@ from hookgate import (
     ServiceUnavailable,
     hookimpl,
 )
-from hookgate.accounting import REDIS_CALENDAR_LUA, format_usd, from_pico, to_pico
+from hookgate.accounting import REDIS_ADD_CLAMPED_LUA, REDIS_CALENDAR_LUA, format_usd, from_pico, to_pico
+from hookgate.bounds import RecentTable, clip
 from hookgate.facts import CLIENT_KEY, COST_USD, USAGE, billable_usage, key_id
 from hookgate.logs import IntervalLog
 from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
@@ -80,14 +83,15 @@ class UsageRow:
 FIELDS = tuple(f.name for f in fields(UsageRow))
 
 # KEYS[1]: day-index prefix, KEYS[2]: row prefix. ARGV: key id, model, retention s, then the
-# increments in FIELDS order. The row's key is built from Redis's date (single Redis only).
-_RECORD = REDIS_CALENDAR_LUA + """
+# increments in FIELDS order. The row's key is built from Redis's date (single Redis only). Counters
+# saturate (add_clamped) so that absurd upstream figures never fail the script half-way.
+_RECORD = REDIS_CALENDAR_LUA + REDIS_ADD_CLAMPED_LUA + """
 local member = cjson.encode({ARGV[1], ARGV[2]})
 local index = KEYS[1] .. date
 local row = KEYS[2] .. date .. ':' .. member
 local names = {%s}
 for i, name in ipairs(names) do
-  if ARGV[3 + i] ~= '0' then redis.call('HINCRBY', row, name, ARGV[3 + i]) end
+  if ARGV[3 + i] ~= '0' then add_clamped(row, name, ARGV[3 + i]) end
 end
 redis.call('SADD', index, member)
 redis.call('EXPIRE', row, ARGV[3])
@@ -103,6 +107,9 @@ class UsageConfig(RedisURLConfig):
     redis_timeout_seconds: float = Field(1.0, gt=0, description="limit of one Redis call")
     retention_days: int = Field(400, ge=1, description="rows are kept this many days")
     max_range_days: int = Field(366, ge=1, description="longest date range one GET /v1/usage may ask for")
+    max_local_rows: int = Field(
+        100_000, ge=1, description="without Redis: rows kept in the process; the least recently updated go first"
+    )
 
 
 class Usage:
@@ -118,11 +125,14 @@ class Usage:
 
     def __init__(self, config: UsageConfig) -> None:
         self.config = config
-        self.local: dict[tuple[str, str, str], UsageRow] = {}
+        self.local: RecentTable[tuple[str, str, str], UsageRow] = RecentTable(
+            config.max_local_rows, idle_seconds=config.retention_days * 86400.0
+        )
         self.lost_updates = 0
         self.redis: SharedRedis | None = None
         self.app: web.Application | None = None
         self._redis_trouble = IntervalLog(log, "usage_ledger_redis_unavailable")
+        self._local_full = IntervalLog(log, "usage_local_ledger_full")
 
     @hookimpl
     async def startup(self, app: web.Application) -> None:
@@ -150,10 +160,13 @@ class Usage:
         if failed and CLIENT_KEY not in ctx:
             return  # unauthenticated failures would only let strangers grow the ledger
         row = self.row_of(ctx, outcome)
-        key, model = key_id(ctx), ctx.route.model
+        key, model = clip(key_id(ctx)), clip(ctx.route.model)
         if self.redis is None:
             today = datetime.now(timezone.utc).date().isoformat()
-            self.local.setdefault((today, key, model), UsageRow()).add(row)
+            evicted = self.local.evicted
+            self.local.setdefault((today, key, model), UsageRow).add(row)
+            if self.local.evicted != evicted:
+                self._local_full.warning(max_local_rows=self.config.max_local_rows, evicted=self.local.evicted)
         elif self.app is not None:
             background(self.app).spawn(self._record_in_redis(key, model, row), name="usage.record")
 
@@ -222,6 +235,7 @@ class Usage:
         days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
         found: list[tuple[str, str, str, UsageRow]] = []
         if self.redis is None:
+            self.local.expire()
             for (day, row_key, row_model), row in self.local.items():
                 if day in days and key in (None, row_key) and model in (None, row_model):
                     found.append((day, row_key, row_model, row))

@@ -17,7 +17,7 @@ import httpx2
 import orjson
 from pydantic import Field
 
-from hookgate import Completion, CompletionStream, GatewayError, RequestContext, UpstreamError
+from hookgate import Completion, CompletionStream, GatewayError, RequestContext, UpstreamError, check_chunk, check_completion
 from hookgate.wire.anthropic import (
     AnthropicStreamTranslator,
     error_from_anthropic,
@@ -80,7 +80,7 @@ class AnthropicChat:
             return CompletionStream(self._chunks(response, translator), close=response.aclose)
         message = await self.transport.post_json(_MESSAGES_PATH, payload)
         try:
-            return Completion(from_anthropic_message(message, created=created, provider=self.name))
+            return Completion(check_completion(from_anthropic_message(message, created=created, provider=self.name), self.name))
         except (AttributeError, TypeError, KeyError):  # a field of an unexpected type
             raise self._malformed("body") from None
 
@@ -139,7 +139,7 @@ class AnthropicChat:
             except (AttributeError, TypeError, KeyError):
                 raise self._malformed("stream event") from None
             for chunk in chunks:
-                yield chunk
+                yield check_chunk(chunk, self.name)
         if not translator.finished:
             raise UpstreamError(f"The {self.name} provider ended the stream before message_stop.", code="upstream_disconnected")
 

@@ -120,3 +120,99 @@ async def test_workers_share_one_port(tmp_path):
     assert process.returncode == 0, stderr[-2000:]
     pids = {entry["pid"] for entry in listening}
     assert len(pids) == 2 and process.pid not in pids, "two worker processes, each with its own loop, on the one port"
+
+
+# ------------------------------------------------- start-up, shutdown and reload messages ---
+
+
+def serve(tmp_path, text: str, *args: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    config = tmp_path / "plugins.toml"
+    config.write_text(text)
+    process = subprocess.Popen([HOOKGATE, "serve", "--config", str(config), "--port", str(port), *args], stderr=subprocess.PIPE, text=True)
+    wait_healthy(port, process)
+    return process, port
+
+
+def reload(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([HOOKGATE, "reload", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_hookgate_reload_waits_for_the_outcome_and_exits_1_with_the_reason(tmp_path):
+    pid_file = tmp_path / "hg.pid"
+    process, _ = serve(tmp_path, '[gateway]\npipeline = ["echo"]\n', "--pid-file", str(pid_file))
+    config = tmp_path / "plugins.toml"
+    try:
+        config.write_text('[gateway]\npipeline = ["memory_cache", "echo"]\n')
+        applied = reload("--pid-file", str(pid_file))
+        assert applied.returncode == 0 and "reloaded" in applied.stdout, applied.stderr
+        config.write_text("[gateway\nbroken")
+        rejected = reload("--pid-file", str(pid_file))
+        assert rejected.returncode == 1
+        assert rejected.stderr.startswith("hookgate: error: reload rejected") and "not valid TOML" in rejected.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    assert not (tmp_path / "hg.pid.reload").exists(), "the status file goes with the pid file"
+
+
+def test_hookgate_reload_by_pid_finds_a_server_without_a_pid_file(tmp_path):
+    process, _ = serve(tmp_path, '[gateway]\npipeline = ["echo"]\n')
+    try:
+        (tmp_path / "plugins.toml").write_text('[gateway]\npipeline = ["nonexistent_plugin"]\n')
+        by_pid = reload("--pid", str(process.pid))
+        assert by_pid.returncode == 1 and "nonexistent_plugin" in by_pid.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+
+
+def test_hookgate_reload_waits_for_every_worker(tmp_path):
+    pid_file = tmp_path / "hg.pid"
+    process, _ = serve(tmp_path, '[gateway]\npipeline = ["echo"]\n', "--pid-file", str(pid_file), "--workers", "2")
+    try:
+        for _ in range(100):  # both workers have said they started
+            if all((tmp_path / f"hg.pid.reload.{i}").exists() for i in range(2)):
+                break
+            time.sleep(0.05)
+        applied = reload("--pid-file", str(pid_file))
+        assert applied.returncode == 0 and "2 workers" in applied.stdout, applied.stderr
+        (tmp_path / "plugins.toml").write_text("not toml [")
+        assert reload("--pid-file", str(pid_file)).returncode == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+
+
+def test_a_busy_port_is_one_line_naming_the_address(tmp_path):
+    first, port = serve(tmp_path, '[gateway]\npipeline = ["echo"]\n')
+    try:
+        second = subprocess.run([HOOKGATE, "serve", "--config", str(tmp_path / "plugins.toml"), "--port", str(port)], capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert second.stderr.strip() == f"hookgate: error: cannot listen on 127.0.0.1:{port}: the address is already in use (another server on that port?)"
+        workers = subprocess.run([HOOKGATE, "serve", "--config", str(tmp_path / "plugins.toml"), "--port", str(port), "--workers", "2"], capture_output=True, text=True, timeout=30)
+        assert workers.returncode == 1 and workers.stderr.count("\n") == 1 and "already in use" in workers.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+
+
+async def test_sigterm_logs_draining_with_requests_in_flight_and_stopped_with_counts(tmp_path):
+    process, port = await asyncio.to_thread(serve, tmp_path, SLOW_ECHO)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "echo"}) as response:
+            assert response.status == 200
+        streams = [asyncio.ensure_future(read_stream(session, url)) for _ in range(2)]
+        await asyncio.sleep(0.5)  # both streams are running (each takes about 2 s)
+        process.send_signal(signal.SIGTERM)
+        bodies = await asyncio.gather(*streams)
+    _, stderr = await asyncio.to_thread(process.communicate, timeout=20)
+    assert all(body.endswith("data: [DONE]\n\n") for body in bodies)
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    names = [event["event"] for event in events]
+    assert names.index("listening") < names.index("draining") < names.index("stopped")
+    draining = events[names.index("draining")]
+    stopped = events[names.index("stopped")]
+    assert draining["in_flight"] == 2
+    assert stopped["responses"] >= 4 and stopped["unfinished"] == 0  # healthz, the chat, two streams

@@ -31,6 +31,7 @@ from typing import Any, Final, Iterable, Literal, Mapping
 
 import orjson
 
+from ..bounds import clip
 from ..errors import InvalidRequest, UpstreamError
 from ._anthropic_errors import error_from_anthropic
 
@@ -144,7 +145,7 @@ def _messages(openai_messages: Iterable[Mapping[str, Any]]) -> tuple[str | list[
             blocks = [_tool_result(message, index)]
             anthropic_role = "user"
         else:
-            raise InvalidRequest(f"The anthropic provider does not support messages with role {role!r}.", param=f"messages[{index}].role")
+            raise InvalidRequest(f"The anthropic provider does not support messages with role {clip(role, 64)!r}.", param=f"messages[{index}].role")
         if not blocks:
             continue  # Anthropic rejects empty turns; an empty message adds nothing.
         if turns and turns[-1]["role"] == anthropic_role:
@@ -174,7 +175,7 @@ def _texts(content: Any, param: str) -> list[str]:
     texts = []
     for number, part in enumerate(content):
         if part.get("type") not in ("text", "refusal"):
-            raise InvalidRequest(f"Only text parts are allowed here, not {part.get('type')!r}.", param=f"{param}[{number}].type")
+            raise InvalidRequest(f"Only text parts are allowed here, not {clip(part.get('type'), 64)!r}.", param=f"{param}[{number}].type")
         text = part.get("text") if part.get("type") == "text" else part.get("refusal")
         if text:
             texts.append(text)
@@ -194,7 +195,7 @@ def _user_blocks(content: Any, index: int) -> list[dict[str, Any]]:
             blocks.append(_image(part.get("image_url") or {}, f"messages[{index}].content[{number}].image_url.url"))
         else:
             raise InvalidRequest(
-                f"The anthropic provider does not accept {kind!r} content parts.", param=f"messages[{index}].content[{number}].type"
+                f"The anthropic provider does not accept {clip(kind, 64)!r} content parts.", param=f"messages[{index}].content[{number}].type"
             )
     return blocks
 
@@ -252,7 +253,7 @@ def _tool_result(message: Mapping[str, Any], index: int) -> dict[str, Any]:
 
 def _tool(tool: Mapping[str, Any], index: int) -> dict[str, Any]:
     if tool.get("type") != "function":
-        raise InvalidRequest(f"The anthropic provider supports function tools only, not {tool.get('type')!r}.", param=f"tools[{index}].type")
+        raise InvalidRequest(f"The anthropic provider supports function tools only, not {clip(tool.get('type'), 64)!r}.", param=f"tools[{index}].type")
     function = tool.get("function") or {}
     translated: dict[str, Any] = {"name": function.get("name"), "input_schema": function.get("parameters") or dict(_EMPTY_SCHEMA)}
     if function.get("description"):

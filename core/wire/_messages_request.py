@@ -49,6 +49,7 @@ from typing import Any, Final, Literal, Mapping, Sequence
 
 import orjson
 
+from ..bounds import clip
 from ..errors import InvalidRequest
 from ._checks import as_bool, as_int, as_list, as_mapping, as_number, as_str, optional_str
 from .limits import DEFAULT_LIMITS, WireLimits
@@ -157,7 +158,7 @@ def _system_text(content: Any, param: str, limits: WireLimits) -> str:
     texts = []
     for number, block in enumerate(_blocks(content, param, limits)):
         if block["type"] != "text":
-            raise InvalidRequest(f"A system prompt holds text blocks only, not {block['type']!r}.", param=f"{param}[{number}].type")
+            raise InvalidRequest(f"A system prompt holds text blocks only, not {clip(block['type'], 64)!r}.", param=f"{param}[{number}].type")
         texts.append(as_str(block.get("text"), f"{param}[{number}].text"))
     return "\n\n".join(text for text in texts if text)
 
@@ -273,7 +274,7 @@ def _image(source: Mapping[str, Any], param: str) -> dict[str, Any]:
         return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{data}"}}
     if kind == "url":
         return {"type": "image_url", "image_url": {"url": as_str(source.get("url"), f"{param}.url")}}
-    raise InvalidRequest(f"Image sources of type {kind!r} can be read only by an Anthropic upstream.", param=f"{param}.type")
+    raise InvalidRequest(f"Image sources of type {clip(kind, 64)!r} can be read only by an Anthropic upstream.", param=f"{param}.type")
 
 
 def _document(block: Mapping[str, Any], param: str, limits: WireLimits) -> list[dict[str, Any]]:
@@ -301,13 +302,13 @@ def _document(block: Mapping[str, Any], param: str, limits: WireLimits) -> list[
         data = as_str(source.get("data"), f"{param}.source.data")
         return [{"type": "file", "file": {"filename": title or "document.pdf", "file_data": f"data:application/pdf;base64,{data}"}}]
     raise InvalidRequest(
-        f"Documents with a {kind!r} source can be read only by an Anthropic upstream.", param=f"{param}.source.type"
+        f"Documents with a {clip(kind, 64)!r} source can be read only by an Anthropic upstream.", param=f"{param}.source.type"
     )
 
 
 def _untranslatable_block(kind: Any, param: str) -> InvalidRequest:
     return InvalidRequest(
-        f"Content blocks of type {kind!r} can be served only by an Anthropic upstream.", param=f"{param}.type"
+        f"Content blocks of type {clip(kind, 64)!r} can be served only by an Anthropic upstream.", param=f"{param}.type"
     )
 
 
@@ -321,7 +322,7 @@ def _tool(tool: Any, param: str) -> dict[str, Any]:
     kind = tool.get("type")
     if kind not in (None, "custom"):
         raise InvalidRequest(
-            f"The {kind!r} tool is run by Anthropic's servers: it needs an Anthropic upstream.", param=f"{param}.type"
+            f"The {clip(kind, 64)!r} tool is run by Anthropic's servers: it needs an Anthropic upstream.", param=f"{param}.type"
         )
     function: dict[str, Any] = {
         "name": as_str(tool.get("name"), f"{param}.name"),

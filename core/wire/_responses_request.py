@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal, Mapping, Sequence
 
+from ..bounds import clip
 from ..errors import InvalidRequest
 from ._checks import as_bool, as_int, as_list, as_mapping, as_number, as_str, optional_str
 from .limits import DEFAULT_LIMITS, WireLimits
@@ -193,7 +194,7 @@ class _MessageBuilder:
                 raise InvalidRequest("Item references must be resolved before this model can be asked.", param=f"{param}.type")
             else:
                 raise InvalidRequest(
-                    f"Input items of type {kind!r} belong to tools only OpenAI's servers run.", param=f"{param}.type"
+                    f"Input items of type {clip(kind, 64)!r} belong to tools only OpenAI's servers run.", param=f"{param}.type"
                 )
         self._flush_carried()
         return self._messages
@@ -269,7 +270,7 @@ class _MessageBuilder:
             elif kind == "refusal" and assistant:
                 texts.append(as_str(part.get("refusal"), f"{where}.refusal"))
             else:
-                raise InvalidRequest(f"Only text can be given here, not {kind!r}.", param=f"{where}.type")
+                raise InvalidRequest(f"Only text can be given here, not {clip(kind, 64)!r}.", param=f"{where}.type")
         return texts
 
     def _parts(self, content: Any, param: str) -> list[dict[str, Any]]:
@@ -303,7 +304,7 @@ def _chat_part(part: Mapping[str, Any], param: str) -> dict[str, Any]:
     if kind == "input_audio":
         audio = as_mapping(part.get("input_audio"), f"{param}.input_audio")
         return {"type": "input_audio", "input_audio": {"data": as_str(audio.get("data"), f"{param}.input_audio.data"), "format": as_str(audio.get("format"), f"{param}.input_audio.format")}}
-    raise InvalidRequest(f"Content parts of type {kind!r} cannot be given to this model.", param=f"{param}.type")
+    raise InvalidRequest(f"Content parts of type {clip(kind, 64)!r} cannot be given to this model.", param=f"{param}.type")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def _chat_part(part: Mapping[str, Any], param: str) -> dict[str, Any]:
 
 def _hosted(kind: Any, param: str, model: str) -> InvalidRequest:
     return InvalidRequest(
-        f"The {kind} tool is run by OpenAI's servers and is not available for {model}: "
+        f"The {clip(kind, 64)} tool is run by OpenAI's servers and is not available for {clip(model)}: "
         "only function tools can be used with this model.",
         param=param,
     )
