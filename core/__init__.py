@@ -48,6 +48,8 @@ PUBLIC_MODULES = (
     "hookgate.balancing",
     "hookgate.balancing_redis",
     "hookgate.cache_control",
+    "hookgate.conversations",
+    "hookgate.conversations_redis",
     "hookgate.detectors",
     "hookgate.dispatch",
     "hookgate.embeddings",
