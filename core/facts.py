@@ -20,7 +20,8 @@ fact                       produced by          in
 ``DEADLINE``               ``timeout``          ``before_request``
 ``ATTEMPT_DEADLINE``       ``timeout``          ``call_provider`` (read by the core)
 ``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request`` and ``after_response``
-``CONVERSATION_ID``        ``memory``           ``before_request``
+``CONVERSATION_ID``        ``memory``           ``before_request`` (or a surface, before it)
+``CONVERSATION_APPENDED``  ``memory``           ``after_response``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 =========================  ===================  ===============================================
 
@@ -52,6 +53,7 @@ __all__ = [
     "ATTEMPT_DEADLINE",
     "GUARDRAIL_FINDINGS",
     "CONVERSATION_ID",
+    "CONVERSATION_APPENDED",
     "DEPLOYMENT",
     "ALL_FACTS",
     "billable_usage",
@@ -108,7 +110,18 @@ GUARDRAIL_FINDINGS: StateKey[tuple[Any, ...]] = StateKey(
     "never the values found.",
 )
 CONVERSATION_ID: StateKey[str] = StateKey(
-    "conversation_id", str, "The server-side conversation the request continues (the memory plugin)."
+    "conversation_id",
+    str,
+    "The server-side conversation the request continues (the memory plugin sets it from "
+    "x-hookgate-conversation; a surface such as Responses may set it before the pipeline runs, "
+    "to an id or to hookgate.conversations.NEW_CONVERSATION).",
+)
+CONVERSATION_APPENDED: StateKey[Any] = StateKey(
+    "conversation_appended",
+    object,
+    "What the memory plugin stored for the request after its answer: a "
+    "hookgate.conversations.Appended (the conversation's id and the positions of the messages "
+    "added; a stored response's position is its end).",
 )
 DEPLOYMENT: StateKey[str] = StateKey(
     "deployment", str, "The name of the deployment of the route that served the last attempt (load balancing)."
@@ -132,6 +145,7 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     ATTEMPT_DEADLINE,
     GUARDRAIL_FINDINGS,
     CONVERSATION_ID,
+    CONVERSATION_APPENDED,
     DEPLOYMENT,
 )
 """Every fact declared here, for documentation and ``hookgate plugins``."""
