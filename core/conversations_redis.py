@@ -16,12 +16,13 @@ moves every key's expiry ``ttl`` ahead.
 
 An owner's listing lives in its own slot (the owner's digest is its hash tag)::
 
-    [<prefix>:]hookgate:conv:v1:owner:{<digest>}:created   zset: id -> created (ms), for paging
-    [<prefix>:]hookgate:conv:v1:owner:{<digest>}:expires   zset: id -> expiry (ms), for pruning
+    [<prefix>:]hookgate:conv:v1:owner:{<digest>}:created   zset: id -> created (ms)
 
-It holds ids only, never content; expired ids are pruned whenever it is read, and a delete removes
-the id from it. The index and the conversation sit in different slots, so they are written by two
-scripts: if an instance dies between them, the next listing drops the stale id.
+It holds ids only, never content, and a delete removes the id from it. It is not touched on every
+turn (that would be a second round trip to another slot): an id whose conversation expired is
+dropped when a listing meets it, and when the owner reaches ``max_conversations_per_owner`` its
+ids are checked before a creation is refused. Its own expiry (``max_ttl_seconds``) moves with
+every creation and every append, alongside the append's script.
 
 Redis is the source of truth, so the store fails closed: any Redis trouble raises
 :class:`~hookgate.conversations.ConversationStoreUnavailable` (503) through the app's shared
@@ -36,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
+import orjson
 import structlog
 
 from .conversations import (
@@ -83,7 +85,12 @@ if m[1] ~= ARGV[1] then return {0} end
 if ARGV[2] ~= '' and not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2} end
 redis.call('HSET', KEYS[1], 'a', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], m[2]); redis.call('PEXPIRE', KEYS[2], m[2]); redis.call('PEXPIRE', KEYS[4], m[2])
-return {1, redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
+-- The messages go back as one string of length-framed elements: one reply to parse, not one per message.
+local framed = {}
+for i, element in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  framed[i] = string.format('%08x', #element) .. element
+end
+return {1, redis.call('HGETALL', KEYS[1]), table.concat(framed)}
 """
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -124,7 +131,7 @@ local start = tonumber(redis.call('HINCRBY', KEYS[1], 's', evicted))
 redis.call('HSET', KEYS[1], 't', turns, 'b', bytes, 'u', ARGV[3], 'a', ARGV[3])
 redis.call('DEL', KEYS[3])
 redis.call('PEXPIRE', KEYS[1], m[2]); redis.call('PEXPIRE', KEYS[2], m[2]); redis.call('PEXPIRE', KEYS[4], m[2])
-return {1, first, start + redis.call('LLEN', KEYS[2]), turns, evicted, m[2]}
+return {1, first, start + redis.call('LLEN', KEYS[2]), turns, evicted}
 """
 # Compare-and-delete / compare-and-extend: never touches a lease another request holds now.
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -163,41 +170,23 @@ if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
 return redis.call('HDEL', KEYS[4], ARGV[2])
 """
 
-# The owner's index: KEYS created, expires. Expired ids are pruned first, in batches (Lua's
-# unpack has a stack limit).
-_PRUNE = """
-local function prune(now)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-  for i = 1, #gone, 500 do
-    local batch = {unpack(gone, i, math.min(i + 499, #gone))}
-    redis.call('ZREM', KEYS[1], unpack(batch))
-    redis.call('ZREM', KEYS[2], unpack(batch))
-  end
-end
-"""
-_ADMIT = _PRUNE + """
-prune(ARGV[4])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]); redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[6]); redis.call('PEXPIRE', KEYS[2], ARGV[6])
+# The owner's index: KEYS created.
+_ADMIT = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
-_TOUCH = """
-redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3]); redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-_LIST = _PRUNE + """
-prune(ARGV[1])
+_LIST = """
 local begin = 0
-if ARGV[2] ~= '' then
-  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[2])
+if ARGV[1] ~= '' then
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
   if not rank then return {0} end
   begin = rank + 1
 end
-return {1, redis.call('ZREVRANGE', KEYS[1], begin, begin + tonumber(ARGV[3]))}
+return {1, redis.call('ZREVRANGE', KEYS[1], begin, begin + tonumber(ARGV[2]))}
 """
-_UNINDEX = "redis.call('ZREM', KEYS[1], ARGV[1]); return redis.call('ZREM', KEYS[2], ARGV[1])"
+_UNINDEX = "return redis.call('ZREM', KEYS[1], ARGV[1])"
 
 
 @final
@@ -238,9 +227,8 @@ class RedisConversationStore(ConversationStore):
         return [base + ":meta", base + ":msgs", base + ":lease", base + ":resp"]
 
     def index_of(self, owner: str) -> list[str]:
-        """The owner's index keys: by creation, by expiry (one hash slot)."""
-        base = f"{self._prefix}hookgate:conv:v1:owner:{{{owner_digest(owner)}}}"
-        return [base + ":created", base + ":expires"]
+        """The owner's index key (conversations by creation)."""
+        return [f"{self._prefix}hookgate:conv:v1:owner:{{{owner_digest(owner)}}}:created"]
 
     # -------------------------------------------------------------------------- interface ---
 
@@ -259,12 +247,10 @@ class RedisConversationStore(ConversationStore):
         elements = [self._element(conversation_id, message) for message in messages]
         evicted = evict_oldest_turns([(e[:1] == _TURN, len(e)) for e in elements], sum(m.starts_turn for m in messages), self.limits)
         elements, kept = elements[evicted:], list(messages[evicted:])
-        admitted = await self._run(
-            lambda: self._scripts["admit"](
-                keys=self.index_of(owner),
-                args=[conversation_id, _ms(now), _ms(now + ttl), _ms(now), self.limits.max_conversations_per_owner, _ms(self.limits.max_ttl_seconds)],
-            )
-        )
+        admit_args = [conversation_id, _ms(now), self.limits.max_conversations_per_owner, _ms(self.limits.max_ttl_seconds)]
+        admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
+        if not admitted and await self._forget_expired(owner):
+            admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
         if not admitted:
             raise ConversationLimitExceeded(
                 f"This key has {self.limits.max_conversations_per_owner} conversations, the most allowed; delete some first.", param="conversation"
@@ -303,13 +289,16 @@ class RedisConversationStore(ConversationStore):
             sum(message.starts_turn for message in messages), sum(len(element) for element in elements),
             *elements,
         ]
-        outcome = await self._run(lambda: self._scripts["append"](keys=self.keys_of(conversation_id), args=args))
+        index, ttl_ms = self.index_of(lease.owner)[0], _ms(self.limits.max_ttl_seconds)
+        outcome, _ = await asyncio.gather(
+            self._run(lambda: self._scripts["append"](keys=self.keys_of(conversation_id), args=args)),
+            self._advisory(lambda: self.redis.client.pexpire(index, ttl_ms)),
+        )
         if outcome[0] == 0:
             raise ConversationNotFound("The conversation was deleted or expired while this request ran; its turn was not stored.")
         if outcome[0] == 2:
             raise ConversationBusy("This request's lease on the conversation expired and another request took it; its turn was not stored.")
-        _, first, end, turns, evicted, ttl_ms = (int(value) for value in outcome)
-        await self._touch(conversation_id, lease.owner, now + ttl_ms / 1000)
+        _, first, end, turns, evicted = (int(value) for value in outcome)
         return Appended(conversation_id, first, end, turns, evicted)
 
     async def release(self, lease: Lease) -> None:
@@ -322,7 +311,7 @@ class RedisConversationStore(ConversationStore):
 
     async def list(self, owner: str, *, limit: int = 20, after: str | None = None) -> ConversationPage:
         limit = max(1, min(int(limit), 100))
-        outcome = await self._run(lambda: self._scripts["list"](keys=self.index_of(owner), args=[_ms(self._clock()), after or "", limit]))
+        outcome = await self._run(lambda: self._scripts["list"](keys=self.index_of(owner), args=[after or "", limit]))
         if outcome[0] == 0:
             raise InvalidRequest("'after' is not a conversation of this listing.", param="after")
         ids = [raw.decode() if isinstance(raw, bytes) else raw for raw in outcome[1]]
@@ -337,12 +326,16 @@ class RedisConversationStore(ConversationStore):
 
         rows = await self._run(fetch) if page_ids else []
         digest = owner_digest(owner).encode()
-        infos = []
+        infos, gone = [], []
         for conversation_id, row in zip(page_ids, rows):
             if row[0] != digest:
-                continue  # gone meanwhile (or left behind by an instance that died mid-delete)
+                gone.append(conversation_id)  # expired (or left behind by an instance that died mid-delete)
+                continue
             metadata = self._decoded(lambda: decode_value(row[5], self.cipher, conversation_id))
             infos.append(ConversationInfo(conversation_id, int(row[1]) / 1000, int(row[2]) / 1000, int(row[3]), int(row[4]), metadata))
+        if gone:
+            index = self.index_of(owner)[0]
+            await self._advisory(lambda: self.redis.client.zrem(index, *gone))
         return ConversationPage(tuple(infos), has_more)
 
     async def delete(self, conversation_id: str, owner: str) -> bool:
@@ -410,9 +403,8 @@ class RedisConversationStore(ConversationStore):
             raise ConversationNotFound()
         if outcome[0] == 2:
             raise ConversationBusy()
-        flat, elements = outcome[1], outcome[2]
+        flat, elements = outcome[1], _unframed(outcome[2])
         meta = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
-        await self._touch(conversation_id, owner, now + int(meta["x"]) / 1000)
         size = sum(map(len, elements))
         if size > _OFF_LOOP_BYTES:
             return await asyncio.to_thread(self._decoded, lambda: self._conversation(conversation_id, meta, elements, now))
@@ -433,23 +425,48 @@ class RedisConversationStore(ConversationStore):
             ttl_seconds=ttl,
             metadata=decode_value(meta["m"], cipher, conversation_id),
             system=tuple(decode_value(meta["y"], cipher, conversation_id)),
-            messages=tuple(StoredMessage.from_json(decode_value(element[1:], cipher, conversation_id)) for element in elements),
+            messages=tuple(StoredMessage.from_json(value) for value in self._messages(conversation_id, elements)),
             start=int(meta["s"]),
             turns=int(meta["t"]),
             bytes=int(meta["b"]),
             summary=summary,
         )
 
+    def _messages(self, conversation_id: str, elements: list[bytes]) -> list[Any]:
+        """The stored messages' values: plain JSON ones parsed in one call (a 50-turn
+        conversation is one parse, not a hundred), sealed ones opened one by one."""
+        if self.cipher is None and all(element[1:2] == b"j" for element in elements):
+            return orjson.loads(b"[" + b",".join(element[2:] for element in elements) + b"]")  # type: ignore[no-any-return]
+        return [decode_value(element[1:], self.cipher, conversation_id) for element in elements]
+
     def _element(self, conversation_id: str, message: StoredMessage) -> bytes:
         flag = _TURN if message.starts_turn else _MESSAGE
         return flag + encode_value(message.to_json(), self.cipher, conversation_id)
 
-    async def _touch(self, conversation_id: str, owner: str, expires_at: float) -> None:
-        """Move the conversation's expiry in its owner's index (advisory: a failure here only
-        delays pruning, so it never fails the request)."""
-        args = [conversation_id, _ms(expires_at), _ms(self.limits.max_ttl_seconds)]
+    async def _forget_expired(self, owner: str) -> bool:
+        """Drop the owner's index entries whose conversation expired; True if any was dropped
+        (bounded: the index holds at most ``max_conversations_per_owner`` ids)."""
+        index, client = self.index_of(owner)[0], self.redis.client
+        ids = [raw.decode() for raw in await self._run(lambda: client.zrange(index, 0, -1))]
+        gone: list[str] = []
+        for begin in range(0, len(ids), 1000):
+            batch = ids[begin : begin + 1000]
+
+            async def exists(batch: list[str] = batch) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for conversation_id in batch:
+                    pipe.exists(self.keys_of(conversation_id)[0])
+                return await pipe.execute()
+
+            gone.extend(cid for cid, found in zip(batch, await self._run(exists)) if not found)
+        if gone:
+            await self._run(lambda: client.zrem(index, *gone))
+        return bool(gone)
+
+    async def _advisory(self, operation: Callable[[], Awaitable[Any]]) -> None:
+        """An index upkeep operation: its failure only delays the upkeep, never fails a request."""
         try:
-            await self._run(lambda: self._scripts["touch"](keys=self.index_of(owner), args=args))
+            await self._run(operation)
         except ConversationStoreUnavailable:
             pass
 
@@ -481,10 +498,19 @@ _SCRIPTS = {
     "get_response": _GET_RESPONSE,
     "delete_response": _DELETE_RESPONSE,
     "admit": _ADMIT,
-    "touch": _TOUCH,
     "list": _LIST,
     "unindex": _UNINDEX,
 }
+
+
+def _unframed(framed: bytes) -> list[bytes]:
+    """The elements the load script framed (8 hex digits of length, then the bytes)."""
+    elements, offset, end = [], 0, len(framed)
+    while offset < end:
+        size = int(framed[offset : offset + 8], 16)
+        elements.append(framed[offset + 8 : offset + 8 + size])
+        offset += 8 + size
+    return elements
 
 
 def _ms(seconds: float) -> int:

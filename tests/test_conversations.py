@@ -254,6 +254,15 @@ async def test_an_owner_has_a_bounded_number_of_conversations(small):
     await small.create(ALICE)
 
 
+async def test_an_expired_conversation_no_longer_counts_against_the_limit(small, harness):
+    first = await small.create(ALICE, ttl_seconds=10)
+    await small.create(ALICE, ttl_seconds=50)
+    await harness.age(first.id, 11)
+    third = await small.create(ALICE)
+    assert third.id in [c.id for c in (await small.list(ALICE)).data]
+    assert first.id not in [c.id for c in (await small.list(ALICE)).data]
+
+
 async def test_the_in_memory_store_keeps_at_most_max_conversations():
     store = InMemoryConversationStore(max_conversations=3)
     ids = [(await store.create(owner_of(None, f"t{i}"))).id for i in range(5)]
@@ -381,7 +390,7 @@ async def test_delete_leaves_nothing_in_redis(redis_harness):
     await store.save_summary(conversation.id, ALICE, Summary("gist", 2))
     await store.put_response(ALICE, ResponseRecord(new_response_id(conversation.id), conversation.id, 2, {"x": 1}))
     _, lease = await store.begin_turn(conversation.id, ALICE)  # a lease too
-    assert len(await redis_harness.keys()) == 6, await redis_harness.keys()
+    assert len(await redis_harness.keys()) == 5, await redis_harness.keys()
     assert await store.delete(conversation.id, ALICE)
     assert await redis_harness.keys() == [], "no message, index entry, lease or response is left"
 
