@@ -17,6 +17,7 @@ from hookgate.config import ConfigError
 from hookgate.conversations import NEW_CONVERSATION, ResponseRecord, conversation_store, new_response_id, owner_of_request
 from hookgate.facts import CONVERSATION_APPENDED, CONVERSATION_ID
 from hookgate.gateway import Gateway
+from hookgate.pipelines import PIPELINES
 from hookgate.plugins.memory_window import SUMMARY_PREAMBLE
 from hookgate.rules import Reads
 from hookgate.tasks import background
@@ -190,6 +191,71 @@ async def test_the_official_sdk_retries_a_busy_conversation_by_itself(start, emu
     assert answer.choices[0].message.content == "emulated: queued"
     assert (await first)[0] == 200
     assert words(upstream_messages(emulator))[-3:] == ["slow", "emulated: slow", "queued"], "the retried turn came after the first"
+
+
+async def test_a_long_turn_keeps_its_lease_past_lease_seconds(gateway, emulator, redis_url, redis_prefix):
+    memory = {"store": "redis", "redis_url": redis_url, "key_prefix": redis_prefix, "lease_seconds": 1}
+    client = await gateway(upstream_config(emulator, ["memory"], memory=memory))
+    _, headers, _ = await ask(client, NEW_CONVERSATION, "one")
+    conversation = headers["x-hookgate-conversation"]
+    emulator.settings.latency = 3.0
+    slow = asyncio.ensure_future(ask(client, conversation, "slow"))
+    await eventually(lambda: emulator.stats.in_flight == 1, timeout=5)
+    await asyncio.sleep(1.5)  # the time passing is what is tested: past the lease's own life
+    status, _, error = await ask(client, conversation, "meanwhile")
+    assert status == 409, "the lease was renewed while its request ran"
+    assert (await slow)[0] == 200, "and its turn was stored"
+    emulator.settings.latency = 0.0
+    assert (await ask(client, conversation, "after"))[0] == 200
+    assert words(upstream_messages(emulator)) == ["one", "emulated: one", "slow", "emulated: slow", "after"]
+
+
+class FailsAfterTheAnswer:
+    """A plugin whose after_response fails: the client gets an error, so the turn must not be kept."""
+
+    def __init__(self, config) -> None:
+        pass
+
+    @hookimpl
+    async def after_response(self, ctx, response):
+        raise RuntimeError("broken plugin")
+
+
+async def test_a_turn_another_plugin_failed_after_the_answer_is_not_stored_and_frees_the_conversation(gateway, emulator, memory_section):
+    client = await gateway(upstream_config(emulator, ["broken", "memory"], memory=memory_section), local={"broken": FailsAfterTheAnswer})
+    status, headers, _ = await ask(client, NEW_CONVERSATION, "one")
+    assert status == 500
+    listed = await (await client.get("/v1/conversations", headers={"Authorization": f"Bearer {ALICE}"})).json()
+    [made] = listed["data"]
+    assert made["turns"] == 0, "nothing stored"
+    await background(client.server.app).idle()  # the lease is released off the request's path
+    status, _, _ = await ask(client, made["id"], "two")
+    assert status == 500 and headers["x-hookgate-conversation"] == made["id"]
+    assert len(emulator.stats.requests) == 2, "not refused as busy: the lease was released"
+
+
+async def test_the_plugin_counts_its_turns_at_metrics(gateway, emulator):
+    client = await gateway(upstream_config(emulator, ["metrics", "memory"]))
+    _, headers, _ = await ask(client, NEW_CONVERSATION, "one")
+    await ask(client, "conv_" + "1" * 32, "unknown")
+    text = await (await client.get("/metrics")).text()
+    assert 'hookgate_memory_turns_total{outcome="stored"} 1.0' in text
+    assert 'hookgate_memory_turns_total{outcome="conversation_not_found"} 1.0' in text
+    assert 'hookgate_memory_requests_total{history="full"} 1.0' in text
+
+
+async def test_a_live_reload_keeps_the_in_process_conversations(gateway, emulator, make_config):
+    client = await gateway(upstream_config(emulator, ["memory"], memory={"ttl_seconds": 600}))
+    _, headers, _ = await ask(client, NEW_CONVERSATION, "before the reload")
+    conversation = headers["x-hookgate-conversation"]
+    await client.server.app[PIPELINES].reload(client.server.app, make_config(upstream_config(emulator, ["memory"], memory={"ttl_seconds": 900})))
+    assert (await ask(client, conversation, "after"))[0] == 200
+    assert words(upstream_messages(emulator)) == ["before the reload", "emulated: before the reload", "after"]
+    alice = {"Authorization": f"Bearer {ALICE}"}
+    kept = await (await client.get(f"/v1/conversations/{conversation}", headers=alice)).json()
+    made = await (await client.post("/v1/conversations", headers=alice)).json()
+    assert kept["expires_at"] - kept["updated_at"] < 610, "a conversation keeps the TTL it was made with"
+    assert made["expires_at"] - made["created_at"] >= 899, "a new one gets the new default"
 
 
 # ------------------------------------------------------------------------------- ownership ---
