@@ -325,7 +325,7 @@ class Memory:
                 keep_ratio=self.config.summary_keep_ratio,
             )
         except BaseException:
-            await self._release(lease)
+            self._release_soon(lease)  # also when cancelled: the release must not be cancelled with it
             raise
         body["messages"] = fitted.messages
         ctx[CONVERSATION_ID] = conversation.id
@@ -380,8 +380,8 @@ class Memory:
             )
         except GatewayError as error:
             self.stats.turn(error.code or "error")
-            if isinstance(error, ConversationStoreUnavailable) and self.app is not None:
-                background(self.app).spawn(self._release(turn.lease), name="memory.release")
+            if isinstance(error, ConversationStoreUnavailable):
+                self._release_soon(turn.lease)
             raise
         ctx[CONVERSATION_APPENDED] = appended
         self.stats.turn("stored")
@@ -400,11 +400,11 @@ class Memory:
     def request_finished(self, ctx: RequestContext) -> None:
         # A backstop: an earlier plugin's after_response failed, so neither of the hooks above ran.
         turn = ctx.get(_TURN)
-        if turn is not None and not turn.settled and self.app is not None:
+        if turn is not None and not turn.settled:
             turn.settled = True
             if self._keeper is not None:
                 self._keeper.drop(turn.lease)
-            background(self.app).spawn(self._release(turn.lease), name="memory.release")
+            self._release_soon(turn.lease)
             self.stats.turn("not_stored")
 
     # ------------------------------------------------------------------------------ helpers ---
@@ -436,6 +436,11 @@ class Memory:
             return [Counted(s.message, s.tokens or 0) for s in stored]
         recounted = iter(await self._counted(stale, encoding))
         return [Counted(s.message, s.tokens) if s.tokens is not None and s.encoding == encoding_name else next(recounted) for s in stored]
+
+    def _release_soon(self, lease: Lease) -> None:
+        """Release in a background task (the app awaits it at shutdown)."""
+        if self.app is not None:
+            background(self.app).spawn(self._release(lease), name="memory.release")
 
     async def _release(self, lease: Lease) -> None:
         try:

@@ -527,3 +527,15 @@ async def test_redis_down_is_a_503_for_conversations_only(gateway, emulator, red
     report = await ready.json()
     assert ready.status == 200 and report["checks"]["memory"]["status"] == "degraded"
     assert "other requests are unaffected" in report["checks"]["memory"]["detail"]
+
+
+async def test_an_answer_whose_turn_cannot_be_stored_reaches_the_client_as_a_503(gateway, emulator, redis_server, redis_prefix):
+    memory = {"store": "redis", "redis_url": redis_server.url, "key_prefix": redis_prefix, "operation_timeout_seconds": 0.5}
+    client = await gateway(upstream_config(emulator, ["memory"], memory=memory))
+    _, headers, _ = await ask(client, NEW_CONVERSATION, "before")
+    emulator.settings.latency = 0.5
+    during = asyncio.ensure_future(ask(client, headers["x-hookgate-conversation"], "Redis goes away now"))
+    await eventually(lambda: emulator.stats.in_flight == 1, timeout=5)
+    redis_server.stop()
+    status, _, error = await during
+    assert status == 503 and error["error"]["code"] == "conversation_store_unavailable", "never a 200 for a turn that was not kept"
