@@ -21,6 +21,8 @@ fact                       produced by          in
 ``ATTEMPT_DEADLINE``       ``timeout``          ``call_provider`` (read by the core)
 ``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request`` and ``after_response``
 ``CONVERSATION_ID``        ``memory``           ``before_request`` (or a surface, before it)
+``CONVERSATION_POSITION``  a surface           before the pipeline (Responses ``previous_response_id``)
+``CONVERSATION_READ_ONLY`` a surface           before the pipeline (Responses ``store: false``)
 ``CONVERSATION_APPENDED``  ``memory``           ``after_response``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 =========================  ===================  ===============================================
@@ -53,6 +55,8 @@ __all__ = [
     "ATTEMPT_DEADLINE",
     "GUARDRAIL_FINDINGS",
     "CONVERSATION_ID",
+    "CONVERSATION_POSITION",
+    "CONVERSATION_READ_ONLY",
     "CONVERSATION_APPENDED",
     "DEPLOYMENT",
     "ALL_FACTS",
@@ -116,6 +120,19 @@ CONVERSATION_ID: StateKey[str] = StateKey(
     "x-hookgate-conversation; a surface such as Responses may set it before the pipeline runs, "
     "to an id or to hookgate.conversations.NEW_CONVERSATION).",
 )
+CONVERSATION_POSITION: StateKey[int] = StateKey(
+    "conversation_position",
+    int,
+    "Set by a surface with CONVERSATION_ID: continue the conversation as it was at this position "
+    "(a stored response's). When it has moved on, or another turn is in progress, the memory plugin "
+    "puts the turn in a new conversation holding the messages before it (a branch).",
+)
+CONVERSATION_READ_ONLY: StateKey[bool] = StateKey(
+    "conversation_read_only",
+    bool,
+    "Set by a surface with CONVERSATION_ID: send the conversation's history but store nothing "
+    "(Responses with store: false); no lease is taken.",
+)
 CONVERSATION_APPENDED: StateKey[Any] = StateKey(
     "conversation_appended",
     object,
@@ -145,6 +162,8 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     ATTEMPT_DEADLINE,
     GUARDRAIL_FINDINGS,
     CONVERSATION_ID,
+    CONVERSATION_POSITION,
+    CONVERSATION_READ_ONLY,
     CONVERSATION_APPENDED,
     DEPLOYMENT,
 )

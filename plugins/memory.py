@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
@@ -50,6 +50,8 @@ from hookgate.accounting import max_completion_tokens
 from hookgate.conversations import (
     CONVERSATION_STORE_SLOT,
     NEW_CONVERSATION,
+    Conversation,
+    ConversationBusy,
     ConversationCipher,
     ConversationLimits,
     ConversationStore,
@@ -62,7 +64,7 @@ from hookgate.conversations import (
     owner_of_request,
 )
 from hookgate.conversations_redis import RedisConversationStore
-from hookgate.facts import CLIENT_KEY, CONVERSATION_APPENDED, CONVERSATION_ID
+from hookgate.facts import CLIENT_KEY, CONVERSATION_APPENDED, CONVERSATION_ID, CONVERSATION_POSITION, CONVERSATION_READ_ONLY
 from hookgate.redis import RedisURLConfig, redis_service
 from hookgate.rules import Before, Produces, Reads
 from hookgate.tasks import background
@@ -295,11 +297,17 @@ class Memory:
             raise InvalidRequest("Send the new turn: the request has only a system prompt.", param="messages")
         store = self.require_store()
         owner = owner_of_request(ctx, scope=self.config.owner_scope)
+        position = ctx.get(CONVERSATION_POSITION)
+        lease: Lease | None = None
         try:
-            if requested == NEW_CONVERSATION:
-                created = await store.create(owner)
-                requested = created.id
-            conversation, lease = await store.begin_turn(requested, owner)
+            if ctx.get(CONVERSATION_READ_ONLY):
+                if requested == NEW_CONVERSATION:
+                    raise InvalidRequest("A conversation that stores nothing cannot be a new one.", code="conversation_read_only")
+                conversation = _as_of(await store.load(requested, owner), position)
+            else:
+                if requested == NEW_CONVERSATION:
+                    requested = (await store.create(owner)).id
+                conversation, lease = await _begin_turn(store, requested, owner, position)
         except GatewayError as error:
             self.stats.turn(error.code or "error")
             raise
@@ -325,18 +333,20 @@ class Memory:
                 keep_ratio=self.config.summary_keep_ratio,
             )
         except BaseException:
-            self._release_soon(lease)  # also when cancelled: the release must not be cancelled with it
+            if lease is not None:
+                self._release_soon(lease)  # also when cancelled: the release must not be cancelled with it
             raise
         body["messages"] = fitted.messages
         ctx[CONVERSATION_ID] = conversation.id
-        ctx[_TURN] = _Turn(
-            lease,
-            [StoredMessage(c.message, c.tokens, encoding_name) for c in counted_new],
-            brought_system if (brought_system and sticky) else None,
-            encoding_name,
-        )
-        if self._keeper is not None:
-            self._keeper.hold(lease)
+        if lease is not None:
+            ctx[_TURN] = _Turn(
+                lease,
+                [StoredMessage(c.message, c.tokens, encoding_name) for c in counted_new],
+                brought_system if (brought_system and sticky) else None,
+                encoding_name,
+            )
+            if self._keeper is not None:
+                self._keeper.hold(lease)
         ctx.response_headers.update({
             CONVERSATION_HEADER: conversation.id,
             "x-hookgate-conversation-turns": str(fitted.turns_sent),
@@ -447,6 +457,31 @@ class Memory:
             await self.require_store().release(lease)
         except ConversationStoreUnavailable:
             pass  # the lease expires by itself after lease_seconds
+
+
+async def _begin_turn(store: ConversationStore, conversation_id: str, owner: str, position: int | None) -> tuple[Conversation, Lease]:
+    """Take the conversation's lease. Continuing from a ``position`` (a stored response) that the
+    conversation has moved past, or while another turn holds it, branches: the turn goes to a new
+    conversation with the messages before ``position``, as the Responses API allows."""
+    try:
+        conversation, lease = await store.begin_turn(conversation_id, owner)
+    except ConversationBusy:
+        if position is None:
+            raise
+    else:
+        if position is None or conversation.end == position:
+            return conversation, lease
+        await store.release(lease)
+    branch = await store.fork(conversation_id, owner, position)
+    return await store.begin_turn(branch.id, owner)
+
+
+def _as_of(conversation: Conversation, position: int | None) -> Conversation:
+    """The conversation as it was at ``position`` (None: as it is)."""
+    if position is None or position >= conversation.end:
+        return conversation
+    summary = conversation.summary if conversation.summary is not None and conversation.summary.upto <= position else None
+    return replace(conversation, messages=conversation.messages[: max(0, position - conversation.start)], summary=summary)
 
 
 def _answer_message(response: Completion) -> dict[str, Any] | None:

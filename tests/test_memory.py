@@ -15,7 +15,7 @@ from conftest import eventually, upstream_config
 from hookgate import RequestContext, hookimpl
 from hookgate.config import ConfigError
 from hookgate.conversations import NEW_CONVERSATION, ResponseRecord, conversation_store, new_response_id, owner_of_request
-from hookgate.facts import CONVERSATION_APPENDED, CONVERSATION_ID
+from hookgate.facts import CONVERSATION_APPENDED, CONVERSATION_ID, CONVERSATION_POSITION, CONVERSATION_READ_ONLY
 from hookgate.gateway import Gateway
 from hookgate.pipelines import PIPELINES
 from hookgate.plugins.memory_window import SUMMARY_PREAMBLE
@@ -416,6 +416,8 @@ class NamesTheConversation:
     or the one a ``previous_response_id`` belongs to) as a fact instead of a header."""
 
     conversation: str = NEW_CONVERSATION
+    position: int | None = None
+    read_only = False
 
     def __init__(self, config) -> None:
         pass
@@ -423,6 +425,10 @@ class NamesTheConversation:
     @hookimpl
     async def before_request(self, ctx):
         ctx[CONVERSATION_ID] = type(self).conversation
+        if type(self).position is not None:
+            ctx[CONVERSATION_POSITION] = type(self).position
+        if type(self).read_only:
+            ctx[CONVERSATION_READ_ONLY] = True
 
 
 class RecordsTheResponse:
@@ -440,14 +446,17 @@ class RecordsTheResponse:
 
     @hookimpl
     async def after_response(self, ctx, response):
-        appended = ctx[CONVERSATION_APPENDED]
+        appended = ctx.get(CONVERSATION_APPENDED)
+        if appended is None:
+            return  # store: false
         record = ResponseRecord(new_response_id(appended.conversation_id), appended.conversation_id, appended.end, {"output": response.body["choices"]})
         await conversation_store(self.app).put_response(owner_of_request(ctx), record)
         type(self).records.append(record)
 
 
 async def test_a_surface_continues_conversations_through_the_fact_and_stores_responses(gateway, make_config, emulator, memory_section):
-    NamesTheConversation.conversation, RecordsTheResponse.records = NEW_CONVERSATION, []
+    NamesTheConversation.conversation, NamesTheConversation.position, NamesTheConversation.read_only = NEW_CONVERSATION, None, False
+    RecordsTheResponse.records = []
     local = {"names": NamesTheConversation, "records": RecordsTheResponse}
     client = await gateway(upstream_config(emulator, ["names", "memory", "records"], memory=memory_section), local=local)
     assert (await ask(client, None, "first"))[0] == 200
@@ -457,8 +466,42 @@ async def test_a_surface_continues_conversations_through_the_fact_and_stores_res
     assert words(upstream_messages(emulator)) == ["first", "emulated: first", "second"]
     found = await conversation_store(client.server.app).get_response("tenant:" + _tenant(ALICE), RecordsTheResponse.records[-1].id)
     assert found is not None and found.position == 4 and found.conversation_id == record.conversation_id
+    store = conversation_store(client.server.app)
+    alice = "tenant:" + _tenant(ALICE)
+
+    NamesTheConversation.position = record.position  # previous_response_id = the first response: a branch
+    assert (await ask(client, None, "branch"))[0] == 200
+    assert words(upstream_messages(emulator)) == ["first", "emulated: first", "branch"]
+    branch = RecordsTheResponse.records[-1]
+    assert branch.conversation_id != record.conversation_id and branch.position == 4
+    assert (await store.load(record.conversation_id, alice)).end == 4, "the original is left as it was"
+
+    NamesTheConversation.conversation, NamesTheConversation.position = record.conversation_id, 4
+    NamesTheConversation.read_only = True  # store: false
+    assert (await ask(client, None, "not kept"))[0] == 200
+    assert words(upstream_messages(emulator)) == ["first", "emulated: first", "second", "emulated: second", "not kept"]
+    assert (await store.load(record.conversation_id, alice)).end == 4 and len(RecordsTheResponse.records) == 3
+
     with pytest.raises(ConfigError, match="records reads conversation_appended in after_response, which memory produces there"):
         Gateway(make_config(upstream_config(emulator, ["names", "records", "memory"], memory=memory_section), local=local))
+
+
+async def test_two_requests_from_one_stored_response_at_once_both_succeed_as_branches(gateway, emulator, memory_section):
+    NamesTheConversation.conversation, NamesTheConversation.position, NamesTheConversation.read_only = NEW_CONVERSATION, None, False
+    RecordsTheResponse.records = []
+    local = {"names": NamesTheConversation, "records": RecordsTheResponse}
+    client = await gateway(upstream_config(emulator, ["names", "memory", "records"], memory=memory_section), local=local)
+    assert (await ask(client, None, "root"))[0] == 200
+    [root] = RecordsTheResponse.records
+    NamesTheConversation.conversation, NamesTheConversation.position = root.conversation_id, root.position
+    emulator.settings.latency = 0.3
+    results = await asyncio.gather(ask(client, None, "left"), ask(client, None, "right"))
+    assert [status for status, _, _ in results] == [200, 200], "previous_response_id may branch: no 409"
+    left, right = RecordsTheResponse.records[1:]
+    assert left.conversation_id != right.conversation_id and root.conversation_id in (left.conversation_id, right.conversation_id)
+    assert sorted(words(r.body["messages"]) for r in emulator.stats.requests[1:]) == [
+        ["root", "emulated: root", "left"], ["root", "emulated: root", "right"],
+    ]
 
 
 def _tenant(key: str) -> str:
