@@ -31,6 +31,11 @@ Response headers: ``x-hookgate-conversation`` (the id), ``x-hookgate-conversatio
 turns sent), ``x-hookgate-conversation-turns-dropped``, ``x-hookgate-conversation-tokens`` (the
 prompt's estimated tokens) and ``x-hookgate-conversation-history`` (``full``, ``trimmed`` or
 ``summarised``). The HTTP API (create, get, list, delete) is in :mod:`.memory_routes`.
+
+**Surfaces** (Responses) name the conversation with facts instead of the header:
+``CONVERSATION_ID``, ``CONVERSATION_POSITION`` (continue from a stored response: a branch when the
+conversation moved on or is busy) and ``CONVERSATION_READ_ONLY`` (``store: false``); after the
+answer ``CONVERSATION_APPENDED`` says where the turn went (docs/memory.md).
 """
 from __future__ import annotations
 
