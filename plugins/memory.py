@@ -388,10 +388,11 @@ class Memory:
             self.stats.turn("no_answer")
             return
         encoding, _ = self.counter.encoding_for(ctx.model or "")
+        new = await self._as_sent(ctx, turn, encoding)
         [counted] = await self._counted([answer], encoding)
         try:
             appended = await self.require_store().append(
-                turn.lease, [*turn.new, StoredMessage(answer, counted.tokens, turn.encoding)], system=turn.system
+                turn.lease, [*new, StoredMessage(answer, counted.tokens, turn.encoding)], system=_system_as_sent(ctx, turn.system)
             )
         except GatewayError as error:
             self.stats.turn(error.code or "error")
@@ -430,6 +431,28 @@ class Memory:
             raise ConversationStoreUnavailable("The conversation store is not open (the memory plugin did not start).")
         return self.store
 
+    async def _as_sent(self, ctx: RequestContext, turn: _Turn, encoding: Any) -> list[StoredMessage]:
+        """The new messages as the upstream received them: what a later plugin (guardrails'
+        masking) made of them, so that the stored turn and the stored answer agree, and a masked
+        value is never stored. Falls back to the client's own when the tail of the request no
+        longer lines up with them."""
+        sent = ctx.body.get("messages")
+        count = len(turn.new)
+        if not isinstance(sent, list) or len(sent) < count:
+            return turn.new
+        tail = sent[len(sent) - count :]
+        if [m.get("role") if isinstance(m, dict) else None for m in tail] != [s.message.get("role") for s in turn.new]:
+            return turn.new
+        changed = [i for i, (m, s) in enumerate(zip(tail, turn.new)) if m != s.message]
+        if not changed:
+            return turn.new
+        recounted = iter(await self._counted([orjson.loads(orjson.dumps(tail[i])) for i in changed], encoding))
+        stored = list(turn.new)
+        for index in changed:
+            counted = next(recounted)
+            stored[index] = StoredMessage(counted.message, counted.tokens, turn.encoding)
+        return stored
+
     def _budget(self, ctx: RequestContext, encoding: Any) -> int:
         """Prompt tokens the history may use: the window, minus the answer's room, the tools'
         schemas and the reserve."""
@@ -462,6 +485,17 @@ class Memory:
             await self.require_store().release(lease)
         except ConversationStoreUnavailable:
             pass  # the lease expires by itself after lease_seconds
+
+
+def _system_as_sent(ctx: RequestContext, system: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """A system prompt the request brought, as the upstream received it (the head of its messages)."""
+    if system is None:
+        return None
+    sent = ctx.body.get("messages")
+    head = sent[: len(system)] if isinstance(sent, list) else []
+    if [m.get("role") if isinstance(m, dict) else None for m in head] != [m.get("role") for m in system]:
+        return system
+    return orjson.loads(orjson.dumps(head))  # type: ignore[no-any-return]
 
 
 async def _begin_turn(store: ConversationStore, conversation_id: str, owner: str, position: int | None) -> tuple[Conversation, Lease]:

@@ -582,3 +582,28 @@ async def test_an_answer_whose_turn_cannot_be_stored_reaches_the_client_as_a_503
     redis_server.stop()
     status, _, error = await during
     assert status == 503 and error["error"]["code"] == "conversation_store_unavailable", "never a 200 for a turn that was not kept"
+
+
+class MasksEmails:
+    """A stand-in for guardrails' masking: rewrites what the upstream receives, after memory."""
+
+    def __init__(self, config) -> None:
+        pass
+
+    @hookimpl
+    async def before_request(self, ctx):
+        for message in ctx.body["messages"]:
+            if isinstance(message.get("content"), str):
+                message["content"] = message["content"].replace("ada@example.com", "<EMAIL_1>")
+
+
+async def test_a_turn_is_stored_as_the_upstream_received_it(gateway, emulator, memory_section):
+    client = await gateway(upstream_config(emulator, ["memory", "masks"], memory=memory_section), local={"masks": MasksEmails})
+    system = {"role": "system", "content": "The user is ada@example.com."}
+    _, headers, _ = await ask(client, NEW_CONVERSATION, messages=[system, {"role": "user", "content": "mail me at ada@example.com"}])
+    conversation = headers["x-hookgate-conversation"]
+    await ask(client, conversation, "thanks")
+    assert words(upstream_messages(emulator)) == ["The user is <EMAIL_1>.", "mail me at <EMAIL_1>", "emulated: mail me at <EMAIL_1>", "thanks"]
+    stored = await (await client.get(f"/v1/conversations/{conversation}", headers={"Authorization": f"Bearer {ALICE}"})).json()
+    assert "ada@example.com" not in str(stored), "a masked value is never stored"
+    assert stored["messages"][0]["tokens"] > 0
