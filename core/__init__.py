@@ -54,6 +54,8 @@ PUBLIC_MODULES = (
     "hookgate.cache_control",
     "hookgate.chat_request",
     "hookgate.cache_keys",
+    "hookgate.conversations",
+    "hookgate.conversations_redis",
     "hookgate.detectors",
     "hookgate.dispatch",
     "hookgate.embeddings",

@@ -20,7 +20,10 @@ fact                       produced by          in
 ``DEADLINE``               ``timeout``          ``before_request``
 ``ATTEMPT_DEADLINE``       ``timeout``          ``call_provider`` (read by the core)
 ``GUARDRAIL_FINDINGS``     ``guardrails``       ``before_request``, ``after_response``, ``on_error``
-``CONVERSATION_ID``        ``memory``           ``before_request``
+``CONVERSATION_ID``        ``memory``           ``before_request`` (or a surface, before it)
+``CONVERSATION_POSITION``  a surface           before the pipeline (Responses ``previous_response_id``)
+``CONVERSATION_READ_ONLY`` a surface           before the pipeline (Responses ``store: false``)
+``CONVERSATION_APPENDED``  ``memory``           ``after_response``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 ``UPSTREAM_GATE``          ``circuit_breaker``  ``call_provider`` (read by the core's pick)
 ``BODY_REDACTOR``          ``guardrails``       ``before_request`` (read by ``request_store``)
@@ -57,6 +60,9 @@ __all__ = [
     "GUARDRAIL_FINDINGS",
     "GuardrailRecord",
     "CONVERSATION_ID",
+    "CONVERSATION_POSITION",
+    "CONVERSATION_READ_ONLY",
+    "CONVERSATION_APPENDED",
     "DEPLOYMENT",
     "UPSTREAM_GATE",
     "BODY_REDACTOR",
@@ -126,7 +132,31 @@ GUARDRAIL_FINDINGS: StateKey[tuple[GuardrailRecord, ...]] = StateKey(
     "after_response (or on_error, for a stream cut off).",
 )
 CONVERSATION_ID: StateKey[str] = StateKey(
-    "conversation_id", str, "The server-side conversation the request continues (the memory plugin)."
+    "conversation_id",
+    str,
+    "The server-side conversation the request continues (the memory plugin sets it from "
+    "x-hookgate-conversation; a surface such as Responses may set it before the pipeline runs, "
+    "to an id or to hookgate.conversations.NEW_CONVERSATION).",
+)
+CONVERSATION_POSITION: StateKey[int] = StateKey(
+    "conversation_position",
+    int,
+    "Set by a surface with CONVERSATION_ID: continue the conversation as it was at this position "
+    "(a stored response's). When it has moved on, or another turn is in progress, the memory plugin "
+    "puts the turn in a new conversation holding the messages before it (a branch).",
+)
+CONVERSATION_READ_ONLY: StateKey[bool] = StateKey(
+    "conversation_read_only",
+    bool,
+    "Set by a surface with CONVERSATION_ID: send the conversation's history but store nothing "
+    "(Responses with store: false); no lease is taken.",
+)
+CONVERSATION_APPENDED: StateKey[Any] = StateKey(
+    "conversation_appended",
+    object,
+    "What the memory plugin stored for the request after its answer: a "
+    "hookgate.conversations.Appended (the conversation's id and the positions of the messages "
+    "added; a stored response's position is its end).",
 )
 DEPLOYMENT: StateKey[str] = StateKey(
     "deployment", str, "The name of the deployment of the route that served the last attempt (load balancing)."
@@ -171,6 +201,9 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     ATTEMPT_DEADLINE,
     GUARDRAIL_FINDINGS,
     CONVERSATION_ID,
+    CONVERSATION_POSITION,
+    CONVERSATION_READ_ONLY,
+    CONVERSATION_APPENDED,
     DEPLOYMENT,
     UPSTREAM_GATE,
     BODY_REDACTOR,

@@ -40,6 +40,7 @@ from .health import Readiness
 from .introspection import pipeline_report
 from .pipelines import PIPELINES, Pipelines
 from .redis import REDIS_SERVICE, RedisService
+from .conversations import CONVERSATION_STORE_SLOT, StoreSlot
 from .embeddings import EMBEDDERS, EmbedderService
 from .output import OutputFilter, output_filters
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
@@ -83,6 +84,7 @@ def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipeline
     )
     app[BACKGROUND_TASKS] = BackgroundTasks(settings.max_background_tasks)
     app[EMBEDDERS] = EmbedderService()
+    app[CONVERSATION_STORE_SLOT] = StoreSlot()  # filled by the memory plugin, even one enabled by a reload
     app[_BODY_READS] = asyncio.Semaphore(settings.max_anonymous_body_reads)
     for path, (method, handler) in _CORE_ROUTES.items():
         app.router.add_route(method, path, handler)
@@ -549,8 +551,9 @@ def _retry_advice(error: GatewayError) -> dict[str, str]:
     """``x-should-retry`` for the official SDKs, which obey it: ``false`` for everything the
     gateway already retried or decided is not worth retrying, so a client's own retries do not
     multiply the attempts. Only the gateway's own load shedding (a 429 or 503 it decided itself,
-    with Retry-After) is left to the client's judgement."""
-    if error.upstream_status is None and error.status in (429, 503) and "Retry-After" in error.headers:
+    with Retry-After, or a 409 for a conversation busy with another turn) is left to the client's
+    judgement."""
+    if error.upstream_status is None and error.status in (409, 429, 503) and "Retry-After" in error.headers:
         return {}
     return {"x-should-retry": "false"}
 
