@@ -54,6 +54,7 @@ PUBLIC_MODULES = (
     "hookgate.events",
     "hookgate.facts",
     "hookgate.hookspecs",
+    "hookgate.http",
     "hookgate.logs",
     "hookgate.messages",
     "hookgate.output",
