@@ -37,7 +37,7 @@ from .config import PluginConfig
 from .context import RequestContext
 from .errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError
 from .health import Readiness
-from .http import HTTPService, http_service
+from .http import HTTPService, env_proxy, http_service
 from .markers import hookimpl
 from .responses import Completion, CompletionStream
 from .routing import upstream_body
@@ -286,7 +286,8 @@ class HTTPTransport:
     :param key_required: whether a call without a key configured fails with a 503 (a local
         OpenAI-compatible server often needs none: it is then called without ``Authorization``).
 
-    The key is read at :meth:`start`. Every call has ``request_timeout_seconds`` as its limit
+    The key and the proxy (``HTTPS_PROXY``… and ``NO_PROXY``, as the SDKs read them) are read at
+    :meth:`start`. Every call has ``request_timeout_seconds`` as its limit
     to connect and between two reads (the SDKs' meaning of their timeout); the timeout plugin's
     deadlines cancel the call, which closes its connection.
     """
@@ -313,6 +314,7 @@ class HTTPTransport:
         self._urls: dict[str, URL] = {}
         self._session: aiohttp.ClientSession | None = None
         self._timeout: aiohttp.ClientTimeout | None = None
+        self._proxy: str | None = None
 
     @property
     def configured(self) -> bool:
@@ -327,6 +329,7 @@ class HTTPTransport:
         timeout = self.config.request_timeout_seconds
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout)
         self._session = http.session()
+        self._proxy = env_proxy(self.base_url)
         key = _api_key(self.config)
         if key or not self.key_required:
             headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": f"hookgate/{__version__}"}
@@ -351,7 +354,9 @@ class HTTPTransport:
         if headers is None or self._session is None:
             raise _not_configured(self.provider, self.config)
         try:
-            response = await self._session.post(self._url(path), data=payload, headers=headers, timeout=self._timeout, allow_redirects=False)
+            response = await self._session.post(
+                self._url(path), data=payload, headers=headers, timeout=self._timeout, proxy=self._proxy, allow_redirects=False
+            )
         except Exception as exc:  # aiohttp's connection errors and timeouts; CancelledError passes
             raise self.translate(exc) from None
         if 200 <= response.status < 300:

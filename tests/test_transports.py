@@ -40,12 +40,14 @@ TOOLS = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "call 
 VARYING_HEADERS = frozenset({"date", "x-request-id", "x-hookgate-overhead-ms", "server"})
 """Response headers that differ between any two requests (time, ids), whatever the transport."""
 _CREATED = re.compile(rb'"created":\d+')
+_WAITED = re.compile(rb"\d+\.\d+ s\b")  # the timeout plugin's measured wait, in its error messages
 _RESET = re.compile(r"^x-ratelimit-reset-")
 
 
 @dataclass(frozen=True)
 class Seen:
-    """What the client of the gateway received, with the per-request values (time, ids) masked."""
+    """What the client of the gateway received, with what differs between any two requests
+    masked: the ``created`` time and the seconds a timeout waited."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -80,7 +82,8 @@ async def seen_by_client(
         for _ in range(requests):
             response = await client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-client-1"})
             raw = await response.read()
-            answers.append(Seen(response.status, masked_headers(response.headers), _CREATED.sub(b'"created":0', raw)))
+            masked = _WAITED.sub(b"<seconds>", _CREATED.sub(b'"created":0', raw))
+            answers.append(Seen(response.status, masked_headers(response.headers), masked))
         return answers, emulator
 
 
@@ -235,8 +238,18 @@ def test_the_transport_setting_picks_the_transport(transport, cls):
     assert isinstance(openai_wire_transport("openai", OpenAIConfig(api_key="sk-x", transport=transport)), cls)
 
 
-def test_the_http_transport_is_the_default_and_needs_no_sdk_import():
-    """Building and starting the default pipeline's openai provider imports no SDK."""
+@pytest.mark.parametrize("config", ["plugins.toml", "all-openai-wire"])
+def test_the_http_transport_is_the_default_and_needs_no_sdk_import(config, tmp_path):
+    """Starting the repository's plugins.toml, or every OpenAI-wire provider at its defaults,
+    imports no SDK (nor the HTTP libraries only the SDKs use)."""
+    if config == "plugins.toml":
+        path = ROOT / "plugins.toml"
+    else:
+        path = tmp_path / "plugins.toml"
+        path.write_text(pipeline_config(
+            ["openai", "groq", "openai_compatible"], openai={"api_key": "sk-x"}, groq={"api_key": "gsk-x"},
+            openai_compatible={"servers": {"local": {"base_url": "http://127.0.0.1:9/v1", "models": ["m"]}}},
+        ))  # fmt: skip
     script = textwrap.dedent("""
         import asyncio, sys
         from hookgate.config import load_config
@@ -245,12 +258,13 @@ def test_the_http_transport_is_the_default_and_needs_no_sdk_import():
         async def main():
             app = create_app(load_config(sys.argv[1]))
             async with TestClient(TestServer(app)):
-                assert type(current_gateway(app).providers["openai"].transport).__name__ == "HTTPTransport"
+                for provider in current_gateway(app).providers.values():
+                    assert type(provider).__name__ == "EchoProvider" or type(provider.transport).__name__ == "HTTPTransport"
         asyncio.run(main())
         heavy = sorted(m for m in ("openai", "httpx2", "httpx", "groq", "anthropic") if m in sys.modules)
         print(",".join(heavy) or "none")
     """)
-    done = subprocess.run([sys.executable, "-c", script, str(ROOT / "plugins.toml")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "none"
 
@@ -408,3 +422,20 @@ async def test_an_app_without_http_providers_opens_no_pool(make_config):
         assert not service.opened
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_proxy_from_the_environment_is_used_unless_no_proxy_names_the_host(gateway, emulator, monkeypatch, transport):
+    """HTTP_PROXY is read as the SDKs read it (the emulator stands in for the proxy: it answers
+    the absolute-form request a client sends through a proxy)."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = emulator.base_url.removesuffix("/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    client = await gateway(pipeline_config(["openai"], openai=provider_section("http://upstream.invalid/v1", transport)))
+    assert (await client.post("/v1/chat/completions", json=PLAIN)).status == 200
+    assert emulator.stats.calls == 1
+    monkeypatch.setenv("NO_PROXY", "upstream.invalid")
+    client = await gateway(pipeline_config(["openai"], openai=provider_section("http://upstream.invalid/v1", transport)))
+    assert (await client.post("/v1/chat/completions", json=PLAIN)).status == 502
+    assert emulator.stats.calls == 1
