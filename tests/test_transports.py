@@ -292,12 +292,16 @@ async def test_a_keyless_server_is_called_without_authorization(gateway, emulato
     assert "Authorization" not in emulator.stats.requests[-1].headers
 
 
-def raw_upstream(body: bytes, *, content_type: str = "application/json", chunks: list[bytes] | None = None) -> web.Application:
-    """An upstream answering every chat call with ``body`` (or streaming ``chunks`` as SSE)."""
+def raw_upstream(body: bytes, *, chunks: list[bytes] | None = None, compress: bool = False) -> web.Application:
+    """An upstream answering every chat call with ``body`` (gzipped when the client accepts it
+    and ``compress``), or streaming ``chunks`` as SSE."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         if chunks is None:
-            return web.Response(body=body, content_type=content_type)
+            response = web.Response(body=body, content_type="application/json")
+            if compress:
+                response.enable_compression()
+            return response
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for chunk in chunks:
@@ -346,6 +350,19 @@ async def test_events_split_anywhere_between_reads_and_crlf_line_ends_are_read_a
     body = await response.read()
     assert response.status == 200
     assert body == (b"data: " + CHUNK + b"\n\n") * 3 + b"data: [DONE]\n\n"
+
+
+async def test_a_compressed_answer_is_read_and_bounded_once_decompressed(gateway, aiohttp_server):
+    answer = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "padding": "x" * 20_000, "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "zipped", "refusal": None}, "finish_reason": "stop", "logprobs": None}]}  # fmt: skip
+    server = await aiohttp_server(raw_upstream(orjson.dumps(answer), compress=True))
+    for limit, status in ((1 << 20, 200), (8192, 502)):  # 20 kB unzipped, well under 8 kB zipped
+        section = {**provider_section(str(server.make_url("/v1")), "http"), "max_response_bytes": limit}
+        client = await gateway(pipeline_config(["openai"], openai=section))
+        response = await client.post("/v1/chat/completions", json=PLAIN)
+        assert response.status == status
+        if status == 200:
+            assert (await response.json())["choices"][0]["message"]["content"] == "zipped"
 
 
 async def test_http_bounds_the_answer_it_reads(gateway, aiohttp_server):
