@@ -6,12 +6,15 @@ One run measures, side by side, with the server under test alone on one core:
   forwarder         bench/forwarder.py, a bare aiohttp forwarder to the emulator (the baseline)
   hookgate          hookgate, openai provider -> emulator, no cache in the pipeline (all MISS)
   hookgate-reliable the same behind retry, circuit_breaker, concurrency and timeout (all MISS)
+  hookgate-http, hookgate-sdk  the "hookgate" pipeline with the openai provider's transport set
+                    explicitly: the shared aiohttp pool, or the official openai SDK (all MISS)
   hookgate-cached   hookgate answering from memory_cache (same body every time: all HIT)
   hookgate-redis    hookgate answering from redis_cache (all HIT from Redis; needs redis-server)
   hookgate-tiered   memory_cache in front of redis_cache (all HIT from memory, Redis enabled)
   hookgate-anthropic  hookgate, anthropic provider -> Anthropic emulator (the same client body,
                     routed to claude-haiku-4-5 and translated both ways)
-  emulator-stream, forwarder-stream, hookgate-stream, hookgate-anthropic-stream
+  emulator-stream, forwarder-stream, hookgate-stream, hookgate-http-stream, hookgate-sdk-stream,
+  hookgate-anthropic-stream
                     the same with "stream": true (SSE)
   anthropic-emulator-stream  the Anthropic emulator itself, streaming (Messages API body)
 
@@ -79,6 +82,8 @@ ALL_TARGETS = (
     "forwarder",
     "hookgate",
     "hookgate-reliable",
+    "hookgate-http",
+    "hookgate-sdk",
     "hookgate-cached",
     "hookgate-redis",
     "hookgate-tiered",
@@ -87,6 +92,8 @@ ALL_TARGETS = (
     "anthropic-emulator-stream",
     "forwarder-stream",
     "hookgate-stream",
+    "hookgate-http-stream",
+    "hookgate-sdk-stream",
     "hookgate-anthropic-stream",
 )
 DEFAULT_EMULATOR_CMD = "{python} -m hookgate.testing.openai_emulator --port {port}"
@@ -920,7 +927,7 @@ def report(results: dict[str, Any]) -> None:
         print(title)
         for ratio in rows:
             print(
-                f"  {ratio['target']:<{NAME_W}} vs {ratio['baseline']:<16} throughput x{ratio['throughput']:.2f}   "
+                f"  {ratio['target']:<{NAME_W}} vs {ratio['baseline']:<19} throughput x{ratio['throughput']:.2f}   "
                 f"CPU/request x{ratio['cpu_per_request']:.2f} ({ratio['cpu_delta_us']:+.0f} us)   "
                 f"p50 latency x{ratio['p50']:.2f}"
             )
@@ -965,10 +972,16 @@ RATIOS = (
     ("hookgate-redis", "forwarder"),
     ("hookgate-tiered", "forwarder"),
     ("hookgate-anthropic", "forwarder"),
+    ("hookgate-http", "forwarder"),
+    ("hookgate-sdk", "forwarder"),
     ("hookgate-stream", "forwarder-stream"),
+    ("hookgate-http-stream", "forwarder-stream"),
+    ("hookgate-sdk-stream", "forwarder-stream"),
     ("hookgate-anthropic-stream", "forwarder-stream"),
-    # what one part of hookgate costs: the reliability chain, the Anthropic provider
+    # what one part of hookgate costs: the reliability chain, the Anthropic provider, a transport
     ("hookgate-reliable", "hookgate"),
+    ("hookgate-http", "hookgate-sdk"),
+    ("hookgate-http-stream", "hookgate-sdk-stream"),
     ("hookgate-anthropic", "hookgate"),
     ("hookgate-anthropic-stream", "hookgate-stream"),
 )
@@ -1005,6 +1018,8 @@ STREAM_PAIRS = (
     ("emulator-stream", "emulator"),
     ("forwarder-stream", "forwarder"),
     ("hookgate-stream", "hookgate"),
+    ("hookgate-http-stream", "hookgate-http"),
+    ("hookgate-sdk-stream", "hookgate-sdk"),
     ("hookgate-anthropic-stream", "hookgate-anthropic"),
 )
 
@@ -1270,6 +1285,11 @@ def main(argv: list[str] | None = None) -> int:
                 ctx, results, [("hookgate-reliable", False)],
                 make_hookgate("hookgate-reliable.toml"), "hookgate (retry, circuit_breaker, concurrency, timeout)",
             )  # fmt: skip
+            for transport in ("http", "sdk"):
+                run_group(
+                    ctx, results, [(f"hookgate-{transport}", False), (f"hookgate-{transport}-stream", True)],
+                    make_hookgate(f"hookgate-{transport}.toml"), f"hookgate (openai provider, transport = {transport})",
+                )  # fmt: skip
             run_group(
                 ctx, results, [("hookgate-cached", False)],
                 make_hookgate("hookgate-cache-on.toml"), "hookgate (memory_cache)",

@@ -1,12 +1,14 @@
-"""How much CPU one call through the official openai SDK costs, by calling style.
+"""How much CPU one call through the official openai SDK costs, by calling style, against
+hookgate's own http transport and a bare aiohttp call.
 
 Starts the upstream emulator on another core, then makes the same chat request N times in a row
 (after a warm-up) in each style and prints the client-side CPU time per call:
 
     python bench/sdk_call_cost.py [-n 2000]
 
-This is the measurement behind providers/openai.py calling the SDK's ``post()`` with bytes
-rather than ``chat.completions.create()``. All traffic stays on 127.0.0.1; it stops by itself.
+This is the measurement behind the sdk transport calling the SDK's ``post()`` with bytes rather
+than ``chat.completions.create()``, and behind the openai provider's default transport, "http"
+(``hookgate.provider_kit.HTTPTransport``: the body and answer as bytes over a shared session). All traffic stays on 127.0.0.1; it stops by itself.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ import aiohttp
 import httpx2
 import openai
 import orjson
+
+from hookgate.http import HTTPService
+from hookgate.provider_kit import HTTPTransport, OpenAIWireConfig
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -53,9 +58,17 @@ async def measure(url: str, n: int) -> None:
         async with session.post(url + "/chat/completions", data=orjson.dumps(BODY), headers={**headers, "Authorization": "Bearer sk-bench"}) as response:
             return orjson.loads(await response.read())
 
+    http = HTTPService()
+    transport = HTTPTransport("openai", OpenAIWireConfig(base_url=url, api_key="sk-bench"))
+    await transport.start(http)
+
+    async def hookgate_http():
+        return await transport.post_json("/chat/completions", orjson.dumps(BODY))
+
     styles = [
         ("SDK chat.completions.with_raw_response.create()", sdk_create),
         ("SDK post() with orjson bytes (hookgate)", sdk_post_bytes),
+        ("hookgate HTTPTransport.post_json() (transport = http)", hookgate_http),
         ("bare aiohttp ClientSession.post()", bare_aiohttp),
     ]
     for name, call in styles:
@@ -65,9 +78,10 @@ async def measure(url: str, n: int) -> None:
         started = time.process_time()
         for _ in range(n):
             await call()
-        print(f"{name:50s} {1e6 * (time.process_time() - started) / n:7.0f} us CPU per call")
+        print(f"{name:55s} {1e6 * (time.process_time() - started) / n:7.0f} us CPU per call")
     await session.close()
     await client.close()
+    await http.close()
 
 
 def main() -> None:

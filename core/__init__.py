@@ -62,6 +62,7 @@ PUBLIC_MODULES = (
     "hookgate.events",
     "hookgate.facts",
     "hookgate.hookspecs",
+    "hookgate.http",
     "hookgate.logs",
     "hookgate.messages",
     "hookgate.openapi",

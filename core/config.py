@@ -185,6 +185,15 @@ class GatewaySettings(_FileOnlySettings):
     background_drain_seconds: float = Field(
         5.0, ge=0, description="on shutdown, how long background writes may take to finish"
     )
+    upstream_max_connections: int = Field(
+        256, ge=1, le=100_000, description="connections open at once to every upstream together (the http transport's shared pool); a call beyond it waits for one"
+    )
+    upstream_max_connections_per_host: int = Field(
+        0, ge=0, le=100_000, description="connections open at once to one upstream host; 0: only upstream_max_connections bounds them"
+    )
+    upstream_keepalive_seconds: float = Field(
+        30.0, gt=0, le=3600, description="how long an idle upstream connection is kept open for the next call"
+    )
 
     @field_validator("pipeline", "surfaces")
     @classmethod

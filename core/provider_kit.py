@@ -1,43 +1,74 @@
-"""Building blocks for provider plugins: the official, Stainless-generated SDKs (``openai``,
-``groq``, ``anthropic``) used as a transport, and the OpenAI-shaped chat provider that the
-``openai``, ``groq`` and ``openai_compatible`` plugins (and any provider of an OpenAI-compatible
-server) share. A public module: a third-party provider uses it exactly as the built-ins do.
+"""Building blocks for provider plugins: two transports to an upstream HTTP API, and the
+OpenAI-shaped chat provider that the ``openai``, ``groq`` and ``openai_compatible`` plugins (and
+any provider of an OpenAI-compatible server) share. A public module: a third-party provider uses
+it exactly as the built-ins do.
 
-Every SDK client is created with ``max_retries=0`` (the retry plugin is the one owner of retries)
-on the SDK's aiohttp transport, and called through its public low-level ``post()`` with a body
-already serialised by orjson: the typed ``create()`` methods walk each request through a
-TypedDict transform that measured 1,144 µs of CPU per call against 686 µs for ``post()``
-(docs/performance.md). Responses come back raw, parsed once with orjson; streams are read line
-by line and relayed as dicts. Auth, base URL, SDK headers and the SDK's error classes still apply.
+**The http transport** (:class:`HTTPTransport`, the default of OpenAI-wire providers) posts the
+body, serialised once with orjson, through the app's one shared ``aiohttp`` session
+(:mod:`hookgate.http`), parses a JSON answer once with orjson and reads a stream as SSE events
+straight from the response's bytes. It is what a gateway needs of an API it relays: a URL, a key
+and the error table; it costs a fraction of an SDK call per request (docs/performance.md).
+
+**The sdk transport** (:class:`SDKTransport`) is an official, Stainless-generated SDK client
+(``openai``, ``groq``, ``anthropic``) created with ``max_retries=0`` (the retry plugin is the one
+owner of retries) on the SDK's aiohttp transport, and called through its public low-level
+``post()`` with the same pre-serialised body: the typed ``create()`` methods walk each request
+through a TypedDict transform that measured 1,144 µs of CPU per call against 686 µs for
+``post()``. Auth, base URL, SDK headers and the SDK's error classes apply. The Anthropic provider
+uses it; the OpenAI-wire providers offer it as ``transport = "sdk"``.
+
+Both map every failure through :func:`hookgate.upstream.error_from_upstream` (the same status,
+code and ``Retry-After`` for the same upstream answer, tested under both) and read streams with
+the same :class:`~hookgate.sse.SSEDecoder`, so retry, breaker and fallback plugins cannot tell
+them apart.
 """
 from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any, AsyncIterator, Callable, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Protocol
 
+import aiohttp
 import orjson
 
 from pydantic import Field, SecretStr
+from yarl import URL
 
 from .config import PluginConfig
 from .context import RequestContext
 from .errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError
 from .health import Readiness
+from .http import HTTPService, env_proxy, http_service
 from .markers import hookimpl
 from .responses import Completion, CompletionStream, check_chunk, check_completion
 from .routing import upstream_body
-from .sse import iter_sse_data
+from .sse import SSEDecoder, SSEEventTooLarge
 from .upstream import error_from_upstream
 
-__all__ = ["SDKProviderConfig", "SDKTransport", "SDKProviderPlugin", "OpenAIShapedProvider", "openai_transport"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = [
+    "SDKProviderConfig",
+    "OpenAIWireConfig",
+    "UpstreamTransport",
+    "SDKTransport",
+    "HTTPTransport",
+    "HTTPStream",
+    "SDKProviderPlugin",
+    "OpenAIShapedProvider",
+    "openai_transport",
+    "openai_wire_transport",
+]
 
 # Tells a Stainless SDK not to read the body: the switch its own with_streaming_response uses.
 _RAW_STREAM_HEADER = {"X-Stainless-Raw-Response": "stream"}
+_ERROR_BODY_BYTES = 1024 * 1024
+"""An error answer longer than this is not read further: its status still decides the error."""
 
 
 class SDKProviderConfig(PluginConfig):
-    """Settings every SDK-based provider shares."""
+    """Settings every provider of an upstream HTTP API shares (SDK-based or not)."""
 
     base_url: str | None = Field(None, description="API base URL (default: the SDK's own)")
     api_key: SecretStr | None = Field(None, description="API key; prefer the environment variable named by api_key_env")
@@ -49,6 +80,64 @@ class SDKProviderConfig(PluginConfig):
     request_timeout_seconds: float = Field(
         600.0, gt=0, description="last-resort limit per upstream call; the timeout plugin sets the real deadlines"
     )
+
+
+class OpenAIWireConfig(SDKProviderConfig):
+    """Settings of a provider whose upstream speaks OpenAI's wire format: which transport."""
+
+    transport: Literal["http", "sdk"] = Field(
+        "http",
+        description='"http": the shared aiohttp pool, bytes in and out (fastest); "sdk": the official SDK client',
+    )
+    max_response_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="http transport: largest upstream answer (or stream event) read; a larger one is a 502"
+    )
+
+
+class UpstreamTransport(Protocol):
+    """What :class:`OpenAIShapedProvider` and :class:`SDKProviderPlugin` need of a transport
+    (:class:`HTTPTransport` and :class:`SDKTransport` are the two built in)."""
+
+    provider: str
+    config: SDKProviderConfig
+
+    @property
+    def configured(self) -> bool:
+        """False when the transport has no key and needs one: its calls fail with a 503."""
+        ...
+
+    async def start(self, http: HTTPService | None = None) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def post_json(self, path: str, payload: bytes) -> Any:
+        """POST ``payload`` and return the parsed JSON answer; every failure is a GatewayError."""
+        ...
+
+    async def post_stream(self, path: str, payload: bytes) -> Any:
+        """POST and return the unread answer (with an ``aclose()``) once the upstream accepted it."""
+        ...
+
+    def events(self, response: Any, *, ends_with_done: bool = True) -> AsyncIterator[tuple[str | None, Any]]:
+        """``(event name, parsed data)`` for each SSE event of a streamed answer."""
+        ...
+
+
+def _api_key(config: SDKProviderConfig) -> str | None:
+    if config.api_key is not None:
+        return config.api_key.get_secret_value()
+    return os.environ.get(config.api_key_env) if config.api_key_env else None
+
+
+def _not_configured(provider: str, config: SDKProviderConfig) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"The {provider} provider has no API key: set the environment variable {config.api_key_env} "
+        f"or [plugins.{provider}] api_key.",
+        code="provider_not_configured",
+    )
+
+
+# ------------------------------------------------------------------------------------ sdk ---
 
 
 class SDKTransport:
@@ -79,12 +168,15 @@ class SDKTransport:
         self.response_type, self.key_required = response_type, key_required
         self.client: Any = None
 
-    def _key(self) -> str | None:
-        if self.config.api_key is not None:
-            return self.config.api_key.get_secret_value()
-        return os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+    @property
+    def configured(self) -> bool:
+        return self.client is not None
 
-    async def start(self) -> None:
+    def _key(self) -> str | None:
+        return _api_key(self.config)
+
+    async def start(self, http: HTTPService | None = None) -> None:
+        """Build the SDK client (``http`` is not used: the SDK keeps its own pool)."""
         key = self._key()
         if key or not self.key_required:
             self.client = self.client_class(
@@ -100,14 +192,9 @@ class SDKTransport:
         if self.client is not None:
             await self.client.close()
 
-
     def _ready_client(self) -> Any:
         if self.client is None:
-            raise ServiceUnavailable(
-                f"The {self.provider} provider has no API key: set the environment variable {self.config.api_key_env} "
-                f"or [plugins.{self.provider}] api_key.",
-                code="provider_not_configured",
-            )
+            raise _not_configured(self.provider, self.config)
         return self.client
 
     async def post_json(self, path: str, payload: bytes, headers: Mapping[str, str] | None = None) -> Any:
@@ -134,31 +221,15 @@ class SDKTransport:
         except self.sdk.APIError as exc:
             raise self.translate(exc) from None
 
-    async def events(self, response: Any, *, ends_with_done: bool = True) -> AsyncIterator[tuple[str | None, Any]]:
+    def events(self, response: Any, *, ends_with_done: bool = True) -> AsyncIterator[tuple[str | None, Any]]:
         """``(event name, parsed data)`` for each SSE event of a streamed response.
 
         With ``ends_with_done`` (OpenAI's convention) the stream must end with ``data: [DONE]``:
         ending without it means the connection was cut. A broken connection or an unreadable
-        event is a GatewayError.
+        event is a GatewayError. The SDK's body is read as bytes and split by
+        :class:`~hookgate.sse.SSEDecoder`, as the http transport does.
         """
-        try:
-            async for event, data in iter_sse_data(response.aiter_lines()):
-                if data == "[DONE]":
-                    return
-                try:
-                    yield event, orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError(f"The {self.provider} provider sent an unreadable stream event.", code="upstream_malformed") from None
-        except GatewayError:
-            raise
-        except Exception as exc:
-            # SDKs do not wrap transport errors raised while a streamed body is read; they arrive
-            # as their HTTP library's ReadError, which differs between SDK versions.
-            raise UpstreamError(
-                f"The connection to the {self.provider} provider broke mid-stream ({type(exc).__name__}).", code="upstream_disconnected"
-            ) from None
-        if ends_with_done:
-            raise UpstreamError(f"The {self.provider} provider ended the stream without [DONE].", code="upstream_disconnected")
+        return _decoded_events(self.provider, response.aiter_bytes(), ends_with_done=ends_with_done, max_event_bytes=16 * 1024 * 1024)
 
     def translate(self, exc: Exception) -> GatewayError:
         """The client-facing error for an SDK exception (never containing a key)."""
@@ -167,17 +238,18 @@ class SDKTransport:
             if "error" not in body:
                 body = {"error": body}  # some SDKs hand over only the inner error object
             return error_from_upstream(self.provider, exc.status_code, body, exc.response.headers)
-        if isinstance(exc, self.sdk.APITimeoutError) and not _refused(exc):
-            return GatewayTimeout(f"The {self.provider} provider did not answer in time.")
+        if isinstance(exc, self.sdk.APITimeoutError) and not _connection_failed(exc):
+            return _timed_out(self.provider)
         if isinstance(exc, self.sdk.APIConnectionError):
-            return UpstreamError(f"Could not connect to the {self.provider} provider.", code="upstream_unreachable")
+            return _unreachable(self.provider)
         return UpstreamError(f"The {self.provider} provider failed ({type(exc).__name__}).")
 
 
 def openai_transport(name: str, config: SDKProviderConfig, *, organization: str | None = None, key_required: bool = True) -> SDKTransport:
     """An :class:`SDKTransport` over the official ``openai`` SDK's ``AsyncOpenAI``: what the
     ``openai`` and ``openai_compatible`` providers (and a provider of any OpenAI-compatible
-    server) use. The SDK is imported here, when the first such provider is built."""
+    server) use with ``transport = "sdk"``. The SDK is imported here, when the first such
+    provider is built."""
     import httpx2
     import openai
 
@@ -192,12 +264,213 @@ def openai_transport(name: str, config: SDKProviderConfig, *, organization: str 
     )
 
 
+# ----------------------------------------------------------------------------------- http ---
+
+
+class HTTPStream:
+    """A streamed answer being read from the shared pool; :meth:`aclose` gives its connection
+    back for reuse when the whole body was read, and closes it otherwise (so an upstream whose
+    stream we abandon sees the call cancelled)."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def aclose(self) -> None:
+        if self.response.content.is_eof():
+            self.response.release()
+        else:
+            self.response.close()
+
+
+class HTTPTransport:
+    """An OpenAI-wire upstream over the app's shared ``aiohttp`` session: bytes out, bytes in.
+
+    :param default_base_url: the API's base URL when the config sets none.
+    :param headers: further headers for every call (``OpenAI-Organization``…); never logged.
+    :param key_required: whether a call without a key configured fails with a 503 (a local
+        OpenAI-compatible server often needs none: it is then called without ``Authorization``).
+
+    The key and the proxy (``HTTPS_PROXY``… and ``NO_PROXY``, as the SDKs read them) are read at
+    :meth:`start`. Every call has ``request_timeout_seconds`` as its limit
+    to connect and between two reads (the SDKs' meaning of their timeout); the timeout plugin's
+    deadlines cancel the call, which closes its connection.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        config: SDKProviderConfig,
+        *,
+        default_base_url: str | None = None,
+        headers: dict[str, str] | None = None,
+        key_required: bool = True,
+        max_response_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        base_url = config.base_url or default_base_url
+        if not base_url:
+            raise ValueError(f"the {provider} provider needs a base_url")
+        self.provider, self.config, self.key_required = provider, config, key_required
+        self.base_url = base_url.rstrip("/")
+        self.max_response_bytes = max_response_bytes
+        self._extra_headers = dict(headers or {})
+        self._headers: dict[str, str] | None = None
+        self._stream_headers: dict[str, str] = {}
+        self._urls: dict[str, URL] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
+        self._proxy: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self._headers is not None
+
+    async def start(self, http: HTTPService | None = None) -> None:
+        """Take the session of ``http`` (the app's pool) and read the key."""
+        from . import __version__
+
+        if http is None:
+            raise RuntimeError("HTTPTransport.start needs the app's HTTPService (SDKProviderPlugin passes it)")
+        timeout = self.config.request_timeout_seconds
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout)
+        self._session = http.session()
+        self._proxy = env_proxy(self.base_url)
+        key = _api_key(self.config)
+        if key or not self.key_required:
+            headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": f"hookgate/{__version__}"}
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            headers.update(self._extra_headers)
+            self._headers = headers
+            self._stream_headers = {**headers, "Accept": "text/event-stream"}
+
+    async def close(self) -> None:
+        """Nothing of its own to close: the pool belongs to the app."""
+        self._session = None
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base_url + path)
+        return url
+
+    async def _post(self, path: str, payload: bytes, headers: dict[str, str] | None) -> aiohttp.ClientResponse:
+        """The upstream's answer with a 2xx status; any other status is its GatewayError."""
+        if headers is None or self._session is None:
+            raise _not_configured(self.provider, self.config)
+        try:
+            response = await self._session.post(
+                self._url(path), data=payload, headers=headers, timeout=self._timeout, proxy=self._proxy, allow_redirects=False
+            )
+        except Exception as exc:  # aiohttp's connection errors and timeouts; CancelledError passes
+            raise self.translate(exc) from None
+        if 200 <= response.status < 300:
+            return response
+        try:
+            raw = await self._read(response, _ERROR_BODY_BYTES)
+            body = orjson.loads(raw)
+        except Exception:  # an unreadable error body: the status alone decides
+            body = {}
+        finally:
+            response.release()
+        if not isinstance(body, dict):
+            body = {}
+        elif not isinstance(body.get("error"), dict):
+            body = {"error": body}  # the inner error object alone, as some servers send it
+        raise error_from_upstream(self.provider, response.status, body, response.headers)
+
+    async def post_json(self, path: str, payload: bytes) -> Any:
+        """POST and return the parsed JSON body; every failure is a GatewayError."""
+        response = await self._post(path, payload, self._headers)
+        try:
+            raw = await self._read(response, self.max_response_bytes)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.translate(exc) from None
+        finally:
+            response.release()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"The {self.provider} provider sent a body that is not JSON.", code="upstream_malformed") from None
+
+    async def post_stream(self, path: str, payload: bytes) -> HTTPStream:
+        """POST and return the unread answer once the upstream accepted the request."""
+        return HTTPStream(await self._post(path, payload, self._stream_headers if self._headers is not None else None))
+
+    def events(self, response: HTTPStream, *, ends_with_done: bool = True) -> AsyncIterator[tuple[str | None, Any]]:
+        """``(event name, parsed data)`` for each SSE event, decoded from the bytes of each read
+        as they arrive; the same contract as :meth:`SDKTransport.events`."""
+        return _decoded_events(self.provider, response.response.content.iter_any(), ends_with_done=ends_with_done, max_event_bytes=self.max_response_bytes)
+
+    async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+        length = response.content_length
+        if length is not None and length > limit:
+            raise _too_large(self.provider, limit)
+        if length is not None and "Content-Encoding" not in response.headers:
+            return await response.read()
+        parts, size = [], 0  # chunked or compressed: bounded as it is read
+        async for data in response.content.iter_any():
+            size += len(data)
+            if size > limit:
+                raise _too_large(self.provider, limit)
+            parts.append(data)
+        return b"".join(parts)
+
+    def translate(self, exc: BaseException) -> GatewayError:
+        """The client-facing error for an aiohttp failure, as :meth:`SDKTransport.translate`
+        gives it for the same failure."""
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return _unreachable(self.provider)
+        if isinstance(exc, TimeoutError):
+            return _timed_out(self.provider)
+        if isinstance(exc, aiohttp.ClientConnectionError):
+            return _unreachable(self.provider)
+        return UpstreamError(f"The {self.provider} provider failed ({type(exc).__name__}).")
+
+
+def openai_wire_transport(
+    name: str,
+    config: OpenAIWireConfig,
+    *,
+    default_base_url: str = "https://api.openai.com/v1",
+    organization: str | None = None,
+    project: str | None = None,
+    key_required: bool = True,
+) -> UpstreamTransport:
+    """The transport ``config.transport`` names for an OpenAI-compatible upstream: an
+    :class:`HTTPTransport` sending OpenAI's ``OpenAI-Organization``/``OpenAI-Project`` headers
+    when given, or the ``openai`` SDK (:func:`openai_transport`, imported only then)."""
+    if config.transport == "sdk":
+        return openai_transport(name, config, organization=organization, key_required=key_required)
+    headers = {}
+    if organization:
+        headers["OpenAI-Organization"] = organization
+    if project:
+        headers["OpenAI-Project"] = project
+    return HTTPTransport(
+        name, config, default_base_url=default_base_url, headers=headers, key_required=key_required, max_response_bytes=config.max_response_bytes
+    )
+
+
+# ---------------------------------------------------------------------------- the plugin ---
+
+
 class SDKProviderPlugin:
     """Base of a provider plugin: registers :attr:`providers` and starts, checks and closes the
-    SDK clients in :attr:`transports` with the app."""
+    transports in :attr:`transports` with the app.
+
+    The http transports use the app's :class:`~hookgate.http.HTTPService`; in an app built
+    without one, the plugin opens a pool of its own at start-up and closes it at shutdown.
+    """
 
     providers: list[Any]
-    transports: list[SDKTransport]
+    transports: list[Any]
+    _own_http: HTTPService | None = None
 
     @hookimpl
     def register_providers(self, register: Callable[[Any], None]) -> None:
@@ -205,13 +478,16 @@ class SDKProviderPlugin:
             register(provider)
 
     @hookimpl
-    async def startup(self) -> None:
+    async def startup(self, app: web.Application) -> None:
+        http = http_service(app)
+        if http is None and any(isinstance(t, HTTPTransport) for t in self.transports):
+            http = self._own_http = HTTPService()
         for transport in self.transports:
-            await transport.start()
+            await transport.start(http)
 
     @hookimpl
     async def check_ready(self) -> Readiness:
-        missing = [t for t in self.transports if t.client is None]
+        missing = [t for t in self.transports if not t.configured]
         if not missing:
             return Readiness("ok")
         names = ", ".join(f"{t.provider} (set {t.config.api_key_env})" for t in missing)
@@ -221,6 +497,9 @@ class SDKProviderPlugin:
     async def shutdown(self) -> None:
         for transport in self.transports:
             await transport.close()
+        own, self._own_http = self._own_http, None
+        if own is not None:
+            await own.close()
 
 
 class OpenAIShapedProvider:
@@ -233,7 +512,7 @@ class OpenAIShapedProvider:
     :param kinds: the kinds of request it answers.
     """
 
-    def __init__(self, name: str, transport: SDKTransport, path: str, models: list[str], kinds: Iterable[str] = ("chat",)) -> None:
+    def __init__(self, name: str, transport: UpstreamTransport, path: str, models: list[str], kinds: Iterable[str] = ("chat",)) -> None:
         self.name, self.transport, self.path, self._models = name, transport, path, models
         self.kinds = frozenset(kinds)
         base = path.removesuffix("chat/completions")
@@ -257,22 +536,84 @@ class OpenAIShapedProvider:
 
     async def _chunks(self, response: Any) -> AsyncIterator[dict[str, Any]]:
         async for _event, chunk in self.transport.events(response):
-            if not isinstance(chunk, dict):
+            if not _is_chunk(chunk):
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise error_from_upstream(self.name, 500, chunk)
                 raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
-            if "error" in chunk:
-                raise error_from_upstream(self.name, 500, chunk)
             yield check_chunk(chunk, self.name)
 
 
-def _refused(exc: BaseException) -> bool:
-    """True when a 'timeout' is really a refused connection.
+# ------------------------------------------------------------------------------- helpers ---
 
-    The SDKs' aiohttp transport maps every aiohttp connection error, a refused connection
-    included, to a connect *timeout*; the cause chain still tells them apart.
+
+async def _decoded_events(
+    provider: str, reads: AsyncIterator[bytes], *, ends_with_done: bool, max_event_bytes: int
+) -> AsyncIterator[tuple[str | None, Any]]:
+    """The SSE events of a response body given in reads, parsed; see :meth:`SDKTransport.events`."""
+    decoder = SSEDecoder(max_event_bytes)
+    try:
+        async for data in reads:
+            for event, payload in decoder.feed(data):
+                if payload == b"[DONE]":
+                    return
+                yield event, _parsed_event(provider, payload)
+        for event, payload in decoder.finish():
+            if payload == b"[DONE]":
+                return
+            yield event, _parsed_event(provider, payload)
+    except GatewayError:
+        raise
+    except SSEEventTooLarge:
+        raise _too_large(provider, max_event_bytes) from None
+    except Exception:
+        # A transport error while the body is read (a ReadError, a payload error, a read
+        # timeout): whichever library raised it, the stream was cut.
+        raise UpstreamError(f"The connection to the {provider} provider broke mid-stream.", code="upstream_disconnected") from None
+    if ends_with_done:
+        raise UpstreamError(f"The {provider} provider ended the stream without [DONE].", code="upstream_disconnected")
+
+
+def _parsed_event(provider: str, payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"The {provider} provider sent an unreadable stream event.", code="upstream_malformed") from None
+
+
+def _is_chunk(chunk: Any) -> bool:
+    """A ``chat.completion.chunk``: an object without ``error``, whose ``choices``, when
+    present, is a list of objects (a usage chunk has an empty one)."""
+    if not isinstance(chunk, dict) or "error" in chunk:
+        return False
+    choices = chunk.get("choices")
+    return choices is None or (isinstance(choices, list) and all(isinstance(choice, dict) for choice in choices))
+
+
+def _unreachable(provider: str) -> UpstreamError:
+    return UpstreamError(f"Could not connect to the {provider} provider.", code="upstream_unreachable")
+
+
+def _timed_out(provider: str) -> GatewayTimeout:
+    return GatewayTimeout(f"The {provider} provider did not answer in time.")
+
+
+def _too_large(provider: str, limit: int) -> UpstreamError:
+    return UpstreamError(f"The {provider} provider sent an answer larger than {limit} bytes.", code="upstream_too_large")
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    """True when an SDK's 'timeout' is really a connection that failed: refused, a name that
+    does not resolve, a server that closed the connection without answering.
+
+    The SDKs' aiohttp transport maps every aiohttp connection error to a connect *timeout*; the
+    cause chain still holds the original, which tells them apart (and makes the sdk transport
+    answer what the http transport answers for the same failure).
     """
     cause = exc.__cause__ or exc.__context__
     while cause is not None:
         if isinstance(cause, ConnectionError):
+            return True
+        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
             return True
         cause = cause.__cause__ or cause.__context__
     return False

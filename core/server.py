@@ -42,6 +42,7 @@ from .pipelines import PIPELINES, Pipelines
 from .redis import REDIS_SERVICE, RedisService
 from .conversations import CONVERSATION_STORE_SLOT, StoreSlot
 from .embeddings import EMBEDDERS, EmbedderService
+from .http import install_http_service
 from .output import OutputFilter, output_filters
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
 from .surfaces import NATIVE_EVENTS, Surface, remember_native
@@ -90,6 +91,7 @@ def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipeline
         app.router.add_route(method, path, handler)
     app.router.add_route("*", "/{path:.*}", pipeline_routes)  # last: the pipeline's surfaces and plugin routes
     gateway.add_routes(app)
+    install_http_service(app, settings)  # before the plugins' lifecycle: the pool closes after them
     app.cleanup_ctx.append(_plugin_lifecycle)
     return app
 

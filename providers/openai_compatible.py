@@ -1,7 +1,8 @@
 """``openai_compatible``: any server that speaks OpenAI's API (vLLM, Ollama, LM Studio, Together…).
 
 Several named servers can be configured; each becomes a provider of its own, with its own base
-URL, key and models, through the official ``openai`` SDK (``max_retries=0``)::
+URL, key and models, over the app's shared HTTP pool (or, with ``transport = "sdk"``, the
+official ``openai`` SDK with ``max_retries=0``)::
 
     [plugins.openai_compatible.servers.local-vllm]
     base_url = "http://127.0.0.1:8000/v1"
@@ -22,10 +23,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from hookgate import PluginConfig
-from hookgate.provider_kit import OpenAIShapedProvider, SDKProviderConfig, SDKProviderPlugin, openai_transport
+from hookgate.provider_kit import OpenAIShapedProvider, OpenAIWireConfig, SDKProviderPlugin, openai_wire_transport
 
 
-class ServerConfig(SDKProviderConfig):
+class ServerConfig(OpenAIWireConfig):
     """One OpenAI-compatible server."""
 
     base_url: str = Field(description="the server's OpenAI-style base URL, e.g. http://127.0.0.1:8000/v1")
@@ -50,7 +51,7 @@ class OpenAICompatibleConfig(PluginConfig):
 
 
 class OpenAICompatible(SDKProviderPlugin):
-    """Any OpenAI-compatible server, several named instances (official openai SDK)."""
+    """Any OpenAI-compatible server, several named instances (shared HTTP pool or the openai SDK)."""
 
     Config = OpenAICompatibleConfig
 
@@ -58,7 +59,7 @@ class OpenAICompatible(SDKProviderPlugin):
         self.config = config
         servers = {name: server for name, server in config.servers.items() if server.enabled}
         transports = {
-            name: openai_transport(name, server, key_required=bool(server.api_key or server.api_key_env)) for name, server in servers.items()
+            name: openai_wire_transport(name, server, key_required=bool(server.api_key or server.api_key_env)) for name, server in servers.items()
         }
         self.transports = list(transports.values())
         self.providers = [

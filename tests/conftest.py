@@ -104,6 +104,20 @@ async def emulator() -> AsyncIterator[OpenAIEmulator]:
         yield emu
 
 
+UPSTREAM_TRANSPORTS = ("http", "sdk")
+"""The transports of the OpenAI-wire providers (``[plugins.openai] transport`` and groq's)."""
+
+
+@pytest.fixture(params=UPSTREAM_TRANSPORTS)
+def upstream_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per transport of the openai and groq providers, chosen as an operator
+    would, through ``HOOKGATE_<PLUGIN>__TRANSPORT`` (so every config the test writes gets it).
+    Use it module-wide with ``pytestmark = pytest.mark.usefixtures("upstream_transport")``."""
+    for plugin in ("OPENAI", "GROQ"):
+        monkeypatch.setenv(f"HOOKGATE_{plugin}__TRANSPORT", request.param)
+    return request.param
+
+
 def openai_upstream(emulator: OpenAIEmulator, *, pipeline: str = '"openai"', extra: str = "") -> str:
     """A plugins.toml whose openai provider talks to the emulator."""
     return f"""

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import anthropic
 import openai
 import pytest
+from aiohttp import web
 
 from conftest import assert_conforms, pipeline_config
 from hookgate.providers.anthropic import AnthropicProvider
@@ -235,7 +236,7 @@ async def test_the_sdk_client_is_built_with_max_retries_0(upstream: AnthropicEmu
     # The behaviour is proven above (one upstream call per failed request, where the SDK's
     # default would make three); this pins the setting itself.
     provider = AnthropicProvider(AnthropicProvider.Config(base_url=upstream.base_url, api_key=KEY))
-    await provider.startup()
+    await provider.startup(web.Application())
     try:
         client = provider.transport.client
         assert isinstance(client, anthropic.AsyncAnthropic)

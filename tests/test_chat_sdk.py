@@ -10,6 +10,10 @@ import pytest
 from conftest import ECHO_CACHED, ECHO_ONLY, assert_conforms, eventually, openai_upstream
 from hookgate.testing.openai_emulator import Fault
 
+# Every test runs once per transport of the openai provider (http, sdk): the same behaviour under both.
+pytestmark = pytest.mark.usefixtures("upstream_transport")
+
+
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello brave new world"}]
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from conftest import CHAT, upstream_config
 from hookgate.testing.openai_emulator import Fault
+
+# Every test runs once per transport of the openai provider (http, sdk): the same behaviour under both.
+pytestmark = pytest.mark.usefixtures("upstream_transport")
 
 
 def breaker_config(emulator, **settings) -> str:

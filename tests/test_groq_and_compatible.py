@@ -1,5 +1,5 @@
-"""The groq and openai_compatible providers, through their official SDKs against local
-emulators, seen from the openai SDK on the client side."""
+"""The groq and openai_compatible providers against local emulators, under both transports
+(the shared HTTP pool and their official SDKs), seen from the openai SDK on the client side."""
 from __future__ import annotations
 
 import openai
@@ -22,6 +22,7 @@ def groq_config(emu, **extra) -> str:
     return pipeline_config(["groq"], groq={"base_url": emu.base_url, "api_key": "gsk-secret-groq", **extra})
 
 
+@pytest.mark.usefixtures("upstream_transport")
 async def test_groq_answers_json_and_streams(gateway, sdk, groq_upstream):
     client = sdk(await gateway(groq_config(groq_upstream)))
     raw = await client.chat.completions.with_raw_response.create(model="llama-3.1-8b-instant", messages=MESSAGES)
@@ -38,6 +39,7 @@ async def test_groq_answers_json_and_streams(gateway, sdk, groq_upstream):
     assert chunks[-1].usage.total_tokens > 0
 
 
+@pytest.mark.usefixtures("upstream_transport")
 async def test_groq_pattern_route(gateway, sdk, groq_upstream):
     config = groq_config(groq_upstream) + '[models."groq/*"]\nprovider = "groq"\n'
     client = sdk(await gateway(config))
@@ -45,6 +47,7 @@ async def test_groq_pattern_route(gateway, sdk, groq_upstream):
     assert groq_upstream.stats.requests[-1].body["model"] == "some-new-model"
 
 
+@pytest.mark.usefixtures("upstream_transport")
 @pytest.mark.parametrize(("fault", "status"), [(Fault(status=429, retry_after=4), 429), (Fault(status=401), 502), (Fault(status=500), 502), (Fault(status=400), 400)])
 async def test_groq_errors(gateway, sdk, groq_upstream, fault, status):
     client = sdk(await gateway(groq_config(groq_upstream)))
@@ -58,6 +61,7 @@ async def test_groq_errors(gateway, sdk, groq_upstream, fault, status):
     assert groq_upstream.stats.calls == 1, "the SDK does not retry by itself"
 
 
+@pytest.mark.usefixtures("upstream_transport")
 async def test_groq_without_a_key_is_503_naming_the_variable(gateway, sdk, monkeypatch):
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     client = sdk(await gateway('[gateway]\npipeline = ["groq"]\n'))
@@ -66,14 +70,14 @@ async def test_groq_without_a_key_is_503_naming_the_variable(gateway, sdk, monke
     assert caught.value.status_code == 503 and "GROQ_API_KEY" in caught.value.message
 
 
-async def test_several_openai_compatible_servers(gateway, sdk, monkeypatch):
+async def test_several_openai_compatible_servers(gateway, sdk, monkeypatch, upstream_transport):
     monkeypatch.setenv("HG_TEST_TOGETHER_KEY", "tk-secret-1")
     monkeypatch.delenv("HG_TEST_UNSET_KEY", raising=False)
     async with OpenAIEmulator().serve() as vllm, OpenAIEmulator().serve() as together:
         config = pipeline_config(["openai_compatible"], openai_compatible={"servers": {
-            "vllm": {"base_url": vllm.base_url, "models": ["llama-local"]},
-            "together": {"base_url": together.base_url, "api_key_env": "HG_TEST_TOGETHER_KEY", "models": ["llama-remote"]},
-            "other": {"base_url": together.base_url, "api_key_env": "HG_TEST_UNSET_KEY", "models": ["needs-key"]},
+            "vllm": {"base_url": vllm.base_url, "models": ["llama-local"], "transport": upstream_transport},
+            "together": {"base_url": together.base_url, "api_key_env": "HG_TEST_TOGETHER_KEY", "models": ["llama-remote"], "transport": upstream_transport},
+            "other": {"base_url": together.base_url, "api_key_env": "HG_TEST_UNSET_KEY", "models": ["needs-key"], "transport": upstream_transport},
         }})
         client = sdk(await gateway(config))
         raw = await client.chat.completions.with_raw_response.create(model="llama-local", messages=MESSAGES)
@@ -94,7 +98,10 @@ async def test_every_sdk_client_is_built_with_max_retries_0(make_config, monkeyp
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     monkeypatch.setenv("GROQ_API_KEY", "gsk-x")
-    config = make_config(pipeline_config(["openai", "groq", "openai_compatible"], openai_compatible={"servers": {"local": {"base_url": "http://127.0.0.1:9/v1", "models": ["m"]}}}))
+    config = make_config(pipeline_config(
+        ["openai", "groq", "openai_compatible"], openai={"transport": "sdk"}, groq={"transport": "sdk"},
+        openai_compatible={"servers": {"local": {"base_url": "http://127.0.0.1:9/v1", "models": ["m"], "transport": "sdk"}}},
+    ))
     app = create_app(config)
     async with TestClient(TestServer(app)):
         providers = current_gateway(app).providers

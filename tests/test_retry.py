@@ -11,6 +11,10 @@ from conftest import CHAT, assert_conforms, upstream_config
 from hookgate.plugins.retry import Retry, RetryConfig
 from hookgate.testing.openai_emulator import Fault
 
+# Every test runs once per transport of the openai provider (http, sdk): the same behaviour under both.
+pytestmark = pytest.mark.usefixtures("upstream_transport")
+
+
 FAST = {"backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05}
 
 

@@ -9,6 +9,9 @@ from hookgate.config import ConfigError
 from hookgate.gateway import Gateway
 from hookgate.testing.openai_emulator import Fault
 
+# Every test runs once per transport of the openai provider (http, sdk): the same behaviour under both.
+pytestmark = pytest.mark.usefixtures("upstream_transport")
+
 
 def two_upstreams(primary, secondary, models: dict) -> str:
     return pipeline_config(

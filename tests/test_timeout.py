@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 
 from conftest import CHAT, assert_conforms, eventually, upstream_config
 from hookgate.testing.openai_emulator import Fault
+
+# Every test runs once per transport of the openai provider (http, sdk): the same behaviour under both.
+pytestmark = pytest.mark.usefixtures("upstream_transport")
 
 
 async def test_a_hanging_upstream_gets_504_by_the_deadline_and_is_cancelled(gateway, emulator):
