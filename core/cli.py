@@ -3,7 +3,7 @@
     hookgate serve [--config PATH] [--host HOST] [--port PORT] [--workers N] [--pid-file PATH]
     hookgate reload (--pid-file PATH | --pid N) [--timeout SECONDS]
     hookgate plugins [--config PATH] [--json]
-    hookgate check-config PATH
+    hookgate check-config PATH [--strict]
     hookgate <plugin command> ...      commands plugins add (entry-point group ``hookgate.commands``)
     hookgate new-plugin NAME [--kind KIND] [--directory DIR]   write a plugin package to start from
 
@@ -85,6 +85,7 @@ def _parser(plugin_commands: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a plugins.toml without starting")
     check.add_argument("path", help="the file to check")
+    check.add_argument("--strict", action="store_true", help="fail on warnings too (a table or variable configuring a plugin that is not in the pipeline)")
     check.set_defaults(run=_check_config)
     return parser
 
@@ -366,6 +367,13 @@ def _new_event_loop():
 
 def _check_config(args: argparse.Namespace) -> None:
     config, gateway = _build(args.path)
+    warnings = config.warnings
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if warnings and args.strict:
+        more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""
+        print(f"error: {warnings[0]}{more}; --strict refuses warnings", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
     models = ", ".join(sorted(model for model, _ in gateway.model_ids())) or "none"
     print(f"{args.path}: OK")
     print(f"pipeline: {' -> '.join(config.pipeline) or '(empty)'}")
@@ -392,6 +400,24 @@ def _plugins(args: argparse.Namespace) -> None:
     _print_columns(rows, indent="  ")
     print("\nhook order:")
     _print_columns([(hook, " -> ".join(names) if names else "-") for hook, names in report["hooks"].items()], indent="  ")
+    if report["routes"]:
+        print("\nload-balanced routes (live figures: GET /-/plugins on a running gateway):")
+        for route in report["routes"]:
+            print(f"  {route['model']}: strategy {route['strategy']}, state {route['state']}")
+            _print_columns(
+                [
+                    (
+                        d["name"], f"{d['provider']}/{d['model']}", f"tier {d['tier']}", f"weight {d['weight']:g}",
+                        ", ".join(
+                            f"{label} {d[key]}" for key, label in
+                            (("requests_per_minute", "rpm"), ("tokens_per_minute", "tpm"), ("max_in_flight", "in flight ≤"))
+                            if d[key] is not None
+                        ) + (" (own endpoint)" if d["own_endpoint"] else ""),
+                    )
+                    for d in route["deployments"]
+                ],
+                indent="    ",
+            )
     print("\nrules (checked at start-up):")
     ruled = [plugin for plugin in report["plugins"] if plugin["rules"]]
     for plugin in ruled:

@@ -37,13 +37,15 @@ _MISSING: Any = object()
 class Attempt:
     """One upstream attempt, recorded by the core around every call of the provider: how it ended
     (``ok``, ``http_503``, ``timeout``, ``cancelled``…), the upstream status if any, when it started
-    (``perf_counter()``) and how long it took (for a stream: until its first chunk)."""
+    (``perf_counter()``) and how long it took (for a stream: until its first chunk), and on a
+    load-balanced route the deployment that took it."""
 
     outcome: str
     status: int | None
     duration_ms: float
     started_at: float = 0.0
     number: int = 1
+    deployment: str | None = None
     """1 for the first attempt of the request, 2 for the first retry…"""
 
 

@@ -135,7 +135,7 @@ class Gateway:
                     await startups[name].function(*[{"app": app}[a] for a in startups[name].argnames])
                 self._started.append(name)
             for variant in self._variants:
-                await variant.start()  # type: ignore[attr-defined]
+                await variant.start(app)  # type: ignore[attr-defined]
             if self.routes.balanced:
                 await self._share_balancing(app)
         except BaseException:
@@ -337,7 +337,8 @@ class Gateway:
         finally:
             ended = perf_counter()
             ctx.upstream_seconds += ended - started
-            attempt = Attempt(outcome, status, (ended - started) * 1000.0, started, number)
+            member = ctx.route.deployment if ctx.route is not None else None
+            attempt = Attempt(outcome, status, (ended - started) * 1000.0, started, number, member.name if member is not None else None)
             ctx.attempts.append(attempt)
             if runner.calls("attempt_finished"):
                 runner.emit("attempt_finished", ctx=ctx, attempt=attempt)

@@ -1,6 +1,7 @@
 """What the gateway is running, for ``hookgate plugins`` and ``GET /-/plugins``."""
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ from .redis import redacted_url
 from .registry import InstalledPlugin, PluginLoadError
 from .rules import roles_of, rules_of
 
-__all__ = ["pipeline_report"]
+__all__ = ["pipeline_report", "route_table", "live_route_table"]
 
 
 def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str, InstalledPlugin] | None = None) -> dict[str, Any]:
@@ -52,8 +53,49 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
         "disabled": list(config.disabled),
         "hooks": gateway.runner.order(),
         "models": sorted(model for model, _ in gateway.model_ids()),
+        "routes": route_table(gateway),
         "plugins": plugins,
     }
+
+
+def route_table(gateway: Gateway) -> list[dict[str, Any]]:
+    """The load-balanced routes: strategy, where their figures live, and each deployment's
+    configuration (no key, no base URL). ``live`` is None here: see :func:`live_route_table`."""
+    table = []
+    for route in gateway.routes.balanced:
+        balancer = route.balancer
+        assert balancer is not None
+        table.append({
+            "model": route.model,
+            "strategy": balancer.strategy.name,
+            "state": "redis" if gateway.config.gateway.balancing.redis_url is not None else "local",
+            "deployments": [
+                {
+                    "name": d.name, "provider": d.provider, "model": d.upstream_model, "tier": d.tier, "weight": d.weight,
+                    "requests_per_minute": d.requests_per_minute, "tokens_per_minute": d.tokens_per_minute,
+                    "max_in_flight": d.max_in_flight, "own_endpoint": d.base_url is not None or d.api_key_env is not None,
+                }
+                for d in balancer.deployments
+            ],
+            "live": None,
+        })
+    return table
+
+
+async def live_route_table(gateway: Gateway, timeout: float = 1.0) -> list[dict[str, Any]]:
+    """:func:`route_table` with each deployment's live figures (in flight, requests and tokens in
+    the window, latency averages, why it would refuse now), read from the balancing state: this
+    instance's, or the shared one in Redis. A state that does not answer within ``timeout``
+    leaves ``live`` None."""
+    table = route_table(gateway)
+    for entry, route in zip(table, gateway.routes.balanced):
+        try:
+            async with asyncio.timeout(timeout):
+                statuses = await route.balancer.status()  # type: ignore[union-attr]
+        except (TimeoutError, OSError):
+            continue
+        entry["live"] = [status.as_dict() for status in statuses]
+    return table
 
 
 _SECRET_FIELD_WORDS = ("api_key", "apikey", "password", "secret", "token", "authorization", "credential")

@@ -59,6 +59,7 @@ __all__ = [
     "OpenAIShapedProvider",
     "openai_transport",
     "openai_wire_transport",
+    "endpoint_config",
 ]
 
 # Tells a Stainless SDK not to read the body: the switch its own with_streaming_response uses.
@@ -171,6 +172,14 @@ class SDKTransport:
     @property
     def configured(self) -> bool:
         return self.client is not None
+
+    def copy_for(self, config: SDKProviderConfig) -> SDKTransport:
+        """The same transport for another endpoint (a load-balanced deployment's own base URL or
+        key); not started."""
+        return type(self)(
+            self.provider, config, sdk=self.sdk, client_class=self.client_class, response_type=self.response_type,
+            client_options=self.client_options, key_required=self.key_required,
+        )
 
     def _key(self) -> str | None:
         return _api_key(self.config)
@@ -325,6 +334,14 @@ class HTTPTransport:
     @property
     def configured(self) -> bool:
         return self._headers is not None
+
+    def copy_for(self, config: SDKProviderConfig) -> HTTPTransport:
+        """The same transport for another endpoint (a load-balanced deployment's own base URL or
+        key); not started."""
+        return HTTPTransport(
+            self.provider, config, default_base_url=self.base_url, headers=self._extra_headers,
+            key_required=self.key_required, max_response_bytes=self.max_response_bytes,
+        )
 
     async def start(self, http: HTTPService | None = None) -> None:
         """Take the session of ``http`` (the app's pool) and read the key."""
@@ -521,6 +538,26 @@ class OpenAIShapedProvider:
     def models(self) -> list[str]:
         return list(self._models)
 
+    @property
+    def configured(self) -> bool:
+        """False while it has no key it needs: a load-balanced route skips it."""
+        return self.transport.configured
+
+    def with_endpoint(self, *, base_url: str | None = None, api_key_env: str | None = None) -> OpenAIShapedProvider:
+        """This provider at another endpoint: a load-balanced deployment with its own base URL or
+        key variable (``[models.X] deployments``). The core starts and closes it (:meth:`start`)."""
+        return OpenAIShapedProvider(
+            self.name, self.transport.copy_for(endpoint_config(self.transport.config, base_url, api_key_env)),  # type: ignore[attr-defined]
+            self.path, self._models, self.kinds,
+        )
+
+    async def start(self, app: web.Application) -> None:
+        """Start an endpoint copy's transport on the app's pool (the plugin starts the original)."""
+        await self.transport.start(http_service(app))
+
+    async def close(self) -> None:
+        await self.transport.close()
+
     async def complete(self, ctx: RequestContext) -> Completion | CompletionStream:
         path = self._paths[ctx.kind]
         payload = orjson.dumps(upstream_body(ctx))
@@ -578,6 +615,18 @@ def _parsed_event(provider: str, payload: bytes) -> Any:
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
         raise UpstreamError(f"The {provider} provider sent an unreadable stream event.", code="upstream_malformed") from None
+
+
+def endpoint_config(config: SDKProviderConfig, base_url: str | None, api_key_env: str | None) -> SDKProviderConfig:
+    """``config`` with another base URL and/or key variable (a key given inline is dropped when
+    the variable changes: the deployment's variable is its key)."""
+    changes: dict[str, Any] = {}
+    if base_url is not None:
+        changes["base_url"] = base_url
+    if api_key_env is not None:
+        changes["api_key_env"] = api_key_env
+        changes["api_key"] = None
+    return config.model_copy(update=changes)
 
 
 def _is_chunk(chunk: Any) -> bool:

@@ -37,7 +37,6 @@ from .exchange import Exchange, as_gateway_error
 from .facts import CLIENT_KEY, USAGE
 from .gateway import Gateway
 from .health import Readiness
-from .introspection import pipeline_report
 from .pipelines import PIPELINES, Pipelines
 from .redis import REDIS_SERVICE, RedisService
 from .conversations import CONVERSATION_STORE_SLOT, StoreSlot
@@ -47,7 +46,7 @@ from .output import OutputFilter, output_filters
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
 from .surfaces import NATIVE_EVENTS, Surface, remember_native
 from .tasks import BACKGROUND_TASKS, BackgroundTasks
-from .web import identify, presented_key, require_admin
+from .web import describe_pipeline, identify, presented_key, require_admin
 
 __all__ = ["create_app", "PIPELINES", "current_gateway"]
 
@@ -272,8 +271,7 @@ async def plugins_report(request: web.Request) -> web.Response:
     """``GET /-/plugins``: the running pipeline, hook order, rules, schemas and effective values
     (secrets masked). An admin endpoint: ``authorize_admin`` hooks decide who may see it."""
     await require_admin(request)
-    gateway = request.app[PIPELINES].current
-    report = pipeline_report(gateway.config, gateway)
+    report = await describe_pipeline(request)
     return web.Response(body=orjson.dumps(report, default=str), content_type="application/json")
 
 

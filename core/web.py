@@ -65,18 +65,21 @@ def metrics_collectors(app: web.Application) -> list[object]:
     return list(app[PIPELINES].current.collectors)
 
 
-def describe_pipeline(request: web.Request) -> dict[str, Any]:
+async def describe_pipeline(request: web.Request) -> dict[str, Any]:
     """The running pipeline as ``GET /-/plugins`` reports it, for a plugin's admin route: the
     plugins in order with their roles, rules, config schema and effective values (every secret
     masked: ``SecretStr`` fields, passwords in URLs, and string values of fields named like a
-    credential), the hook order and the routable models.
+    credential), the hook order, the routable models, and the load-balanced routes with each
+    deployment's live state.
 
     Call :func:`require_admin` first: the report is for administrators.
     """
-    from .introspection import pipeline_report  # the report imports the whole pipeline machinery
+    from .introspection import live_route_table, pipeline_report  # the report imports the whole pipeline machinery
 
     gateway = request.app[PIPELINES].current
-    return pipeline_report(gateway.config, gateway)
+    report = pipeline_report(gateway.config, gateway)
+    report["routes"] = await live_route_table(gateway)
+    return report
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -3,8 +3,9 @@
 What is counted (docs/observability.md lists every metric with its labels): requests by model,
 provider, status and cache result; request, upstream, time-to-first-token and concurrency-wait
 histograms; tokens and cost; cache hits and misses; upstream attempts, retries, timeouts and
-rate-limited requests; requests in flight; and how long each plugin's hooks take (through
-``register_hook_observers``), so a slow third-party plugin shows up by name.
+rate-limited requests; requests in flight; per deployment of a load-balanced route, its attempts
+by outcome, their duration and its attempts in flight; and how long each plugin's hooks take
+(through ``register_hook_observers``), so a slow third-party plugin shows up by name.
 
 Names follow Prometheus conventions, and OpenTelemetry's GenAI semantic conventions wherever those
 name the same quantity (``gen_ai_client_token_usage``, ``gen_ai_server_request_duration_seconds``,
@@ -14,8 +15,8 @@ can join them. Label values are bounded: a model or provider is only named once 
 routed (``none`` before), and each label lets at most ``max_label_values`` distinct values through,
 each clipped to 128 characters (later ones read ``other``), so a client inventing model names cannot grow the series without end.
 
-Everything is counted from the core's lifecycle events (``request_started``,
-``request_finished``) and hook timings, so the numbers are the same wherever ``metrics`` is listed:
+Everything is counted from the core's lifecycle events (``request_started``, ``attempt_started``,
+``attempt_finished``, ``request_finished``) and hook timings, so the numbers are the same wherever ``metrics`` is listed:
 the cost of a request is there even when ``cost`` comes later in the pipeline, and the in-flight
 gauge always comes back down. A tenant label names only authenticated keys (``none`` otherwise), so
 junk credentials cannot push real tenants out of the bounded label set.
@@ -41,7 +42,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import Field, field_validator
 
-from hookgate import Completion, GatewayError, Outcome, PluginConfig, RequestContext, StateKey, hookimpl
+from hookgate import Attempt, Completion, GatewayError, Outcome, PluginConfig, RequestContext, StateKey, hookimpl
 from hookgate.bounds import clip
 from hookgate.facts import CLIENT_KEY, CONCURRENCY_WAIT_SECONDS, COST_USD, USAGE
 from hookgate.rules import Reads
@@ -143,6 +144,24 @@ class Metrics:
             ctx[_COUNTED_BY] = metrics  # the gauge to bring down, even across a reload
 
     @hookimpl
+    def attempt_started(self, ctx: RequestContext, number: int) -> None:
+        metrics, route = self.metrics, ctx.route
+        if metrics is not None and route is not None and route.deployment is not None:
+            labels = (metrics.models(route.model), metrics.deployments(route.deployment.name))
+            metrics.deployment_in_flight.child(*labels).inc()
+            ctx[_DEPLOYMENT_IN_FLIGHT] = (metrics, labels)
+
+    @hookimpl
+    def attempt_finished(self, ctx: RequestContext, attempt: Attempt) -> None:
+        counted = ctx.pop(_DEPLOYMENT_IN_FLIGHT, None)
+        if counted is None:
+            return
+        metrics, labels = counted
+        metrics.deployment_in_flight.child(*labels).dec()
+        metrics.deployment_attempts.child(*labels, metrics.outcomes(attempt.outcome)).inc()
+        metrics.deployment_duration.child(*labels).observe(attempt.duration_ms / 1000.0)
+
+    @hookimpl
     def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
         counted = ctx.pop(_COUNTED_BY, None)
         if counted is not None:
@@ -234,6 +253,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         limit = config.max_label_values
         self.models, self.providers, self.tenants = LabelGuard(limit), LabelGuard(limit), LabelGuard(limit)
+        self.deployments = LabelGuard(limit)
         self.errors, self.outcomes, self.exceptions = LabelGuard(limit), LabelGuard(limit), LabelGuard(limit)
         self.tenant_label = config.tenant_label
         tenant = ("tenant",) if config.tenant_label else ()
@@ -271,6 +291,17 @@ class GatewayMetrics:
         self.attempts = Family(Counter(
             "hookgate_upstream_attempts", "Upstream attempts by outcome (ok, http_503, timeout, cancelled…).",
             [PROVIDER, MODEL, "outcome"], registry=r))
+        self.deployment_attempts = Family(Counter(
+            "hookgate_deployment_attempts",
+            "Upstream attempts on each deployment of a load-balanced route, by outcome (ok, http_503, timeout…).",
+            [MODEL, "deployment", "outcome"], registry=r))
+        self.deployment_duration = Family(Histogram(
+            "hookgate_deployment_attempt_duration_seconds",
+            "How long each attempt on a deployment took (a stream: until its first chunk).",
+            [MODEL, "deployment"], buckets=durations, registry=r))
+        self.deployment_in_flight = Family(Gauge(
+            "hookgate_deployment_in_flight", "Attempts in flight on each deployment of a load-balanced route (this instance).",
+            [MODEL, "deployment"], registry=r, multiprocess_mode="livesum"))
         self.retries = Family(Counter(
             "hookgate_upstream_retries", "Upstream attempts after a request's first (each one a retry).",
             [PROVIDER, MODEL], registry=r))
@@ -392,3 +423,6 @@ _APP_METRICS = web.AppKey("hookgate_metrics", dict)
 """The app's metric families (under ``"metrics"``), kept on the app so that a reloaded pipeline
 carries on counting. A holder made while the app is built: a started app's state is not changed."""
 _COUNTED_BY: StateKey[GatewayMetrics] = StateKey("metrics.in_flight", GatewayMetrics, "the metrics whose in-flight gauge counts this request")
+_DEPLOYMENT_IN_FLIGHT: StateKey[tuple] = StateKey(
+    "metrics.deployment_in_flight", tuple, "the metrics and labels whose deployment in-flight gauge counts this attempt"
+)

@@ -132,7 +132,7 @@ class ConsoleAPI:
                response=PIPELINE_SCHEMA, tag="pipeline")
     async def pipeline(self, request: web.Request) -> web.Response:
         await require_admin(request)
-        return json_response(describe_pipeline(request))
+        return json_response(await describe_pipeline(request))
 
     @operation(summary="This document", tag="meta")
     async def openapi(self, request: web.Request) -> web.Response:

@@ -24,7 +24,7 @@ from hookgate.wire.anthropic import (
     from_anthropic_message,
     to_anthropic_request,
 )
-from hookgate.provider_kit import SDKProviderConfig, SDKProviderPlugin, SDKTransport
+from hookgate.provider_kit import SDKProviderConfig, SDKProviderPlugin, SDKTransport, endpoint_config
 from hookgate.routing import upstream_body
 from hookgate.surfaces import NATIVE_EVENTS
 
@@ -68,6 +68,22 @@ class AnthropicChat:
 
     def models(self) -> list[str]:
         return list(self.config.models)
+
+    @property
+    def configured(self) -> bool:
+        """False while it has no key: a load-balanced route skips it."""
+        return self.transport.configured
+
+    def with_endpoint(self, *, base_url: str | None = None, api_key_env: str | None = None) -> AnthropicChat:
+        """This provider at another endpoint (a load-balanced deployment's own base URL or key)."""
+        config = endpoint_config(self.config, base_url, api_key_env)
+        return AnthropicChat(self.name, self.transport.copy_for(config), config)  # type: ignore[arg-type]
+
+    async def start(self, app: Any) -> None:
+        await self.transport.start()
+
+    async def close(self) -> None:
+        await self.transport.close()
 
     async def complete(self, ctx: RequestContext) -> Completion | CompletionStream:
         # Translated before anything is sent: what Anthropic cannot do is a 400 without a call.

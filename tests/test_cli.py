@@ -111,6 +111,20 @@ def test_a_broken_config_stops_serve_and_check_config_with_one_clear_line(tmp_pa
         assert "Traceback" not in result.stderr
 
 
+def test_check_config_warns_of_a_table_for_a_plugin_not_in_the_pipeline_and_strict_refuses_it(tmp_path):
+    path = tmp_path / "plugins.toml"
+    path.write_text('[gateway]\npipeline = ["echo"]\n[plugins.memory_cache]\nttl_seconds = 42\n')
+    lenient = run("check-config", str(path))
+    assert lenient.returncode == 0 and f"{path}: OK" in lenient.stdout
+    assert lenient.stderr.strip() == f"warning: {path}: [plugins.memory_cache] configures a plugin that is not in [gateway] pipeline (it has no effect)"
+    strict = run("check-config", str(path), "--strict")
+    assert strict.returncode == 1 and "OK" not in strict.stdout
+    assert strict.stderr.strip().splitlines()[-1] == (
+        f"error: {path}: [plugins.memory_cache] configures a plugin that is not in [gateway] pipeline (it has no effect); --strict refuses warnings"
+    )
+    assert run("check-config", "plugins.toml", "--strict").returncode == 0, "the repository's own config has nothing to warn of"
+
+
 def test_check_config_accepts_the_repository_config():
     result = run("check-config", "plugins.toml")
     assert result.returncode == 0, result.stderr

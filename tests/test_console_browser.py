@@ -73,6 +73,7 @@ async def test_an_admin_uses_every_page_of_the_dashboard(aiohttp_client, make_co
         pipeline=[*PIPELINE, "openai"],
         openai={"base_url": emulator.base_url, "api_key": UPSTREAM_KEY, "models": ["gpt-4o-mini"]},
     )
+    config += '[models."gpt-4o"]\ndeployments = [{ name = "org-a", provider = "openai", model = "gpt-4o-mini", requests_per_minute = 500 }]\n'
     client = await aiohttp_client(create_app(make_config(config)))
     base = str(client.make_url("/-/dashboard"))
     context = await browser.new_context(viewport=LAPTOP)
@@ -171,6 +172,8 @@ async def test_an_admin_uses_every_page_of_the_dashboard(aiohttp_client, make_co
     assert order.index("request_store") < order.index("api_keys") < order.index("openai")
     await page.get_by_test_id("pipeline-config").locator("summary", has_text="openai").click()
     assert "**********" in await page.get_by_test_id("pipeline-config").text_content()
+    route = await page.get_by_test_id("route-gpt-4o").text_content()
+    assert "gpt-4o: weighted (local)" in route and "org-a" in route and "openai/gpt-4o-mini" in route and "500 rpm" in route
     await shot("pipeline")
 
     # --- nothing of a key or a provider secret in any page; no script error, no CSP violation

@@ -206,3 +206,106 @@ def test_a_bad_balanced_route_is_refused_at_start_up_naming_the_key(make_config,
     with pytest.raises(ConfigError) as raised:
         Gateway(make_config(text))
     assert complaint in str(raised.value) and "models.pool" in str(raised.value)
+
+
+async def test_a_deployment_with_its_own_base_url_and_key_variable(gateway, emulators, monkeypatch):
+    monkeypatch.setenv("HG_TEST_ORG_B_KEY", "sk-org-b-secret")
+    emulators["b"].settings = EmulatorSettings(record_requests=True)
+    text = pipeline_config(
+        ["openai"], openai={"base_url": emulators["a"].base_url, "api_key": "sk-org-a-secret", "models": ["gpt-4o-mini"]},
+    ) + f'[models."{POOL}"]\ndeployments = [' + ", ".join(toml_value(d) for d in [
+        {"name": "org-a", "provider": "openai", "model": "gpt-4o-mini", "weight": 1},
+        {"name": "org-b", "provider": "openai", "model": "gpt-4o-mini", "weight": 1,
+         "base_url": emulators["b"].base_url, "api_key_env": "HG_TEST_ORG_B_KEY"},
+    ]) + "]\n"
+    client = await gateway(text)
+    served = await send_many(client, 40, concurrency=4)
+    assert served["org-a"] > 0 and served["org-b"] > 0 and served["org-a"] + served["org-b"] == 40
+    assert emulators["b"].stats.calls == served["org-b"]
+    assert {r.headers["authorization"] for r in emulators["b"].stats.requests} == {"Bearer sk-org-b-secret"}
+    report = await (await client.get("/-/plugins")).text()
+    assert "sk-org-b-secret" not in report and "sk-org-a-secret" not in report and emulators["b"].base_url not in report
+
+
+async def test_a_deployment_without_its_key_is_skipped(gateway, emulators, monkeypatch):
+    monkeypatch.delenv("HG_TEST_MISSING_KEY", raising=False)
+    text = pipeline_config(
+        ["openai"], openai={"base_url": emulators["a"].base_url, "api_key": "sk-a", "models": ["gpt-4o-mini"]},
+    ) + f'[models."{POOL}"]\ndeployments = [' + ", ".join(toml_value(d) for d in [
+        {"name": "keyed", "provider": "openai", "model": "gpt-4o-mini"},
+        {"name": "keyless", "provider": "openai", "model": "gpt-4o-mini", "weight": 100, "api_key_env": "HG_TEST_MISSING_KEY"},
+    ]) + "]\n"
+    client = await gateway(text)
+    assert await send_many(client, 10, concurrency=2) == {"keyed": 10}
+
+
+async def test_deployments_have_their_own_metrics_and_live_state_in_the_pipeline_report(gateway, emulators):
+    emulators["b"].settings = EmulatorSettings(fault=Fault(status=503), record_requests=False)
+    client = await gateway(balanced(
+        emulators, [{"provider": "a", "requests_per_minute": 1000}, {"provider": "b"}], strategy="least_busy",
+        pipeline=("metrics", "retry"), retry={"max_attempts": 2, "backoff_base_seconds": 0.001, "budget_ratio": 1.0},
+    ))
+    served = await send_many(client, 20, concurrency=1)
+    assert served == {"a": 20}
+    failed_on_b = emulators["b"].stats.calls
+    assert failed_on_b >= 1, "least_busy tries b (both idle) and the retry moves to a"
+    text = await (await client.get("/metrics")).text()
+    assert f'hookgate_deployment_attempts_total{{deployment="a",gen_ai_request_model="pool",outcome="ok"}} 20.0' in text
+    assert f'hookgate_deployment_attempts_total{{deployment="b",gen_ai_request_model="pool",outcome="http_503"}} {failed_on_b}.0' in text
+    assert 'hookgate_deployment_in_flight{deployment="a",gen_ai_request_model="pool"} 0.0' in text
+    assert 'hookgate_deployment_attempt_duration_seconds_count{deployment="a",gen_ai_request_model="pool"} 20.0' in text
+
+    report = await (await client.get("/-/plugins")).json()
+    (route,) = report["routes"]
+    assert route["model"] == "pool" and route["strategy"] == "least_busy" and route["state"] == "local"
+    live = {d["name"]: d for d in route["live"]}
+    assert live["a"]["requests_in_window"] == 20 and live["a"]["requests_per_minute"] == 1000 and live["a"]["in_flight"] == 0
+    assert live["b"]["requests_in_window"] == failed_on_b
+
+
+def test_hookgate_plugins_lists_the_route_table(tmp_path):
+    import subprocess
+
+    from servers import HOOKGATE
+
+    class Unstarted:
+        base_url = "http://127.0.0.1:9/v1"
+
+    config = tmp_path / "plugins.toml"
+    config.write_text(balanced({"a": Unstarted(), "b": Unstarted()}, [
+        {"provider": "a", "weight": 3, "requests_per_minute": 30}, {"provider": "b", "tier": 2, "max_in_flight": 4},
+    ], strategy="usage"))
+    shown = subprocess.run([HOOKGATE, "plugins", "--config", str(config)], capture_output=True, text=True, check=True).stdout
+    assert "pool: strategy usage, state local" in shown
+    lines = [line.split() for line in shown.splitlines() if line.startswith("    a ") or line.startswith("    b ")]
+    assert lines[0][:6] == ["a", "a/pool", "tier", "1", "weight", "3"] and "rpm" in lines[0] and "30" in lines[0]
+    assert lines[1][:4] == ["b", "b/pool", "tier", "2"] and "≤" in lines[1]
+
+
+async def test_rpm_30_on_one_deployment_holds_across_two_gateway_processes(gateway_process, emulators, redis_url, redis_prefix):
+    import aiohttp
+
+    config = balanced(
+        emulators, [{"provider": "a", "weight": 20, "requests_per_minute": 30}, {"provider": "b"}, {"provider": "c"}],
+        gateway={"balancing": {"redis_url": redis_url, "key_prefix": redis_prefix}},
+    )
+    gateways = await asyncio.gather(*(asyncio.to_thread(gateway_process, config) for _ in range(2)))
+    async with aiohttp.ClientSession() as session:
+
+        async def one(n: int) -> tuple[int, str | None]:
+            async with session.post(f"{gateways[n % 2].url}/v1/chat/completions", json=ask(n)) as response:
+                await response.read()
+                return response.status, response.headers.get("x-hookgate-deployment")
+
+        started = time.monotonic()
+        results = []
+        for batch in range(0, 200, 20):
+            results += await asyncio.gather(*(one(n) for n in range(batch, batch + 20)))
+        elapsed = time.monotonic() - started
+    assert elapsed < 60, "the whole run fits in one window"
+    assert all(status == 200 for status, _ in results), "the others take what the limited one cannot"
+    served = collections.Counter(deployment for _, deployment in results)
+    assert served["a"] == 30 == emulators["a"].stats.calls, served  # weighted 20:1:1, it would take about 180
+    assert served["b"] + served["c"] == 170
+    for process in gateways:
+        process.stop()

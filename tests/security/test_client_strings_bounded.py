@@ -107,7 +107,9 @@ async def test_an_upstream_error_quoting_a_huge_request_reaches_the_client_bound
     response = await client.post("/v1/chat/completions", json=chat("gpt-4o-mini"))
     body = await response.json()
     assert response.status == 400
-    assert len(body["error"]["message"]) < BOUND and len(body["error"]["code"]) < 100
+    # The error body is over the http transport's 1 MiB read limit, so its status alone decides
+    # (no code); the sdk transport reads it whole and clips the code.
+    assert len(body["error"]["message"]) < BOUND and len(body["error"]["code"] or "") < 100
 
 
 @pytest.mark.parametrize(

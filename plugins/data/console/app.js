@@ -466,8 +466,25 @@ async function pipeline() {
     el("div", { class: "panel" }, el("h2", { text: "Hook order" }), el("table", {}, el("tbody", {},
       Object.entries(report.hooks).filter(([, names]) => names.length).map(([hook, names]) => el("tr", {}, el("td", { text: hook }), el("td", { text: names.join(" → ") })))))),
     el("div", { class: "panel" }, el("h2", { text: `Models (${report.models.length})` }), el("p", { text: report.models.join(", ") || "none" })),
+    ...(report.routes || []).map((r) => routePanel(r)),
     el("div", { class: "panel", "data-testid": "pipeline-config" }, el("h2", { text: "Effective configuration (secrets masked)" }),
       enabled.map((p) => el("details", {}, el("summary", { text: p.name }), el("pre", { text: JSON.stringify(p.config, null, 2) })))));
+}
+
+function routePanel(route) {
+  const live = Object.fromEntries((route.live || []).map((d) => [d.name, d]));
+  const cell = (value) => el("td", { text: value === null || value === undefined ? "–" : String(value) });
+  const seconds = (value) => (value === null || value === undefined ? null : `${(value * 1000).toFixed(0)} ms`);
+  return el("div", { class: "panel", "data-testid": "route-" + route.model },
+    el("h2", { text: `${route.model}: ${route.strategy} (${route.state})` }),
+    el("table", {},
+      el("thead", {}, el("tr", {}, ["deployment", "upstream", "tier", "weight", "limits", "in flight", "requests/min", "tokens/min", "latency", "refusing"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, route.deployments.map((d) => {
+        const now = live[d.name] || {};
+        const limits = [d.requests_per_minute && `${d.requests_per_minute} rpm`, d.tokens_per_minute && `${d.tokens_per_minute} tpm`, d.max_in_flight && `≤ ${d.max_in_flight} at once`].filter(Boolean).join(", ");
+        return el("tr", {}, cell(d.name), cell(`${d.provider}/${d.model}`), cell(d.tier), cell(d.weight), cell(limits || "none"),
+          cell(now.in_flight), cell(now.requests_in_window), cell(now.tokens_in_window), cell(seconds(now.latency_seconds)), cell(now.refusal || ""));
+      }))));
 }
 
 // ------------------------------------------------------------------------------- shell ---
