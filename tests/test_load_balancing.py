@@ -309,3 +309,16 @@ async def test_rpm_30_on_one_deployment_holds_across_two_gateway_processes(gatew
     assert served["b"] + served["c"] == 170
     for process in gateways:
         process.stop()
+
+
+async def test_a_stream_that_fails_before_its_first_chunk_is_retried_on_another_deployment(gateway, emulators):
+    emulators["a"].script(Fault(status=503))
+    client = await gateway(balanced(
+        emulators, [{"provider": "a", "tier": 1}, {"provider": "b", "tier": 2}],
+        pipeline=("retry",), retry={"max_attempts": 2, "backoff_base_seconds": 0.001, "budget_ratio": 1.0},
+    ))
+    response = await client.post("/v1/chat/completions", json=ask(1, stream=True))
+    text = await response.text()
+    assert response.status == 200 and "data: [DONE]" in text
+    assert response.headers["x-hookgate-deployment"] == "b" and response.headers["x-hookgate-attempts"] == "2"
+    assert (emulators["a"].stats.calls, emulators["b"].stats.calls) == (1, 1)
