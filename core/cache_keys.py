@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import orjson
-
 from typing import TYPE_CHECKING
+
+import orjson
 
 from .routing import Route, upstream_body
 from .state import StateKey
@@ -20,7 +20,7 @@ from .state import StateKey
 if TYPE_CHECKING:
     from .context import RequestContext
 
-__all__ = ["cache_key", "canonical_json", "KEY_VERSION", "NON_OUTPUT_FIELDS"]
+__all__ = ["cache_key", "cache_identity", "canonical_json", "KEY_VERSION", "NON_OUTPUT_FIELDS"]
 
 _DIGEST: StateKey[tuple["Route | None", str]] = StateKey("cache_key.digest", tuple, "the digest computed for a route, memoised")
 
@@ -69,14 +69,34 @@ def cache_key(ctx: RequestContext, *, shared: bool = False) -> str:
     The digest is computed once per request and route (memory and Redis caches in one pipeline
     share it); a plugin that rewrites ``ctx.body`` must do so before ``cache_lookup``.
     """
+    route = ctx.route
+    identity = route.balanced or route if route is not None else None
     memo = ctx.get(_DIGEST)
-    if memo is not None and memo[0] is ctx.route:
+    if memo is not None and memo[0] is identity:
         digest = memo[1]
     else:
-        material = {k: v for k, v in upstream_body(ctx).items() if k not in NON_OUTPUT_FIELDS}
-        material["__provider__"] = ctx.provider_name
+        body, provider = cache_identity(ctx)
+        material = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
+        material["__provider__"] = provider
         material["__surface__"] = ctx.surface  # the same prompt asked through two APIs is two entries
         digest = hashlib.sha256(canonical_json(material)).hexdigest()
-        ctx[_DIGEST] = (ctx.route, digest)
+        ctx[_DIGEST] = (identity, digest)
     namespace = "shared" if shared else (ctx.tenant or "anon")
     return f"hookgate:cache:{KEY_VERSION}:{namespace}:{digest}"
+
+
+def cache_identity(ctx: RequestContext) -> tuple[dict[str, Any], str]:
+    """What a cache must tell requests apart by: the body as the routed provider receives it and
+    the provider's name; for a load-balanced route, the body with the route's defaults under the
+    public model name, and the route itself in place of a provider.
+
+    Every deployment of a balanced route serves the same public model, so one answer serves them
+    all, and the identity must not change between the lookup (before a deployment is picked) and
+    the store (after one answered).
+    """
+    route = ctx.route
+    balanced = route.balanced if route is not None else None
+    if balanced is None:
+        return upstream_body(ctx), ctx.provider_name
+    body = {**balanced.params, **ctx.body, "model": balanced.model} if balanced.params else {**ctx.body, "model": balanced.model}
+    return body, f"balanced:{balanced.model}"

@@ -32,7 +32,9 @@ from .upstream import should_fall_back
 
 log = structlog.get_logger("hookgate.gateway")
 
-_TRIED: StateKey[list[str]] = StateKey("gateway.deployments_tried", list, "Deployments of a balanced route this request has tried, in order.")
+_TRIED: StateKey[list[str]] = StateKey(
+    "gateway.deployments_tried", list, "Deployments (route/name) of balanced routes this request has tried, in order."
+)
 
 __all__ = ["Gateway"]
 
@@ -247,7 +249,8 @@ class Gateway:
         the circuit breaker (``UPSTREAM_GATE``) lets through."""
         balancer: Balancer = balanced.balancer  # type: ignore[assignment]
         members = balanced.members
-        tried = ctx.setdefault(_TRIED, [])
+        tried_anywhere = ctx.setdefault(_TRIED, [])
+        tried = [name for route, _, name in (key.rpartition("/") for key in tried_anywhere) if route == balanced.model]  # this route's
         kind = ctx.kind
         unsuited = {name for name, member in members.items() if kind not in kinds_of(member.provider)}
         exclude = unsuited | set(tried)
@@ -264,7 +267,7 @@ class Gateway:
         while True:
             lease = await balancer.pick(exclude=exclude, healthy=healthy, tokens=tokens, stream=ctx.stream)
             if gate is None or gate.claim(lease.deployment.breaker_key):
-                tried.append(lease.deployment.name)
+                tried_anywhere.append(lease.deployment.key)
                 return lease
             await lease.release("abandoned")
             exclude = exclude | {lease.deployment.name}

@@ -36,10 +36,9 @@ from enum import Enum
 from typing import Any, Final, final
 
 from hookgate import RequestContext, canonical_json
-from hookgate.cache_keys import NON_OUTPUT_FIELDS
+from hookgate.cache_keys import NON_OUTPUT_FIELDS, cache_identity
 from hookgate.facts import CLIENT_KEY
 from .semantic_cache_partition import PARTITION_VERSION, conversation_partition
-from hookgate.routing import upstream_body
 
 __all__ = ["ENTRY_SCHEMA", "CHAT_SURFACES", "Ineligible", "SemanticScope", "scope_of", "namespace_id", "answer_text"]
 
@@ -101,7 +100,7 @@ def scope_of(
     """The request's scope, or why it has none."""
     if ctx.surface not in CHAT_SURFACES:
         return Ineligible.SURFACE
-    body = upstream_body(ctx)
+    body, provider = cache_identity(ctx)
     messages = body.get("messages")
     if not isinstance(messages, list):
         return Ineligible.NOT_TEXT
@@ -117,7 +116,7 @@ def scope_of(
         "schema": ENTRY_SCHEMA,
         "conversation": PARTITION_VERSION,
         "surface": ctx.surface,
-        "provider": ctx.provider_name,
+        "provider": provider,
         "parameters": parameters,  # the upstream model included
         "prefix": conversation.prefix_hash,
         "embedding_model": model_id,
@@ -133,8 +132,13 @@ def scope_of(
 
 
 def route_of(ctx: RequestContext) -> tuple[int, int]:
-    """The provider and route serving the request (a fallback changes both after the lookup)."""
-    return id(ctx.provider), id(getattr(ctx, "route", None))
+    """The provider and route serving the request (a fallback changes both after the lookup; the
+    deployment a load-balanced route picked does not: the route is the identity)."""
+    route = getattr(ctx, "route", None)
+    balanced = route.balanced if route is not None else None
+    if balanced is not None:
+        return 0, id(balanced)
+    return id(ctx.provider), id(route)
 
 
 def answer_text(body: dict[str, Any]) -> str | None:

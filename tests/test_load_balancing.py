@@ -322,3 +322,17 @@ async def test_a_stream_that_fails_before_its_first_chunk_is_retried_on_another_
     assert response.status == 200 and "data: [DONE]" in text
     assert response.headers["x-hookgate-deployment"] == "b" and response.headers["x-hookgate-attempts"] == "2"
     assert (emulators["a"].stats.calls, emulators["b"].stats.calls) == (1, 1)
+
+
+async def test_an_answer_of_any_deployment_is_cached_for_the_route(gateway, emulators):
+    client = await gateway(balanced(
+        emulators, [{"provider": "a", "model": "model-a"}, {"provider": "b", "model": "model-b", "weight": 1000}],
+        pipeline=("memory_cache",),
+    ))
+    first = await client.post("/v1/chat/completions", json=ask(1))
+    assert first.status == 200 and first.headers["x-hookgate-cache"] == "MISS"
+    answered_by = first.headers["x-hookgate-deployment"]
+    second = await client.post("/v1/chat/completions", json=ask(1))
+    assert second.status == 200 and second.headers["x-hookgate-cache"] == "HIT", "stored under the route, not the deployment"
+    assert (await second.json())["choices"] == (await first.json())["choices"]
+    assert emulators["a"].stats.calls + emulators["b"].stats.calls == 1 and answered_by == "b"
