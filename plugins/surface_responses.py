@@ -239,7 +239,7 @@ class ResponsesSurface:
             ctx[CONVERSATION_POSITION] = record.position
         elif conversation is not None:
             if not is_conversation_id(conversation):
-                raise ConversationNotFound(f"No conversation with id '{conversation[:_MAX_ID_CHARS]}' was found.", param="conversation")
+                raise ConversationNotFound(param="conversation")  # as memory answers an unknown id: never echoed
             ctx[CONVERSATION_ID] = conversation
         elif stores:
             ctx[CONVERSATION_ID] = NEW_CONVERSATION
