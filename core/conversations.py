@@ -38,7 +38,8 @@ unaffected. The errors are :class:`~hookgate.GatewayError` subclasses, so they c
 client as they are.
 
 A plugin or surface finds the app's store with :func:`conversation_store` (the memory plugin
-opens it; None without it).
+opens it; None without it); a surface that keeps its state in conversations uses
+:func:`conversations_for`, which also gives the owner rule the memory plugin applies.
 """
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ __all__ = [
     "owner_of_request",
     "owner_digest",
     "conversation_store",
+    "conversations_for",
+    "SurfaceConversations",
     "CONVERSATION_STORE_SLOT",
     "StoreSlot",
 ]
@@ -824,13 +827,18 @@ class StoreSlot:
     """Where an app keeps the conversation store its memory plugin opened, for the surfaces
     (Responses) and plugins that need the same conversations."""
 
-    __slots__ = ("store", "embedded")
+    __slots__ = ("store", "embedded", "owner_scope", "surfaces")
 
     def __init__(self) -> None:
         self.store: ConversationStore | None = None
         """The store of the current pipeline's memory plugin (None: not enabled)."""
         self.embedded: InMemoryConversationStore | None = None
         """The in-memory store, kept across live reloads so a reload does not forget conversations."""
+        self.owner_scope: Literal["key", "namespace"] = "key"
+        """How the memory plugin names owners (its ``owner_scope``): whatever a surface stores in
+        a conversation must be stored for the conversation's own owner."""
+        self.surfaces: frozenset[str] = frozenset()
+        """The surfaces on which the memory plugin serves conversations (its ``surfaces``)."""
 
 
 CONVERSATION_STORE_SLOT = web.AppKey("hookgate_conversation_store", StoreSlot)
@@ -841,3 +849,37 @@ def conversation_store(app: web.Application) -> ConversationStore | None:
     """The app's conversation store, opened by the memory plugin; None when it is not enabled."""
     slot = app.get(CONVERSATION_STORE_SLOT)
     return slot.store if slot is not None else None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SurfaceConversations:
+    """The app's conversation store, and whose conversations a request's are, for a surface.
+
+    For a surface with server-side state (the Responses API's stored responses): the owner rule
+    is the memory plugin's (``owner_scope``), so what the surface stores in a conversation is
+    stored, and read, as the conversation's own owner."""
+
+    store: ConversationStore
+    owner_scope: Literal["key", "namespace"] = "key"
+
+    def owner(self, ctx: RequestContext) -> str:
+        """The owner of a request's conversations (after authentication)."""
+        return owner_of_request(ctx, scope=self.owner_scope)
+
+    def owner_of(self, key: ClientKey | None, tenant: str | None) -> str:
+        """The owner for a route outside the chain (``GET /v1/responses/{id}``): the key the
+        request presents (``hookgate.web.identify``), else its tenant."""
+        return owner_of(key, tenant, scope=self.owner_scope)
+
+
+def conversations_for(app: web.Application, surface: str) -> SurfaceConversations | None:
+    """Where the surface named ``surface`` keeps its server-side state; None without memory.
+
+    None when the memory plugin is not enabled, or does not serve that surface (its
+    ``surfaces``): the surface then keeps its state as it would without it. Ask per request: a
+    live reload can change it."""
+    slot = app.get(CONVERSATION_STORE_SLOT)
+    if slot is None or slot.store is None or surface not in slot.surfaces:
+        return None
+    return SurfaceConversations(slot.store, slot.owner_scope)

@@ -23,6 +23,7 @@ fact                       produced by          in
 ``CONVERSATION_ID``        ``memory``           ``before_request`` (or a surface, before it)
 ``CONVERSATION_POSITION``  a surface           before the pipeline (Responses ``previous_response_id``)
 ``CONVERSATION_READ_ONLY`` a surface           before the pipeline (Responses ``store: false``)
+``CONVERSATION_OPTIONAL``  a surface           before the pipeline (Responses, storing by default)
 ``CONVERSATION_APPENDED``  ``memory``           ``after_response``
 ``DEPLOYMENT``             the core             ``call_provider`` (load-balanced routes)
 ``UPSTREAM_GATE``          ``circuit_breaker``  ``call_provider`` (read by the core's pick)
@@ -62,6 +63,7 @@ __all__ = [
     "CONVERSATION_ID",
     "CONVERSATION_POSITION",
     "CONVERSATION_READ_ONLY",
+    "CONVERSATION_OPTIONAL",
     "CONVERSATION_APPENDED",
     "DEPLOYMENT",
     "UPSTREAM_GATE",
@@ -151,6 +153,14 @@ CONVERSATION_READ_ONLY: StateKey[bool] = StateKey(
     "Set by a surface with CONVERSATION_ID: send the conversation's history but store nothing "
     "(Responses with store: false); no lease is taken.",
 )
+CONVERSATION_OPTIONAL: StateKey[bool] = StateKey(
+    "conversation_optional",
+    bool,
+    "Set by a surface with CONVERSATION_ID = NEW_CONVERSATION when the client did not ask for a "
+    "conversation (Responses: store is on by default): if the store cannot make one (unavailable, "
+    "or the owner has as many as allowed), the memory plugin serves the request without one, "
+    "storing nothing and leaving CONVERSATION_ID unset, instead of refusing it.",
+)
 CONVERSATION_APPENDED: StateKey[Any] = StateKey(
     "conversation_appended",
     object,
@@ -203,6 +213,7 @@ ALL_FACTS: tuple[StateKey[Any], ...] = (
     CONVERSATION_ID,
     CONVERSATION_POSITION,
     CONVERSATION_READ_ONLY,
+    CONVERSATION_OPTIONAL,
     CONVERSATION_APPENDED,
     DEPLOYMENT,
     UPSTREAM_GATE,

@@ -34,8 +34,11 @@ prompt's estimated tokens) and ``x-hookgate-conversation-history`` (``full``, ``
 
 **Surfaces** (Responses) name the conversation with facts instead of the header:
 ``CONVERSATION_ID``, ``CONVERSATION_POSITION`` (continue from a stored response: a branch when the
-conversation moved on or is busy) and ``CONVERSATION_READ_ONLY`` (``store: false``); after the
-answer ``CONVERSATION_APPENDED`` says where the turn went (docs/memory.md).
+conversation moved on or is busy), ``CONVERSATION_READ_ONLY`` (``store: false``) and
+``CONVERSATION_OPTIONAL`` (a conversation the client did not ask for: when none can be made, the
+request is served without one); after the answer ``CONVERSATION_APPENDED`` says where the turn
+went (docs/memory.md). On the ``responses`` surface the request's system prompt (its
+``instructions``) is sent after the conversation's own and never stored.
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ from hookgate.conversations import (
     Conversation,
     ConversationBusy,
     ConversationCipher,
+    ConversationLimitExceeded,
     ConversationLimits,
     ConversationStore,
     ConversationStoreUnavailable,
@@ -69,7 +73,15 @@ from hookgate.conversations import (
     owner_of_request,
 )
 from hookgate.conversations_redis import RedisConversationStore
-from hookgate.facts import CLIENT_KEY, CONVERSATION_APPENDED, CONVERSATION_ID, CONVERSATION_POSITION, CONVERSATION_READ_ONLY
+from hookgate.facts import (
+    CLIENT_KEY,
+    CONVERSATION_APPENDED,
+    CONVERSATION_ID,
+    CONVERSATION_OPTIONAL,
+    CONVERSATION_POSITION,
+    CONVERSATION_READ_ONLY,
+)
+from hookgate.logs import IntervalLog
 from hookgate.redis import RedisURLConfig, redis_service
 from hookgate.rules import Before, Produces, Reads
 from hookgate.tasks import background
@@ -207,6 +219,7 @@ class Memory:
         self.stats = _Stats()
         self._keeper: LeaseKeeper | None = None
         self._slot: StoreSlot | None = None
+        self._optional_skipped = IntervalLog(log, "memory_optional_conversation_not_made")
         self.summariser = (
             Summariser(
                 model=config.summary_model,
@@ -257,6 +270,8 @@ class Memory:
                 self._slot.embedded = embedded
         if self._slot is not None:
             self._slot.store = self.store
+            self._slot.owner_scope = config.owner_scope
+            self._slot.surfaces = frozenset(config.surfaces)
         else:
             log.warning("memory_store_not_shared", detail="the app has no conversation store slot (memory enabled by a reload); the Responses surface cannot see this store until a restart")
         every = self.store.renew_every
@@ -311,16 +326,28 @@ class Memory:
                 conversation = _as_of(await store.load(requested, owner), position)
             else:
                 if requested == NEW_CONVERSATION:
-                    requested = (await store.create(owner)).id
+                    try:
+                        requested = (await store.create(owner)).id
+                    except (ConversationStoreUnavailable, ConversationLimitExceeded) as error:
+                        if not ctx.get(CONVERSATION_OPTIONAL):
+                            raise
+                        # The client never asked for a conversation (a surface that stores by
+                        # default): serve it as a request without one rather than refuse it.
+                        ctx.pop(CONVERSATION_ID, None)
+                        self.stats.turn(error.code or "error")
+                        self._optional_skipped.warning(reason=error.code, surface=ctx.surface)
+                        return
                 conversation, lease = await _begin_turn(store, requested, owner, position)
         except GatewayError as error:
             self.stats.turn(error.code or "error")
             raise
         try:
-            sticky = ctx.surface != "responses"  # Responses: instructions apply to one request only
+            # Responses: the request's instructions apply to it alone (as OpenAI's API has it),
+            # after the conversation's own system prompt; elsewhere a system prompt replaces it.
+            sticky = ctx.surface != "responses"
             encoding, encoding_name = self.counter.encoding_for(ctx.model or "")
             counted_new = await self._counted(new, encoding)
-            system = brought_system if (brought_system or not sticky) else list(conversation.system)
+            system = (brought_system or list(conversation.system)) if sticky else [*conversation.system, *brought_system]
             history = await self._history(conversation.messages, encoding, encoding_name)
             summary = None
             if conversation.summary is not None:

@@ -126,6 +126,11 @@ def _shell(request: Mapping[str, Any], *, response_id: str, created_at: int, mod
     }
     if isinstance(request.get("user"), str):
         shell["user"] = request["user"]
+    conversation = request.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str):
+        shell["conversation"] = {"id": conversation}  # the conversation the answer was added to
     return shell
 
 
