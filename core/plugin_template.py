@@ -10,8 +10,9 @@ fixtures, a GitHub Actions workflow and a ``.gitignore``. It installs with ``pip
 
 The templates are package data (``hookgate/plugin_templates``): ``common/`` for what every package
 has, and one directory per kind with its module, its tests and a ``kind.toml`` of README
-paragraphs (and, for a kind that is not enabled in the pipeline, ``listed_in``: the
-``[gateway]`` list that enables it). Placeholders are ``{{name}}``; a path part starting ``dot-`` stands for one starting
+paragraphs, with two optional keys: ``listed_in``, the ``[gateway]`` list that enables the kind
+(default ``pipeline``), and ``test_client``, what its tests talk to the gateway with (default the
+openai SDK). Placeholders are ``{{name}}``; a path part starting ``dot-`` stands for one starting
 ``.`` (packaging tools skip hidden files), ``package`` for the import package, and ``.tmpl`` keeps
 templates from being imported, byte-compiled or collected as tests.
 
