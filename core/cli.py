@@ -377,6 +377,7 @@ def _check_config(args: argparse.Namespace) -> None:
     models = ", ".join(sorted(model for model, _ in gateway.model_ids())) or "none"
     print(f"{args.path}: OK")
     print(f"pipeline: {' -> '.join(config.pipeline) or '(empty)'}")
+    print(f"surfaces: {', '.join(plugin.name for plugin in config.surfaces) or '(none)'}")
     print(f"models: {models}")
 
 
@@ -391,11 +392,17 @@ def _plugins(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=2, default=str))
         return
     print(f"config: {report['config']}")
-    print(f"pipeline: {' -> '.join(report['pipeline']) or '(empty)'}\n")
+    print(f"pipeline: {' -> '.join(report['pipeline']) or '(empty)'}")
+    print(f"surfaces: {', '.join(report['surfaces']) or '(none)'}\n")
     print("installed plugins:")
     rows = []
     for plugin in report["plugins"]:
-        state = f"enabled #{plugin['position']}" if plugin["enabled"] else ("disabled" if plugin["name"] in config.disabled else "not in pipeline")
+        if plugin["enabled"]:
+            state = f"enabled #{plugin['position']}"
+        elif plugin["surface"]:
+            state = "surface"  # enabled in [gateway] surfaces
+        else:
+            state = "disabled" if plugin["name"] in config.disabled else "not in pipeline"
         rows.append((plugin["name"], state, f"{plugin['distribution']} {plugin['version']}", plugin["description"]))
     _print_columns(rows, indent="  ")
     print("\nhook order:")

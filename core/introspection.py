@@ -16,15 +16,18 @@ __all__ = ["pipeline_report", "route_table", "live_route_table"]
 
 def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str, InstalledPlugin] | None = None) -> dict[str, Any]:
     """The pipeline in order, the hook order, and each plugin's config schema and effective values
-    (secrets masked). ``installed`` adds the plugins that are installed but not enabled."""
+    (secrets masked). ``installed`` adds the plugins that are installed but not enabled. A plugin
+    enabled in ``[gateway] surfaces`` has no position but ``surface`` true."""
     position = {name: i + 1 for i, name in enumerate(config.pipeline)}
-    effective = {p.name: p for p in config.plugins}
+    surfaces = [p.name for p in config.surfaces]
+    effective = {p.name: p for p in (*config.plugins, *config.surfaces)}
     catalogue = dict(installed or {})
-    for plugin in config.plugins:
+    for plugin in (*config.plugins, *config.surfaces):
         catalogue.setdefault(plugin.name, plugin.installed)
     instances = gateway.runner.plugins
     plugins = []
-    for name, plugin in sorted(catalogue.items(), key=lambda item: (position.get(item[0], 10**6), item[0])):
+    rank = {**{name: 10**5 for name in surfaces}, **position}  # the pipeline in order, then the surfaces, then the rest
+    for name, plugin in sorted(catalogue.items(), key=lambda item: (rank.get(item[0], 10**6), item[0])):
         try:
             declared = instances.get(name) or plugin.load()
         except PluginLoadError as exc:
@@ -39,6 +42,7 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
                 "entry_point": plugin.reference,
                 "enabled": name in position,
                 "position": position.get(name),
+                "surface": name in surfaces,
                 "description": plugin.description,
                 "roles": list(roles_of(declared)),
                 "rules": [rule.describe() for rule in rules_of(declared)],
@@ -50,6 +54,7 @@ def pipeline_report(config: GatewayConfig, gateway: Gateway, installed: dict[str
     return {
         "config": config.source,
         "pipeline": list(config.pipeline),
+        "surfaces": surfaces,
         "disabled": list(config.disabled),
         "hooks": gateway.runner.order(),
         "models": sorted(model for model, _ in gateway.model_ids()),
@@ -120,6 +125,7 @@ def _broken(name: str, plugin: InstalledPlugin, error: PluginLoadError) -> dict[
         "entry_point": plugin.reference,
         "enabled": False,
         "position": None,
+        "surface": False,
         "description": f"(cannot be loaded) {error}",
         "error": str(error),
         "roles": [],

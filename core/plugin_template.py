@@ -1,6 +1,6 @@
 """``hookgate new-plugin``: write a complete plugin package from the templates shipped with hookgate.
 
-    hookgate new-plugin NAME [--kind guard|observer|middleware|cache|provider] [--directory DIR]
+    hookgate new-plugin NAME [--kind guard|observer|middleware|cache|provider|surface] [--directory DIR]
 
 The package is what a plugin author would otherwise copy by hand (the lesson of simonw/llm's
 ``llm-plugin`` cookiecutter): ``pyproject.toml`` with the ``hookgate`` entry point and
@@ -10,12 +10,15 @@ fixtures, a GitHub Actions workflow and a ``.gitignore``. It installs with ``pip
 
 The templates are package data (``hookgate/plugin_templates``): ``common/`` for what every package
 has, and one directory per kind with its module, its tests and a ``kind.toml`` of README
-paragraphs. Placeholders are ``{{name}}``; a path part starting ``dot-`` stands for one starting
+paragraphs, with two optional keys: ``listed_in``, the ``[gateway]`` list that enables the kind
+(default ``pipeline``), and ``test_client``, what its tests talk to the gateway with (default the
+openai SDK). Placeholders are ``{{name}}``; a path part starting ``dot-`` stands for one starting
 ``.`` (packaging tools skip hidden files), ``package`` for the import package, and ``.tmpl`` keeps
 templates from being imported, byte-compiled or collected as tests.
 
-A ``surface`` kind (a new client-facing API) is not offered: the API-surface mechanism is not part
-of the public contract yet, and a template must only use what a third party can rely on.
+The ``surface`` kind (a client-facing API of its own, ``register_surfaces``) is enabled in
+``[gateway] surfaces`` rather than the pipeline: its ``kind.toml`` says so, and the README, the
+pyproject comment and this command's "next" lines follow it.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from urllib.parse import unquote, urlparse
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["KINDS", "PluginNames", "TemplateError", "add_command", "hookgate_requirement", "render", "write_package"]
+__all__ = ["KINDS", "PluginNames", "TemplateError", "add_command", "hookgate_requirement", "listed_in", "render", "write_package"]
 
 KINDS: dict[str, str] = {
     "guard": "checks requests before anything else happens (before_request): reject, enrich, stamp headers",
@@ -41,6 +44,7 @@ KINDS: dict[str, str] = {
     "middleware": "wraps the provider call (call_provider), placed by a declared rule",
     "cache": "answers repeated requests (cache_lookup, after_response), scoped per client",
     "provider": "the model behind some model names (register_providers), JSON and streams",
+    "surface": "a client-facing API of its own (register_surfaces), enabled in [gateway] surfaces",
 }
 """The kinds of plugin a template exists for, and what each does."""
 
@@ -122,8 +126,11 @@ def render(names: PluginNames, kind: str, *, requirement: str = "hookgate") -> d
         "ENV": names.env,
         "kind": kind,
         "hookgate_requirement": requirement,
+        "route": f"/v1/{names.header}",
     }
     about = tomllib.loads((root / kind / "kind.toml").read_text(encoding="utf-8"))
+    values["listed_in"] = str(about.get("listed_in", "pipeline"))
+    values["test_client"] = about.get("test_client", "with the official `openai` SDK")
     for key, value in (("kind_phrase", about["phrase"]), *((k, about[k]) for k in ("summary", "about", "plugins_toml", "settings"))):
         values[key] = _substitute(value.strip(), values, f"{kind}/kind.toml")
     files: dict[str, str] = {}
@@ -132,6 +139,13 @@ def render(names: PluginNames, kind: str, *, requirement: str = "hookgate") -> d
             path = _target_path(relative, names)
             files[path] = _substitute(template.read_text(encoding="utf-8"), values, "/".join(relative))
     return files
+
+
+def listed_in(kind: str) -> str:
+    """The ``[gateway]`` list that enables a plugin of ``kind``: ``pipeline``, or ``surfaces`` for
+    a client-facing API (which the gateway registers from that list, not from the pipeline)."""
+    root = resources.files("hookgate") / "plugin_templates"
+    return str(tomllib.loads((root / kind / "kind.toml").read_text(encoding="utf-8")).get("listed_in", "pipeline"))
 
 
 def _templates(directory: Traversable, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Traversable]]:
@@ -251,7 +265,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "new-plugin",
         help="write a complete plugin package (entry point, config model, hooks, tests, CI) to start from",
         description="Write a plugin package that installs with `pip install -e` and whose tests pass as generated.",
-        epilog=f"kinds:\n{kinds}\n(a `surface` kind, a new client-facing API, is not offered yet)",
+        epilog=f"kinds:\n{kinds}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.add_argument("name", metavar="NAME", help="the plugin's name, e.g. word-guard (plugins.toml lists it as word_guard)")
@@ -274,7 +288,9 @@ def _run(args: argparse.Namespace) -> None:
     print("next:")
     print(f"  pip install -e {checkout or 'path/to/hookgate'} -e {directory}    # hookgate comes from its checkout: one command")
     print(f"  (cd {directory} && python -m pytest)")
-    print(f'  list "{names.plugin}" in [gateway] pipeline of plugins.toml, then: hookgate check-config plugins.toml')
+    where = listed_in(args.kind)
+    also = " (it replaces the default list: keep the APIs you serve)" if where == "surfaces" else ""
+    print(f'  list "{names.plugin}" in [gateway] {where} of plugins.toml{also}, then: hookgate check-config plugins.toml')
 
 
 def _fail(message: str) -> NoReturn:

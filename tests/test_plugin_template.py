@@ -5,11 +5,14 @@ hookgate alone, its README gives the one install command the docs give, and its 
 valid. The same tutorial through pip in a fresh virtualenv is tests/test_tutorial.py."""
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,8 @@ import yaml
 from conftest import ROOT
 from hookgate import plugin_template
 from hookgate.cli import main
-from hookgate.plugin_template import KINDS, PluginNames, TemplateError, render, write_package
+from hookgate.config import DEFAULT_SURFACES
+from hookgate.plugin_template import KINDS, PluginNames, TemplateError, listed_in, render, write_package
 from public_surface import import_problems
 
 
@@ -178,12 +182,72 @@ def test_the_command_refuses_what_would_go_wrong_in_one_line(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and "use lower-case words" in err
 
 
-def test_the_kinds_are_listed_and_surface_is_not_offered_yet(capsys):
-    code, _, err = run_cli(capsys, "x", "--kind", "surface")
-    assert code == 2 and "invalid choice: 'surface'" in err and all(kind in err for kind in KINDS)
+def test_the_kinds_are_listed_in_the_help(capsys):
     code, out, _ = run_cli(capsys, "--help")
-    assert code == 0 and "a `surface` kind, a new client-facing API, is not offered yet" in out
-    assert all(f"  {kind} " in out for kind in KINDS)
+    assert code == 0 and all(f"  {kind} " in out for kind in KINDS)
+    code, _, err = run_cli(capsys, "x", "--kind", "gateway")
+    assert code == 2 and "invalid choice: 'gateway'" in err and all(kind in err for kind in KINDS)
+
+
+def test_the_command_says_where_a_surface_is_enabled(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "one-line", "--kind", "surface", "--directory", str(tmp_path / "one-line"))
+    assert (code, err) == (0, "")
+    assert 'list "one_line" in [gateway] surfaces of plugins.toml (it replaces the default list: keep the APIs you serve)' in out
+    code, out, _ = run_cli(capsys, "one-guard", "--directory", str(tmp_path / "one-guard"))
+    assert code == 0 and 'list "one_guard" in [gateway] pipeline of plugins.toml, then' in out
+
+
+def readme_plugins_toml(readme: str) -> str:
+    [toml] = re.findall(r"```toml\n# plugins.toml\n(.*?)```", readme, flags=re.S)
+    return toml
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_readme_enables_the_plugin_where_the_gateway_looks_for_it(tmp_path, kind):
+    """The README's plugins.toml, read by `hookgate plugins` with the package installed, enables
+    the plugin: in the pipeline, or (a surface) in [gateway] surfaces, the defaults kept."""
+    names = PluginNames.of(f"listed-{kind}")
+    package_dir = tmp_path / names.distribution
+    write_package(names, kind, package_dir)
+    fake_install(tmp_path / "site", package_dir, names)
+    toml = readme_plugins_toml((package_dir / "README.md").read_text())
+    (tmp_path / "plugins.toml").write_text(toml)
+    where = listed_in(kind)
+    assert names.plugin in tomllib.loads(toml)["gateway"][where]
+    assert f'list "{names.plugin}" in [gateway] {where}.' in (package_dir / "pyproject.toml").read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "hookgate", "plugins", "--config", "plugins.toml", "--json"],
+        cwd=tmp_path,
+        env=clean_environment(PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{package_dir}"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    [plugin] = [plugin for plugin in report["plugins"] if plugin["name"] == names.plugin]
+    if where == "surfaces":
+        assert plugin["surface"] and not plugin["enabled"]
+        assert set(DEFAULT_SURFACES) <= set(report["surfaces"]), "the README's list replaces the default one: it keeps the built-in APIs"
+    else:
+        assert plugin["enabled"] and not plugin["surface"]
+
+
+def test_the_surface_readmes_example_is_what_the_gateway_answers(tmp_path, monkeypatch, hookgate_start_gateway):
+    """The generated surface serves its README's example request, with its README's plugins.toml,
+    beside the built-in APIs the README keeps."""
+    names = PluginNames.of("readme-example-api")
+    write_package(names, "surface", tmp_path / "package")
+    readme = (tmp_path / "package" / "README.md").read_text()
+    monkeypatch.syspath_prepend(str(tmp_path / "package"))
+    plugin = getattr(importlib.import_module(names.package), names.class_name)
+    gateway = hookgate_start_gateway(readme_plugins_toml(readme), plugins={names.plugin: plugin})
+    path, body, answer = re.search(r"^POST (/\S+) (\{.*\})\n\s+-> 200 (\{.*\})$", readme, flags=re.M).groups()
+    request = urllib.request.Request(gateway.url + path, data=body.encode(), method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.loads(response.read()) == json.loads(answer)
+    chat = gateway.openai().chat.completions.create(model="echo", messages=[{"role": "user", "content": "hello"}])
+    assert chat.choices[0].message.content == "echo: hello"
 
 
 def test_the_tutorials_excerpts_are_the_generated_code():

@@ -146,7 +146,7 @@ def test_a_wheel_of_hookgate_ships_the_templates_and_generates_from_them(tmp_pat
     )
     [wheel] = (tmp_path / "wheels").glob("hookgate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for kind in ("guard", "observer", "middleware", "cache", "provider"):
+    for kind in ("guard", "observer", "middleware", "cache", "provider", "surface"):
         assert f"hookgate/plugin_templates/{kind}/kind.toml" in names
         assert f"hookgate/plugin_templates/{kind}/package/__init__.py.tmpl" in names
     assert "hookgate/plugin_templates/common/dot-github/workflows/test.yml.tmpl" in names
