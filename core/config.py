@@ -264,10 +264,10 @@ class GatewayConfig:
     def warnings(self) -> list[str]:
         """What is accepted but probably a mistake, one sentence each."""
         found = [
-            f"{self.source}: [plugins.{name}] configures a plugin that is not in [gateway] pipeline (it has no effect)"
+            f"{self.source}: [plugins.{name}] configures a plugin that is in neither [gateway] pipeline nor surfaces (it has no effect)"
             for name in self.unused_tables
         ]
-        found += [f"environment variable {variable}: configures a plugin that is not in [gateway] pipeline (it has no effect)" for variable in self.unused_variables]
+        found += [f"environment variable {variable}: configures a plugin that is in neither [gateway] pipeline nor surfaces (it has no effect)" for variable in self.unused_variables]
         return found
 
     @property

@@ -116,11 +116,11 @@ def test_check_config_warns_of_a_table_for_a_plugin_not_in_the_pipeline_and_stri
     path.write_text('[gateway]\npipeline = ["echo"]\n[plugins.memory_cache]\nttl_seconds = 42\n')
     lenient = run("check-config", str(path))
     assert lenient.returncode == 0 and f"{path}: OK" in lenient.stdout
-    assert lenient.stderr.strip() == f"warning: {path}: [plugins.memory_cache] configures a plugin that is not in [gateway] pipeline (it has no effect)"
+    assert lenient.stderr.strip() == f"warning: {path}: [plugins.memory_cache] configures a plugin that is in neither [gateway] pipeline nor surfaces (it has no effect)"
     strict = run("check-config", str(path), "--strict")
     assert strict.returncode == 1 and "OK" not in strict.stdout
     assert strict.stderr.strip().splitlines()[-1] == (
-        f"error: {path}: [plugins.memory_cache] configures a plugin that is not in [gateway] pipeline (it has no effect); --strict refuses warnings"
+        f"error: {path}: [plugins.memory_cache] configures a plugin that is in neither [gateway] pipeline nor surfaces (it has no effect); --strict refuses warnings"
     )
     assert run("check-config", "plugins.toml", "--strict").returncode == 0, "the repository's own config has nothing to warn of"
 

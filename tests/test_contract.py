@@ -510,7 +510,7 @@ def test_the_gateway_section_accepts_both_documented_variable_forms(make_config,
 
 def test_a_table_for_a_plugin_not_in_the_pipeline_is_a_warning(make_config):
     config = make_config('[gateway]\npipeline = ["echo"]\n[plugins.memory_cache]\nttl_seconds = 5')
-    assert config.warnings == [f"{config.source}: [plugins.memory_cache] configures a plugin that is not in [gateway] pipeline (it has no effect)"]
+    assert config.warnings == [f"{config.source}: [plugins.memory_cache] configures a plugin that is in neither [gateway] pipeline nor surfaces (it has no effect)"]
 
 
 def test_unused_names_are_not_all_listed_for_nothing():
