@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,6 +153,12 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
         fields = dict(line.split(": ", 1) for line in block.split("\n"))
         events.append((fields["event"], json.loads(fields["data"])))
     return events
+
+
+def test_the_test_install_pins_the_sdk_the_schema_came_from() -> None:
+    # A new anthropic release on PyPI must not change what the suite checks against.
+    pins = (Path(__file__).parent.parent / ".ci" / "constraints.txt").read_text().splitlines()
+    assert f"anthropic=={sdk_version()}" in pins
 
 
 def test_the_shipped_schema_is_what_the_installed_sdk_generates() -> None:
