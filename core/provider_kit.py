@@ -59,6 +59,7 @@ __all__ = [
     "OpenAIShapedProvider",
     "openai_transport",
     "openai_wire_transport",
+    "TransportConfig",
     "endpoint_config",
 ]
 
@@ -83,8 +84,8 @@ class SDKProviderConfig(PluginConfig):
     )
 
 
-class OpenAIWireConfig(SDKProviderConfig):
-    """Settings of a provider whose upstream speaks OpenAI's wire format: which transport."""
+class TransportConfig(SDKProviderConfig):
+    """Settings of a provider that can call its upstream over the shared pool or its SDK: which transport."""
 
     transport: Literal["http", "sdk"] = Field(
         "http",
@@ -93,6 +94,10 @@ class OpenAIWireConfig(SDKProviderConfig):
     max_response_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="http transport: largest upstream answer (or stream event) read; a larger one is a 502"
     )
+
+
+class OpenAIWireConfig(TransportConfig):
+    """Settings of a provider whose upstream speaks OpenAI's wire format: which transport."""
 
 
 class UpstreamTransport(Protocol):
@@ -111,11 +116,12 @@ class UpstreamTransport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def post_json(self, path: str, payload: bytes) -> Any:
-        """POST ``payload`` and return the parsed JSON answer; every failure is a GatewayError."""
+    async def post_json(self, path: str, payload: bytes, headers: Mapping[str, str] | None = None) -> Any:
+        """POST ``payload`` and return the parsed JSON answer; every failure is a GatewayError.
+        ``headers`` are sent as well, winning over the transport's own."""
         ...
 
-    async def post_stream(self, path: str, payload: bytes) -> Any:
+    async def post_stream(self, path: str, payload: bytes, headers: Mapping[str, str] | None = None) -> Any:
         """POST and return the unread answer (with an ``aclose()``) once the upstream accepted it."""
         ...
 
@@ -294,7 +300,8 @@ class HTTPStream:
 
 
 class HTTPTransport:
-    """An OpenAI-wire upstream over the app's shared ``aiohttp`` session: bytes out, bytes in.
+    """An upstream HTTP API over the app's shared ``aiohttp`` session: bytes out, bytes in.
+    OpenAI's wire by default; a subclass reads another API's error bodies (:meth:`status_error`).
 
     :param default_base_url: the API's base URL when the config sets none.
     :param headers: further headers for every call (``OpenAI-Organization``…); never logged.
@@ -338,7 +345,7 @@ class HTTPTransport:
     def copy_for(self, config: SDKProviderConfig) -> HTTPTransport:
         """The same transport for another endpoint (a load-balanced deployment's own base URL or
         key); not started."""
-        return HTTPTransport(
+        return type(self)(
             self.provider, config, default_base_url=self.base_url, headers=self._extra_headers,
             key_required=self.key_required, max_response_bytes=self.max_response_bytes,
         )
@@ -391,15 +398,22 @@ class HTTPTransport:
             body = {}
         finally:
             response.release()
+        raise self.status_error(response.status, body, response.headers)
+
+    def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> GatewayError:
+        """The client-facing error for a non-2xx answer and its parsed body (``{}`` when it had
+        none), through :func:`hookgate.upstream.error_from_upstream`'s shared table."""
         if not isinstance(body, dict):
             body = {}
         elif not isinstance(body.get("error"), dict):
             body = {"error": body}  # the inner error object alone, as some servers send it
-        raise error_from_upstream(self.provider, response.status, body, response.headers)
+        return error_from_upstream(self.provider, status, body, headers)
 
-    async def post_json(self, path: str, payload: bytes) -> Any:
-        """POST and return the parsed JSON body; every failure is a GatewayError."""
-        response = await self._post(path, payload, self._headers)
+    async def post_json(self, path: str, payload: bytes, headers: Mapping[str, str] | None = None) -> Any:
+        """POST and return the parsed JSON body; every failure is a GatewayError. ``headers``
+        are sent as well (they win over the transport's own)."""
+        sent = self._headers if not headers or self._headers is None else {**self._headers, **headers}
+        response = await self._post(path, payload, sent)
         try:
             raw = await self._read(response, self.max_response_bytes)
         except GatewayError:
@@ -413,9 +427,10 @@ class HTTPTransport:
         except orjson.JSONDecodeError:
             raise UpstreamError(f"The {self.provider} provider sent a body that is not JSON.", code="upstream_malformed") from None
 
-    async def post_stream(self, path: str, payload: bytes) -> HTTPStream:
+    async def post_stream(self, path: str, payload: bytes, headers: Mapping[str, str] | None = None) -> HTTPStream:
         """POST and return the unread answer once the upstream accepted the request."""
-        return HTTPStream(await self._post(path, payload, self._stream_headers if self._headers is not None else None))
+        sent = None if self._headers is None else self._stream_headers if not headers else {**self._stream_headers, **headers}
+        return HTTPStream(await self._post(path, payload, sent))
 
     def events(self, response: HTTPStream, *, ends_with_done: bool = True) -> AsyncIterator[tuple[str | None, Any]]:
         """``(event name, parsed data)`` for each SSE event, decoded from the bytes of each read

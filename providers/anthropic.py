@@ -1,19 +1,21 @@
-"""The ``anthropic`` provider: Anthropic's Messages API through the official ``anthropic`` SDK,
-translated both ways so clients keep speaking OpenAI's chat completions.
+"""The ``anthropic`` provider: Anthropic's Messages API, translated both ways so clients keep
+speaking OpenAI's chat completions, and passed through as it is for Anthropic's own clients.
 
-Built on :mod:`hookgate.provider_kit`: the SDK client has ``max_retries=0`` and runs on
-its aiohttp transport; requests are translated (:mod:`hookgate.wire.anthropic`),
-serialised once with orjson and sent through the SDK's raw ``post("/v1/messages")``, which adds
-the key (``Authorization: Bearer``) and the ``anthropic-version`` header the SDK was built for.
-Answers are parsed once and translated as plain dicts; a stream is translated event by event.
+Built on :mod:`hookgate.provider_kit`, with the same two transports as the OpenAI-wire
+providers: ``transport = "http"`` (the default) sends the bytes over the app's shared aiohttp
+pool with the key (``Authorization: Bearer``) and the ``anthropic-version`` the official SDK
+sends (:data:`ANTHROPIC_API_VERSION`, checked against the installed SDK by a test);
+``transport = "sdk"`` goes through the official ``anthropic`` SDK's raw ``post("/v1/messages")``
+(``max_retries=0``, on its aiohttp transport; the SDK is imported only then). Either way
+requests are translated (:mod:`hookgate.wire.anthropic`) and serialised once with orjson,
+answers are parsed once and translated as plain dicts, a stream event by event, and Anthropic's
+error bodies are read by :func:`~hookgate.wire.anthropic.error_from_anthropic`.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
-import anthropic
-import httpx2
 import orjson
 from pydantic import Field
 
@@ -24,16 +26,20 @@ from hookgate.wire.anthropic import (
     from_anthropic_message,
     to_anthropic_request,
 )
-from hookgate.provider_kit import SDKProviderConfig, SDKProviderPlugin, SDKTransport, endpoint_config
+from hookgate.provider_kit import HTTPTransport, SDKTransport, SDKProviderPlugin, TransportConfig, UpstreamTransport, endpoint_config
+from hookgate.http import http_service
 from hookgate.routing import upstream_body
 from hookgate.surfaces import NATIVE_EVENTS
 
 _MESSAGES_PATH = "/v1/messages"
 _PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
 """Client headers an Anthropic client's request takes upstream on pass-through."""
+ANTHROPIC_API_VERSION = "2026-10-21"
+"""The ``anthropic-version`` the http transport sends: the one the supported SDK sends (an
+Anthropic client's own header wins on pass-through)."""
 
 
-class AnthropicConfig(SDKProviderConfig):
+class AnthropicConfig(TransportConfig):
     """Settings of the anthropic provider."""
 
     base_url: str | None = Field("https://api.anthropic.com", description="API base URL (the SDK adds /v1/messages)")
@@ -51,9 +57,28 @@ class AnthropicTransport(SDKTransport):
     """The SDK transport, reading Anthropic's error bodies (``details.error_code`` included)."""
 
     def translate(self, exc: Exception) -> GatewayError:
-        if isinstance(exc, anthropic.APIStatusError):
+        if isinstance(exc, self.sdk.APIStatusError):
             return error_from_anthropic(self.provider, exc.status_code, exc.body, exc.response.headers)
         return super().translate(exc)
+
+
+class AnthropicHTTPTransport(HTTPTransport):
+    """The http transport, reading Anthropic's error bodies as the SDK transport does."""
+
+    def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> GatewayError:
+        return error_from_anthropic(self.provider, status, body, headers)
+
+
+def anthropic_transport(name: str, config: AnthropicConfig) -> UpstreamTransport:
+    """The transport ``config.transport`` names; the SDK is imported only for ``"sdk"``."""
+    if config.transport == "sdk":
+        import anthropic
+        import httpx2
+
+        return AnthropicTransport(name, config, sdk=anthropic, client_class=anthropic.AsyncAnthropic, response_type=httpx2.Response)
+    return AnthropicHTTPTransport(
+        name, config, headers={"anthropic-version": ANTHROPIC_API_VERSION}, max_response_bytes=config.max_response_bytes
+    )
 
 
 class AnthropicChat:
@@ -63,7 +88,7 @@ class AnthropicChat:
     wires = frozenset({"anthropic.messages"})
     """Anthropic clients' requests (``/v1/messages``) go through as they are (``complete_native``)."""
 
-    def __init__(self, name: str, transport: SDKTransport, config: AnthropicConfig) -> None:
+    def __init__(self, name: str, transport: UpstreamTransport, config: AnthropicConfig) -> None:
         self.name, self.transport, self.config = name, transport, config
 
     def models(self) -> list[str]:
@@ -80,7 +105,7 @@ class AnthropicChat:
         return AnthropicChat(self.name, self.transport.copy_for(config), config)  # type: ignore[arg-type]
 
     async def start(self, app: Any) -> None:
-        await self.transport.start()
+        await self.transport.start(http_service(app))
 
     async def close(self) -> None:
         await self.transport.close()
@@ -164,13 +189,14 @@ class AnthropicChat:
 
 
 class AnthropicProvider(SDKProviderPlugin):
-    """Anthropic's Messages API (official SDK, max_retries=0), translated to and from OpenAI's shapes."""
+    """Anthropic's Messages API (shared pool or official SDK, never retrying), translated to and
+    from OpenAI's shapes, and passed through for Anthropic's clients."""
 
     Config = AnthropicConfig
 
     def __init__(self, config: AnthropicConfig) -> None:
         self.config = config
 
-        self.transport = AnthropicTransport("anthropic", config, sdk=anthropic, client_class=anthropic.AsyncAnthropic, response_type=httpx2.Response)
+        self.transport = anthropic_transport("anthropic", config)
         self.chat = AnthropicChat("anthropic", self.transport, config)
         self.providers, self.transports = [self.chat], [self.transport]

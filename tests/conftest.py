@@ -105,15 +105,15 @@ async def emulator() -> AsyncIterator[OpenAIEmulator]:
 
 
 UPSTREAM_TRANSPORTS = ("http", "sdk")
-"""The transports of the OpenAI-wire providers (``[plugins.openai] transport`` and groq's)."""
+"""The transports of the upstream providers (``[plugins.openai] transport``, groq's, anthropic's)."""
 
 
 @pytest.fixture(params=UPSTREAM_TRANSPORTS)
 def upstream_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test once per transport of the openai and groq providers, chosen as an operator
-    would, through ``HOOKGATE_<PLUGIN>__TRANSPORT`` (so every config the test writes gets it).
-    Use it module-wide with ``pytestmark = pytest.mark.usefixtures("upstream_transport")``."""
-    for plugin in ("OPENAI", "GROQ"):
+    """Run a test once per transport of the openai, groq and anthropic providers, chosen as an
+    operator would, through ``HOOKGATE_<PLUGIN>__TRANSPORT`` (so every config the test writes
+    gets it). Use it module-wide with ``pytestmark = pytest.mark.usefixtures("upstream_transport")``."""
+    for plugin in ("OPENAI", "GROQ", "ANTHROPIC"):
         monkeypatch.setenv(f"HOOKGATE_{plugin}__TRANSPORT", request.param)
     return request.param
 

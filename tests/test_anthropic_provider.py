@@ -1,5 +1,6 @@
 """The anthropic provider end to end: the official `openai` SDK talks to an in-process gateway
-whose anthropic provider talks, through the official `anthropic` SDK, to the Anthropic emulator.
+whose anthropic provider talks to the Anthropic emulator, each test once per transport (the
+shared pool, and the official `anthropic` SDK).
 
 Every body and chunk the client receives is checked against OpenAI's published schema; the
 emulator checks what the gateway sends as Anthropic's API would.
@@ -15,8 +16,10 @@ import pytest
 from aiohttp import web
 
 from conftest import assert_conforms, pipeline_config
-from hookgate.providers.anthropic import AnthropicProvider
+from hookgate.providers.anthropic import ANTHROPIC_API_VERSION, AnthropicProvider
 from hookgate.testing.anthropic_emulator import AnthropicEmulator, Fault
+
+pytestmark = pytest.mark.usefixtures("upstream_transport")
 
 MODEL = "claude-sonnet-4-6"
 KEY = "sk-ant-upstream-secret-123"
@@ -235,7 +238,7 @@ async def test_key_from_the_environment(gateway, sdk, upstream, monkeypatch) -> 
 async def test_the_sdk_client_is_built_with_max_retries_0(upstream: AnthropicEmulator) -> None:
     # The behaviour is proven above (one upstream call per failed request, where the SDK's
     # default would make three); this pins the setting itself.
-    provider = AnthropicProvider(AnthropicProvider.Config(base_url=upstream.base_url, api_key=KEY))
+    provider = AnthropicProvider(AnthropicProvider.Config(base_url=upstream.base_url, api_key=KEY, transport="sdk"))
     await provider.startup(web.Application())
     try:
         client = provider.transport.client
@@ -244,3 +247,8 @@ async def test_the_sdk_client_is_built_with_max_retries_0(upstream: AnthropicEmu
         assert str(client.base_url).rstrip("/") == upstream.base_url
     finally:
         await provider.shutdown()
+
+
+def test_the_http_transport_sends_the_api_version_the_sdk_sends() -> None:
+    # After an SDK upgrade that moves it, ANTHROPIC_API_VERSION follows (and the emulator's rules).
+    assert ANTHROPIC_API_VERSION == anthropic._constants.ANTHROPIC_API_VERSION

@@ -23,6 +23,8 @@ from hookgate.testing.anthropic_emulator import AnthropicEmulator, thinking_sign
 from hookgate.testing.groq_emulator import groq_emulator
 from hookgate.testing.openai_emulator import Fault, OpenAIEmulator
 
+pytestmark = pytest.mark.usefixtures("upstream_transport")  # every upstream provider on both transports
+
 ANTHROPIC_KEY = "sk-ant-upstream-secret-456"
 UPSTREAM_KEY = "sk-upstream-secret-123"
 

@@ -456,3 +456,48 @@ async def test_a_proxy_from_the_environment_is_used_unless_no_proxy_names_the_ho
     client = await gateway(pipeline_config(["openai"], openai=provider_section("http://upstream.invalid/v1", transport)))
     assert (await client.post("/v1/chat/completions", json=PLAIN)).status == 502
     assert emulator.stats.calls == 1
+
+
+# ------------------------------------------------------------ the anthropic provider's two ---
+
+CLAUDE = "claude-sonnet-4-6"
+ASK_CLAUDE = {"model": CLAUDE, "max_tokens": 64, "messages": [{"role": "user", "content": "compare the two transports"}]}
+_MESSAGE_IDS = re.compile(rb'"(msg|toolu)_[A-Za-z0-9]+"')
+
+
+async def seen_through_anthropic(gateway: Any, transport: str, path: str, body: dict[str, Any], fault: Any = None) -> Seen:
+    """What a client receives from ``path`` when the anthropic provider uses ``transport``, in
+    front of a fresh Anthropic emulator scripted with ``fault``."""
+    from hookgate.testing.anthropic_emulator import AnthropicEmulator
+
+    async with AnthropicEmulator().serve() as claude:
+        if fault is not None:
+            claude.script(fault)
+        section = {"base_url": claude.base_url, "api_key": UPSTREAM_KEY, "models": [CLAUDE], "transport": transport}
+        client = await gateway(pipeline_config(["anthropic"], anthropic=section))
+        headers = {"x-api-key": "sk-client-1", "anthropic-version": "2023-06-01"}
+        response = await client.post(path, json=body, headers=headers)
+        raw = _MESSAGE_IDS.sub(b'"<id>"', _CREATED.sub(b'"created":0', await response.read()))
+        assert claude.stats.requests[-1].headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+        return Seen(response.status, masked_headers(response.headers), raw)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(("path", "body"), [("/v1/messages", ASK_CLAUDE), ("/v1/chat/completions", {"model": CLAUDE, "messages": ASK_CLAUDE["messages"]})],
+                         ids=["messages-passed-through", "chat-translated"])  # fmt: skip
+async def test_anthropic_answers_reach_the_client_alike_under_both_transports(gateway, path, body, stream):
+    seen = {transport: await seen_through_anthropic(gateway, transport, path, {**body, "stream": stream}) for transport in UPSTREAM_TRANSPORTS}
+    assert seen["http"] == seen["sdk"]
+    assert seen["http"].status == 200 and b"transports" in seen["http"].body
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 429, 500, 529])
+async def test_anthropic_failures_reach_the_client_alike_under_both_transports(gateway, status):
+    from hookgate.testing.anthropic_emulator import Fault as ClaudeFault
+
+    seen = {
+        transport: await seen_through_anthropic(gateway, transport, "/v1/messages", ASK_CLAUDE, ClaudeFault(status=status, retry_after=2))
+        for transport in UPSTREAM_TRANSPORTS
+    }
+    assert seen["http"] == seen["sdk"]
+    assert seen["http"].status >= 400 and b'"type":"error"' in seen["http"].body.replace(b" ", b"")
