@@ -327,7 +327,7 @@ class Memory:
             else:
                 if requested == NEW_CONVERSATION:
                     try:
-                        requested = (await store.create(owner)).id
+                        requested = (await store.create(owner, implicit=True)).id  # at the limit: replaces the least recently used one
                     except (ConversationStoreUnavailable, ConversationLimitExceeded) as error:
                         if not ctx.get(CONVERSATION_OPTIONAL):
                             raise
