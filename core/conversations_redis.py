@@ -283,20 +283,6 @@ class RedisConversationStore(ConversationStore):
         elements = [self._element(conversation_id, message) for message in messages]
         evicted = evict_oldest_turns([(e[:1] == _TURN, len(e)) for e in elements], sum(m.starts_turn for m in messages), self.limits)
         elements, kept = elements[evicted:], list(messages[evicted:])
-        admit_args = [
-            conversation_id, _ms(now), self.limits.max_conversations_per_owner, _ms(self.limits.max_ttl_seconds), "1" if implicit else "0"
-        ]
-        admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
-        if not admitted[0] and await self._forget_expired(owner):
-            admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
-        if not admitted[0]:
-            raise ConversationLimitExceeded(
-                f"This key has {self.limits.max_conversations_per_owner} conversations, the most allowed; delete some first.", param="conversation"
-            )
-        evicted_id = admitted[1].decode() if isinstance(admitted[1], bytes) else admitted[1]
-        if evicted_id:
-            # Out of the owner's index already (atomically with this admission); now its keys.
-            await self._run(lambda: self._scripts["delete"](keys=self.keys_of(evicted_id), args=[owner_digest(owner)]))
         turns = sum(message.starts_turn for message in kept)
         size = sum(len(element) for element in elements)
         args: list[Any] = [
@@ -305,7 +291,27 @@ class RedisConversationStore(ConversationStore):
             encode_value(list(system), self.cipher, conversation_id),
             *elements,
         ]
-        await self._run(lambda: self._scripts["create"](keys=self.keys_of(conversation_id)[:2], args=args))
+        # Written before it is admitted: an id in the owner's index always has its keys, so a
+        # concurrent creation that evicts it deletes them (written after, they would outlive
+        # their eviction, uncounted). Refused, they are deleted again; a failure in between
+        # leaves keys whose id nobody was given, gone with their TTL.
+        keys = self.keys_of(conversation_id)
+        await self._run(lambda: self._scripts["create"](keys=keys[:2], args=args))
+        admit_args = [
+            conversation_id, _ms(now), self.limits.max_conversations_per_owner, _ms(self.limits.max_ttl_seconds), "1" if implicit else "0"
+        ]
+        admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
+        if not admitted[0] and await self._forget_expired(owner):
+            admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
+        if not admitted[0]:
+            await self._advisory(lambda: self._scripts["delete"](keys=keys, args=[owner_digest(owner)]))
+            raise ConversationLimitExceeded(
+                f"This key has {self.limits.max_conversations_per_owner} conversations, the most allowed; delete some first.", param="conversation"
+            )
+        evicted_id = admitted[1].decode() if isinstance(admitted[1], bytes) else admitted[1]
+        if evicted_id:
+            # Out of the owner's index already, atomically with this admission; now its keys.
+            await self._run(lambda: self._scripts["delete"](keys=self.keys_of(evicted_id), args=[owner_digest(owner)]))
         return Conversation(
             id=conversation_id, created_at=now, updated_at=now, expires_at=now + ttl, ttl_seconds=ttl,
             metadata=dict(metadata or {}), system=tuple(system), messages=tuple(kept), start=evicted,
