@@ -28,6 +28,11 @@ releases it. A second request arriving meanwhile gets :class:`ConversationBusy` 
 only the client knows whether it still means it. A lease expires after ``lease_seconds`` unless
 renewed (:meth:`ConversationStore.renew`), so a crashed instance cannot hold one for ever.
 
+**How many.** An owner has at most ``max_conversations_per_owner``. At the limit, a conversation
+created through the conversations API is refused, and one the gateway creates for a request
+(``implicit``: a stored Responses answer, a branch, ``x-hookgate-conversation: new``) replaces the
+owner's least recently used implicit conversation, so a long-running client never runs out.
+
 **Ownership.** Every operation names the owner; a conversation of another owner is
 :class:`ConversationNotFound`, exactly like one that does not exist, so ids cannot be probed. Ids
 made by :func:`new_conversation_id` are 128 random bits.
