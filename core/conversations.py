@@ -28,6 +28,11 @@ releases it. A second request arriving meanwhile gets :class:`ConversationBusy` 
 only the client knows whether it still means it. A lease expires after ``lease_seconds`` unless
 renewed (:meth:`ConversationStore.renew`), so a crashed instance cannot hold one for ever.
 
+**How many.** An owner has at most ``max_conversations_per_owner``. At the limit, a conversation
+created through the conversations API is refused, and one the gateway creates for a request
+(``implicit``: a stored Responses answer, a branch, ``x-hookgate-conversation: new``) replaces the
+owner's least recently used implicit conversation, so a long-running client never runs out.
+
 **Ownership.** Every operation names the owner; a conversation of another owner is
 :class:`ConversationNotFound`, exactly like one that does not exist, so ids cannot be probed. Ids
 made by :func:`new_conversation_id` are 128 random bits.
@@ -309,7 +314,9 @@ class ConversationLimits:
     """Stored bytes of messages kept; the oldest whole turns are evicted past it (the newest turn
     is always kept)."""
     max_conversations_per_owner: int = 1000
-    """Live conversations one owner may have; creating one more is refused."""
+    """Live conversations one owner may have. At the limit, creating one more through the
+    conversations API is refused; one the gateway creates for a request (``implicit``) takes the
+    place of the owner's least recently used implicit conversation instead."""
     max_responses_per_conversation: int = 1000
     lease_seconds: float = 30.0
     """How long a lease lasts without renewal (a crashed instance's lease frees itself)."""
@@ -460,9 +467,18 @@ class ConversationStore(ABC):
         system: Sequence[dict[str, Any]] = (),
         messages: Sequence[StoredMessage] = (),
         ttl_seconds: float | None = None,
+        implicit: bool = False,
     ) -> Conversation:
-        """A new conversation of ``owner`` with a fresh id, optionally seeded. Raises
-        :class:`ConversationLimitExceeded` when the owner has ``max_conversations_per_owner``."""
+        """A new conversation of ``owner`` with a fresh id, optionally seeded.
+
+        ``implicit``: the gateway makes it for a request (a stored Responses answer, a branch,
+        ``x-hookgate-conversation: new``) rather than the client through the conversations API.
+        When the owner has ``max_conversations_per_owner``, an implicit conversation takes the
+        place of the owner's least recently used implicit one (last created or last given a
+        turn: :meth:`begin_turn`, :meth:`append`), which is deleted with everything it holds, in
+        one atomic step; conversations created explicitly are never evicted. Raises
+        :class:`ConversationLimitExceeded` at the limit for an explicit conversation, and for an
+        implicit one when the owner has no implicit conversation to give up."""
 
     @abstractmethod
     async def load(self, conversation_id: str, owner: str) -> Conversation:
@@ -518,10 +534,13 @@ class ConversationStore(ABC):
 
     async def fork(self, conversation_id: str, owner: str, position: int) -> Conversation:
         """A new conversation holding this one's system prompt and messages before ``position``:
-        how ``previous_response_id`` continues from a response that is not the latest."""
+        how ``previous_response_id`` continues from a response that is not the latest. The
+        gateway makes it, so it is ``implicit`` (see :meth:`create`)."""
         source = await self.load(conversation_id, owner)
         kept = source.messages[: max(0, position - source.start)]
-        return await self.create(owner, metadata=source.metadata, system=source.system, messages=kept, ttl_seconds=source.ttl_seconds)
+        return await self.create(
+            owner, metadata=source.metadata, system=source.system, messages=kept, ttl_seconds=source.ttl_seconds, implicit=True
+        )
 
     def readiness(self) -> Readiness | None:
         """This store's part of ``/readyz`` (None: nothing to report)."""
@@ -573,6 +592,7 @@ class _Entry:
     lease: tuple[str, float] | None = None
     """(token, expires at)."""
     responses: dict[str, ResponseRecord] = field(default_factory=dict)
+    implicit: bool = False
 
     def expired(self, now: float) -> bool:
         return now >= self.used_at + self.ttl_seconds
@@ -583,7 +603,8 @@ class InMemoryConversationStore(ConversationStore):
     """Conversations in this process: the embedded default, for one instance.
 
     Bounded: at most ``max_conversations`` in all (the least recently used is evicted first,
-    whoever owns it) and the per-conversation and per-owner limits of :class:`ConversationLimits`.
+    whoever owns it) and the per-conversation and per-owner limits of :class:`ConversationLimits`
+    (with the same eviction of an owner's implicit conversations as the Redis store).
     Values are copied in and out, so no caller can change what another loads. Nothing is
     encrypted: it never leaves the process.
 
@@ -598,6 +619,8 @@ class InMemoryConversationStore(ConversationStore):
         """By last use, least recent first."""
         self._by_owner: dict[str, dict[str, None]] = {}
         """Owner digest -> ids, oldest created first."""
+        self._implicit: dict[str, OrderedDict[str, None]] = {}
+        """Owner digest -> ids of its implicit conversations, least recently used first."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -610,6 +633,7 @@ class InMemoryConversationStore(ConversationStore):
         system: Sequence[dict[str, Any]] = (),
         messages: Sequence[StoredMessage] = (),
         ttl_seconds: float | None = None,
+        implicit: bool = False,
     ) -> Conversation:
         now = self._clock()
         digest = owner_digest(owner)
@@ -617,9 +641,13 @@ class InMemoryConversationStore(ConversationStore):
         self._prune_owner(digest, now)
         owned = self._by_owner.setdefault(digest, {})
         if len(owned) >= self.limits.max_conversations_per_owner:
-            raise ConversationLimitExceeded(
-                f"This key has {len(owned)} conversations, the most allowed; delete some first.", param="conversation"
-            )
+            evictable = self._implicit.get(digest)
+            if not implicit or not evictable:
+                raise ConversationLimitExceeded(
+                    f"This key has {len(owned)} conversations, the most allowed; delete some first.", param="conversation"
+                )
+            self._drop(next(iter(evictable)))
+            owned = self._by_owner.setdefault(digest, {})
         while len(self._entries) >= self.max_conversations:
             self._drop(next(iter(self._entries)))
         kept = [_copied(message) for message in messages]
@@ -634,10 +662,13 @@ class InMemoryConversationStore(ConversationStore):
             messages=kept,
             sizes=[message_bytes(message) for message in kept],
             turns=sum(message.starts_turn for message in kept),
+            implicit=implicit,
         )
         conversation_id = new_conversation_id()
         self._entries[conversation_id] = entry
         owned[conversation_id] = None
+        if implicit:
+            self._implicit.setdefault(digest, OrderedDict())[conversation_id] = None
         self._evict(entry)
         return self._view(conversation_id, entry)
 
@@ -653,6 +684,7 @@ class InMemoryConversationStore(ConversationStore):
         token = secrets.token_hex(16)
         entry.lease = (token, float("inf"))  # held until its request ends: nothing here can crash alone
         self._touch(conversation_id, entry, now)
+        self._turned(conversation_id, entry)
         return self._view(conversation_id, entry), Lease(conversation_id, owner, token)
 
     async def append(self, lease: Lease, messages: Sequence[StoredMessage], *, system: Sequence[dict[str, Any]] | None = None) -> Appended:
@@ -671,6 +703,7 @@ class InMemoryConversationStore(ConversationStore):
         entry.lease = None
         entry.updated_at = now
         self._touch(lease.conversation_id, entry, now)
+        self._turned(lease.conversation_id, entry)
         return Appended(lease.conversation_id, first, entry.start + len(entry.messages), entry.turns, evicted)
 
     async def release(self, lease: Lease) -> None:
@@ -767,6 +800,12 @@ class InMemoryConversationStore(ConversationStore):
         entry.used_at = now
         self._entries.move_to_end(conversation_id)
 
+    def _turned(self, conversation_id: str, entry: _Entry) -> None:
+        """A turn started or was stored: an implicit conversation becomes its owner's most
+        recently used (the Redis store keeps the same order in the owner's slot)."""
+        if entry.implicit:
+            self._implicit[entry.owner].move_to_end(conversation_id)
+
     def _evict(self, entry: _Entry) -> int:
         sizes = [(message.starts_turn, size) for message, size in zip(entry.messages, entry.sizes)]
         evicted = evict_oldest_turns(sizes, entry.turns, self.limits)
@@ -797,6 +836,11 @@ class InMemoryConversationStore(ConversationStore):
             owned.pop(conversation_id, None)
             if not owned:
                 del self._by_owner[entry.owner]
+        implicit = self._implicit.get(entry.owner)
+        if implicit is not None:
+            implicit.pop(conversation_id, None)
+            if not implicit:
+                del self._implicit[entry.owner]
 
     def _view(self, conversation_id: str, entry: _Entry) -> Conversation:
         return Conversation(

@@ -17,12 +17,20 @@ moves every key's expiry ``ttl`` ahead.
 An owner's listing lives in its own slot (the owner's digest is its hash tag)::
 
     [<prefix>:]hookgate:conv:v1:owner:{<digest>}:created   zset: id -> created (ms)
+    [<prefix>:]hookgate:conv:v1:owner:{<digest>}:used      zset: implicit id -> last use
 
-It holds ids only, never content, and a delete removes the id from it. It is not touched on every
-turn (that would be a second round trip to another slot): an id whose conversation expired is
-dropped when a listing meets it, and when the owner reaches ``max_conversations_per_owner`` its
-ids are checked before a creation is refused. Its own expiry (``max_ttl_seconds``) moves with
-every creation and every append, alongside the append's script.
+They hold ids only, never content, and a delete removes the id from both. ``created`` counts the
+owner's conversations; ``used`` orders the implicit ones (made by the gateway for a request, not
+through the conversations API) by their last creation, turn started or turn stored, on a
+per-owner clock that follows wall time but never repeats a score (so the order is the order of
+use, even within a millisecond). Creating a conversation is one script in this slot: it admits
+the id, or, for an implicit conversation at ``max_conversations_per_owner``, takes the least
+recently used implicit id out of both sets in the same atomic step and admits the new one in its
+place; a second script then deletes the evicted conversation's keys (its own slot: a Redis
+Cluster script cannot reach two slots). The index is not read on every turn: an id whose
+conversation expired is dropped when a listing meets it, and when a creation would be refused
+the owner's ids are checked first. The index's expiry (``max_ttl_seconds``) and the use order
+move with every creation and every turn, alongside the turn's own script (same round trip).
 
 Redis is the source of truth, so the store fails closed: any Redis trouble raises
 :class:`~hookgate.conversations.ConversationStoreUnavailable` (503) through the app's shared
@@ -170,11 +178,36 @@ if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
 return redis.call('HDEL', KEYS[4], ARGV[2])
 """
 
-# The owner's index: KEYS created.
-_ADMIT = """
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+# The owner's index: KEYS created, used. A use score is the later of now and one more than the
+# newest score, so two uses in one millisecond keep their order.
+_NEXT_USE = """
+local function next_use(used, now)
+  local top = redis.call('ZREVRANGE', used, 0, 0, 'WITHSCORES')[2]
+  if top and tonumber(top) >= now then return tonumber(top) + 1 end
+  return now
+end
+"""
+# ARGV id, created (ms), max, ttl (ms), implicit ('1'/'0'). Returns {0} (refused) or {1, evicted id or ''}.
+_ADMIT = _NEXT_USE + """
+local evicted = ''
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  if ARGV[5] ~= '1' then return {0} end
+  evicted = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not evicted then return {0} end
+  redis.call('ZREM', KEYS[1], evicted); redis.call('ZREM', KEYS[2], evicted)
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[2], next_use(KEYS[2], tonumber(ARGV[2])), ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4]); redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {1, evicted}
+"""
+# A turn started or was stored: ARGV id, now (ms), ttl (ms). XX: an explicit id, or one evicted
+# meanwhile, never enters the use order.
+_USED = _NEXT_USE + """
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], 'XX', next_use(KEYS[2], tonumber(ARGV[2])), ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3]); redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 _LIST = """
@@ -186,7 +219,7 @@ if ARGV[1] ~= '' then
 end
 return {1, redis.call('ZREVRANGE', KEYS[1], begin, begin + tonumber(ARGV[2]))}
 """
-_UNINDEX = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+_UNINDEX = "redis.call('ZREM', KEYS[2], ARGV[1]) return redis.call('ZREM', KEYS[1], ARGV[1])"
 
 
 @final
@@ -227,8 +260,10 @@ class RedisConversationStore(ConversationStore):
         return [base + ":meta", base + ":msgs", base + ":lease", base + ":resp"]
 
     def index_of(self, owner: str) -> list[str]:
-        """The owner's index key (conversations by creation)."""
-        return [f"{self._prefix}hookgate:conv:v1:owner:{{{owner_digest(owner)}}}:created"]
+        """The owner's index keys: every conversation by creation, the implicit ones by last use
+        (one hash slot)."""
+        base = f"{self._prefix}hookgate:conv:v1:owner:{{{owner_digest(owner)}}}"
+        return [base + ":created", base + ":used"]
 
     # -------------------------------------------------------------------------- interface ---
 
@@ -240,6 +275,7 @@ class RedisConversationStore(ConversationStore):
         system: Sequence[dict[str, Any]] = (),
         messages: Sequence[StoredMessage] = (),
         ttl_seconds: float | None = None,
+        implicit: bool = False,
     ) -> Conversation:
         now = self._clock()
         ttl = self.limits.ttl_for(ttl_seconds)
@@ -247,14 +283,6 @@ class RedisConversationStore(ConversationStore):
         elements = [self._element(conversation_id, message) for message in messages]
         evicted = evict_oldest_turns([(e[:1] == _TURN, len(e)) for e in elements], sum(m.starts_turn for m in messages), self.limits)
         elements, kept = elements[evicted:], list(messages[evicted:])
-        admit_args = [conversation_id, _ms(now), self.limits.max_conversations_per_owner, _ms(self.limits.max_ttl_seconds)]
-        admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
-        if not admitted and await self._forget_expired(owner):
-            admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
-        if not admitted:
-            raise ConversationLimitExceeded(
-                f"This key has {self.limits.max_conversations_per_owner} conversations, the most allowed; delete some first.", param="conversation"
-            )
         turns = sum(message.starts_turn for message in kept)
         size = sum(len(element) for element in elements)
         args: list[Any] = [
@@ -263,7 +291,27 @@ class RedisConversationStore(ConversationStore):
             encode_value(list(system), self.cipher, conversation_id),
             *elements,
         ]
-        await self._run(lambda: self._scripts["create"](keys=self.keys_of(conversation_id)[:2], args=args))
+        # Written before it is admitted: an id in the owner's index always has its keys, so a
+        # concurrent creation that evicts it deletes them (written after, they would outlive
+        # their eviction, uncounted). Refused, they are deleted again; a failure in between
+        # leaves keys whose id nobody was given, gone with their TTL.
+        keys = self.keys_of(conversation_id)
+        await self._run(lambda: self._scripts["create"](keys=keys[:2], args=args))
+        admit_args = [
+            conversation_id, _ms(now), self.limits.max_conversations_per_owner, _ms(self.limits.max_ttl_seconds), "1" if implicit else "0"
+        ]
+        admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
+        if not admitted[0] and await self._forget_expired(owner):
+            admitted = await self._run(lambda: self._scripts["admit"](keys=self.index_of(owner), args=admit_args))
+        if not admitted[0]:
+            await self._advisory(lambda: self._scripts["delete"](keys=keys, args=[owner_digest(owner)]))
+            raise ConversationLimitExceeded(
+                f"This key has {self.limits.max_conversations_per_owner} conversations, the most allowed; delete some first.", param="conversation"
+            )
+        evicted_id = admitted[1].decode() if isinstance(admitted[1], bytes) else admitted[1]
+        if evicted_id:
+            # Out of the owner's index already, atomically with this admission; now its keys.
+            await self._run(lambda: self._scripts["delete"](keys=self.keys_of(evicted_id), args=[owner_digest(owner)]))
         return Conversation(
             id=conversation_id, created_at=now, updated_at=now, expires_at=now + ttl, ttl_seconds=ttl,
             metadata=dict(metadata or {}), system=tuple(system), messages=tuple(kept), start=evicted,
@@ -275,7 +323,7 @@ class RedisConversationStore(ConversationStore):
 
     async def begin_turn(self, conversation_id: str, owner: str) -> tuple[Conversation, Lease]:
         token = secrets.token_hex(16)
-        conversation = await self._load(conversation_id, owner, token=token)
+        conversation, _ = await asyncio.gather(self._load(conversation_id, owner, token=token), self._used(conversation_id, owner))
         return conversation, Lease(conversation_id, owner, token)
 
     async def append(self, lease: Lease, messages: Sequence[StoredMessage], *, system: Sequence[dict[str, Any]] | None = None) -> Appended:
@@ -289,10 +337,9 @@ class RedisConversationStore(ConversationStore):
             sum(message.starts_turn for message in messages), sum(len(element) for element in elements),
             *elements,
         ]
-        index, ttl_ms = self.index_of(lease.owner)[0], _ms(self.limits.max_ttl_seconds)
         outcome, _ = await asyncio.gather(
             self._run(lambda: self._scripts["append"](keys=self.keys_of(conversation_id), args=args)),
-            self._advisory(lambda: self.redis.client.pexpire(index, ttl_ms)),
+            self._used(conversation_id, lease.owner),
         )
         if outcome[0] == 0:
             raise ConversationNotFound("The conversation was deleted or expired while this request ran; its turn was not stored.")
@@ -334,8 +381,7 @@ class RedisConversationStore(ConversationStore):
             metadata = self._decoded(lambda: decode_value(row[5], self.cipher, conversation_id))
             infos.append(ConversationInfo(conversation_id, int(row[1]) / 1000, int(row[2]) / 1000, int(row[3]), int(row[4]), metadata))
         if gone:
-            index = self.index_of(owner)[0]
-            await self._advisory(lambda: self.redis.client.zrem(index, *gone))
+            await self._advisory(lambda: self._unindex(owner, gone))
         return ConversationPage(tuple(infos), has_more)
 
     async def delete(self, conversation_id: str, owner: str) -> bool:
@@ -460,8 +506,21 @@ class RedisConversationStore(ConversationStore):
 
             gone.extend(cid for cid, found in zip(batch, await self._run(exists)) if not found)
         if gone:
-            await self._run(lambda: client.zrem(index, *gone))
+            await self._run(lambda: self._unindex(owner, gone))
         return bool(gone)
+
+    async def _unindex(self, owner: str, ids: Sequence[str]) -> None:
+        created, used = self.index_of(owner)
+        pipe = self.redis.client.pipeline(transaction=False)
+        pipe.zrem(created, *ids)
+        pipe.zrem(used, *ids)
+        await pipe.execute()
+
+    async def _used(self, conversation_id: str, owner: str) -> None:
+        """A turn of the conversation started or was stored: it becomes the owner's most recently
+        used implicit conversation, and the owner's index lives on. Upkeep only: never fails a turn."""
+        args = [conversation_id, _ms(self._clock()), _ms(self.limits.max_ttl_seconds)]
+        await self._advisory(lambda: self._scripts["used"](keys=self.index_of(owner), args=args))
 
     async def _advisory(self, operation: Callable[[], Awaitable[Any]]) -> None:
         """An index upkeep operation: its failure only delays the upkeep, never fails a request."""
@@ -498,6 +557,7 @@ _SCRIPTS = {
     "get_response": _GET_RESPONSE,
     "delete_response": _DELETE_RESPONSE,
     "admit": _ADMIT,
+    "used": _USED,
     "list": _LIST,
     "unindex": _UNINDEX,
 }

@@ -119,7 +119,7 @@ class MemoryConfig(RedisURLConfig):
     max_ttl_seconds: float = Field(30 * 86_400.0, gt=0, description="the most a conversation may ask for at creation")
     max_turns: int = Field(200, ge=1, le=100_000, description="turns kept per conversation; the oldest whole turns are evicted past it")
     max_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="stored bytes kept per conversation (the newest turn is always kept)")
-    max_conversations_per_key: int = Field(1000, ge=1, le=100_000, description="live conversations one key may have")
+    max_conversations_per_key: int = Field(1000, ge=1, le=100_000, description="live conversations one key may have; at the limit, one the gateway makes for a request replaces the least recently used one it made (see docs/memory.md)")
     max_conversations: int = Field(10_000, ge=1, le=10_000_000, description="store = memory: conversations kept in all (least recently used evicted)")
     max_responses_per_conversation: int = Field(1000, ge=1, le=1_000_000, description="Responses API answers stored per conversation")
     lease_seconds: float = Field(30.0, ge=1, le=3600, description="a request's lease on its conversation lasts this long unless renewed (a crashed instance's frees itself)")
@@ -327,7 +327,7 @@ class Memory:
             else:
                 if requested == NEW_CONVERSATION:
                     try:
-                        requested = (await store.create(owner)).id
+                        requested = (await store.create(owner, implicit=True)).id  # at the limit: replaces the least recently used one
                     except (ConversationStoreUnavailable, ConversationLimitExceeded) as error:
                         if not ctx.get(CONVERSATION_OPTIONAL):
                             raise

@@ -21,7 +21,9 @@ other key gets a 404, never its content. Where responses live:
   facts; memory loads, fits, leases and appends the turn. ``previous_response_id`` continues the
   conversation of that response from its position (a branch when it has moved on),
   ``conversation`` (an id from ``POST /v1/conversations``) continues that conversation, and a
-  request naming neither starts one when it stores. ``store: false`` reads and stores nothing.
+  request naming neither starts one when it stores (at the key's ``max_conversations_per_key``,
+  in place of its least recently used implicit conversation: see
+  :meth:`hookgate.conversations.ConversationStore.create`). ``store: false`` reads and stores nothing.
   A response's input items are its conversation's messages before it
   (:mod:`.surface_responses_items`). When the store cannot answer, a request naming a stored
   response or conversation gets 503 ``conversation_store_unavailable``; any other is answered,

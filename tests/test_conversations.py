@@ -263,6 +263,82 @@ async def test_an_expired_conversation_no_longer_counts_against_the_limit(small,
     assert first.id not in [c.id for c in (await small.list(ALICE)).data]
 
 
+async def test_an_implicit_conversation_at_the_limit_replaces_the_least_recently_used_implicit_one(small, harness):
+    explicit = await small.create(ALICE)
+    older = await small.create(ALICE, implicit=True, messages=[user("old chain"), assistant("a")])
+    await small.put_response(ALICE, ResponseRecord(new_response_id(older.id), older.id, 2, {"x": 1}))
+    newer = await small.create(ALICE, implicit=True)
+    assert newer.id in [c.id for c in (await small.list(ALICE)).data]
+    with pytest.raises(ConversationNotFound):
+        await small.load(older.id, ALICE)
+    assert await small.get_response(ALICE, new_response_id(older.id)) is None
+    assert (await small.load(explicit.id, ALICE)).id == explicit.id, "an explicit conversation is never evicted"
+    with pytest.raises(ConversationLimitExceeded) as refused:
+        await small.create(ALICE)  # explicit at the limit: refused as before
+    assert refused.value.status == 400 and refused.value.code == "conversation_limit_exceeded"
+    if harness.raw is not None:
+        keys = await harness.keys()
+        assert not [key for key in keys if older.id in key], "every key of the evicted conversation is gone"
+        assert await harness.raw.zscore(small.index_of(ALICE)[0], older.id) is None
+
+
+async def test_use_decides_which_implicit_conversation_goes(harness):
+    store = harness.store
+    store.limits = ConversationLimits(ttl_seconds=100.0, max_conversations_per_owner=3)
+    first, second, third = [await store.create(ALICE, implicit=True) for _ in range(3)]
+    _, lease = await store.begin_turn(first.id, ALICE)  # a turn makes it the most recently used
+    await store.append(lease, [user("still here")])
+    await store.load(second.id, ALICE)  # reading is not a use
+    fourth = await store.create(ALICE, implicit=True)
+    with pytest.raises(ConversationNotFound):
+        await store.load(second.id, ALICE)
+    fifth = await store.create(ALICE, implicit=True)
+    with pytest.raises(ConversationNotFound):
+        await store.load(third.id, ALICE)
+    assert {c.id for c in (await store.list(ALICE)).data} == {first.id, fourth.id, fifth.id}
+    await store.create(BOB, implicit=True)  # another owner's conversations are not its victims
+    assert {c.id for c in (await store.list(ALICE)).data} == {first.id, fourth.id, fifth.id}
+    assert [m.message["content"] for m in (await store.load(first.id, ALICE)).messages] == ["still here"]
+
+
+async def test_an_implicit_conversation_is_refused_when_every_one_is_explicit(small):
+    await small.create(ALICE)
+    await small.create(ALICE)
+    with pytest.raises(ConversationLimitExceeded):
+        await small.create(ALICE, implicit=True)
+
+
+async def test_a_deleted_implicit_conversation_is_no_victim(small):
+    first = await small.create(ALICE, implicit=True)
+    second = await small.create(ALICE, implicit=True)
+    assert await small.delete(first.id, ALICE)
+    await small.create(ALICE, implicit=True)  # room: nothing evicted
+    assert (await small.load(second.id, ALICE)).id == second.id
+
+
+async def test_a_fork_is_implicit(small):
+    explicit = await small.create(ALICE, messages=[user("a"), assistant("b")])
+    branch = await small.fork(explicit.id, ALICE, 2)
+    another = await small.fork(explicit.id, ALICE, 0)  # at the limit: takes the first branch's place
+    with pytest.raises(ConversationNotFound):
+        await small.load(branch.id, ALICE)
+    assert {c.id for c in (await small.list(ALICE)).data} == {explicit.id, another.id}
+
+
+async def test_concurrent_implicit_creations_at_the_limit_each_evict_one(harness):
+    store = harness.store
+    store.limits = ConversationLimits(ttl_seconds=100.0, max_conversations_per_owner=5)
+    explicit = await store.create(ALICE)
+    old = [await store.create(ALICE, implicit=True) for _ in range(4)]
+    new = await asyncio.gather(*(store.create(ALICE, implicit=True) for _ in range(8)))
+    listed = {c.id for c in (await store.list(ALICE, limit=100)).data}
+    assert len(listed) == 5 and explicit.id in listed and not listed & {c.id for c in old}
+    assert listed - {explicit.id} <= {c.id for c in new}
+    if harness.raw is not None:
+        left = {key[key.index("{") + 1 : key.index("}")] for key in await harness.keys() if ":conv:v1:{" in key}
+        assert left == listed, "no evicted conversation left keys behind"
+
+
 async def test_the_in_memory_store_keeps_at_most_max_conversations():
     store = InMemoryConversationStore(max_conversations=3)
     ids = [(await store.create(owner_of(None, f"t{i}"))).id for i in range(5)]

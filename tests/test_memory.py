@@ -525,7 +525,8 @@ async def test_delete_leaves_no_key_in_redis(gateway, emulator, redis_url, redis
     conversation = headers["x-hookgate-conversation"]
     await ask(client, conversation, "private two")
     keys = [key async for key in redis_raw.scan_iter(match=f"{redis_prefix}:*")]
-    assert len(keys) == 3 and all(b"private" not in value for value in await redis_raw.lrange(next(k for k in keys if k.endswith(b":msgs")), 0, -1))
+    assert len(keys) == 4, keys  # meta, msgs; the owner's index and its use order (made with 'new': implicit)
+    assert all(b"private" not in value for value in await redis_raw.lrange(next(k for k in keys if k.endswith(b":msgs")), 0, -1))
     deleted = await client.delete(f"/v1/conversations/{conversation}", headers={"Authorization": f"Bearer {ALICE}"})
     assert deleted.status == 200 and (await deleted.json())["deleted"] is True
     assert [key async for key in redis_raw.scan_iter(match=f"{redis_prefix}:*")] == []

@@ -219,15 +219,51 @@ async def test_a_streamed_turn_stores_the_finished_response(start, emulator, sdk
 async def test_a_request_that_asked_for_no_conversation_is_answered_when_none_can_be_made(start, emulator, sdk):
     client = await start(max_conversations_per_key=1)
     api = sdk(client, api_key=ALICE)
-    kept = await api.responses.create(model=MODEL, input="first")
-    unstored = await api.responses.create(model=MODEL, input="second")  # the key has its one conversation
+    kept = await api.conversations.create()  # explicit: the key's one conversation, never evicted
+    unstored = await api.responses.create(model=MODEL, input="second")
     assert unstored.output_text == "emulated: second" and sent(emulator) == [("user", "second")]
     with pytest.raises(openai.NotFoundError):
         await api.responses.retrieve(unstored.id)
-    assert (await api.responses.create(model=MODEL, input="on", previous_response_id=kept.id)).output_text == "emulated: on"
+    assert (await api.responses.create(model=MODEL, input="on", conversation=kept.id)).output_text == "emulated: on"
     with pytest.raises(openai.BadRequestError) as asked:  # asking for a conversation outright is still refused
         await api.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], extra_headers={"x-hookgate-conversation": "new"})
     assert asked.value.code == "conversation_limit_exceeded"
+
+
+async def test_a_key_at_its_limit_keeps_storing_in_place_of_its_least_recently_used_chain(start, emulator, sdk, client_conversations):
+    limit = 3
+    client = await start(max_conversations_per_key=limit)
+    api = sdk(client, api_key=ALICE)
+    explicit = await api.conversations.create()
+    chains = []
+    for i in range(limit + 5):
+        made = await api.responses.with_raw_response.create(model=MODEL, input=f"chain {i}", store=True)
+        response = made.parse()
+        assert made.headers.get("x-hookgate-conversation", "").startswith("conv_"), "served in a conversation"
+        assert (await api.responses.retrieve(response.id)).output_text == f"emulated: chain {i}", "stored, at the limit too"
+        chains.append(response)
+        if i == 1:  # a turn on the oldest chain makes it the most recently used
+            chains[0] = await api.responses.create(model=MODEL, input="chain 0 goes on", previous_response_id=chains[0].id)
+    assert await client_conversations(client) == limit
+
+    with pytest.raises(openai.NotFoundError) as evicted:
+        await api.responses.create(model=MODEL, input="and then?", previous_response_id=chains[1].id)
+    assert (evicted.value.body["code"], evicted.value.body["param"]) == ("response_not_found", "previous_response_id")
+    with pytest.raises(openai.NotFoundError):
+        await api.responses.retrieve(chains[1].id)
+    newest = await api.responses.create(model=MODEL, input="and then?", previous_response_id=chains[-1].id)
+    assert sent(emulator) == [*alternating(f"chain {limit + 4}"), ("user", "and then?")]
+    branch = await api.responses.create(model=MODEL, input="or else?", previous_response_id=chains[-1].id)  # a branch is made at the limit too
+    assert sent(emulator) == [*alternating(f"chain {limit + 4}"), ("user", "or else?")] and branch.id != newest.id
+    chat = await api.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], extra_headers={"x-hookgate-conversation": "new"}
+    )
+    assert chat.http_response.status_code == 200 and chat.headers["x-hookgate-conversation"].startswith("conv_")
+
+    on = await api.responses.create(model=MODEL, input="still mine?", conversation=explicit.id)
+    assert on.output_text == "emulated: still mine?" and sent(emulator) == [("user", "still mine?")]
+    listed = await (await client.get("/v1/conversations", params={"limit": "100"}, headers={"Authorization": f"Bearer {ALICE}"})).json()
+    assert explicit.id in [c["id"] for c in listed["data"]] and len(listed["data"]) == limit
 
 
 async def test_memory_that_does_not_serve_the_surface_leaves_it_its_own_store(gateway, emulator, sdk):
