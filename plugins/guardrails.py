@@ -69,8 +69,9 @@ from hookgate.facts import CLIENT_KEY, GUARDRAIL_FINDINGS
 from hookgate.logs import IntervalLog
 from hookgate.output import add_output_filter
 from hookgate.rules import Produces, Reads
+from hookgate.surfaces import COMPLETIONS, EMBEDDINGS
 
-from hookgate.plugins.guardrails_answers import AnswerGuard
+from hookgate.plugins.guardrails_answers import AnswerGuard, TextCompletionGuard, text_chunk_as_chat, text_completion_as_chat
 from hookgate.plugins.guardrails_judge import Judge, JudgeFailed, JudgeSettings
 from hookgate.plugins.guardrails_masking import (
     ChatStreamRestorer,
@@ -78,7 +79,7 @@ from hookgate.plugins.guardrails_masking import (
     Path,
     TextField,
     chat_completion_fields,
-    chat_request_fields,
+    request_fields,
     restore_chat_completion,
     with_texts,
 )
@@ -293,15 +294,15 @@ class Guardrails:
         restorations: Mapping[str, str] = {}
         if policy.request is not None:
             restorations = await self._check_request(ctx, policy.request, guarding.request)
-        if restorations or policy.answer is not None:
+        if (restorations or policy.answer is not None) and ctx.kind != EMBEDDINGS:  # vectors carry no text
             guarding.guard = self._answer_guard(ctx, restorations, policy.answer, guarding)
-            add_output_filter(ctx, guarding.guard)
+            add_output_filter(ctx, TextCompletionGuard(guarding.guard) if ctx.kind == COMPLETIONS else guarding.guard)
 
     async def _check_request(self, ctx: RequestContext, side: RequestPolicy, tally: Tally) -> Mapping[str, str]:
         """Scan, then block, mask or log; then ask the judges. Returns the restorations."""
         failures: list[DetectorFailure] = []
         detectors = self._guarded(side, failures)
-        fields = chat_request_fields(ctx.body)
+        fields = request_fields(ctx.kind, ctx.body)
         started = perf_counter()
         work = partial(mask_by_action, ctx.body, fields, detectors, side.action_for)
         try:
@@ -405,13 +406,18 @@ class Guardrails:
             return
         guard = guarding.guard
         if not guard.live:  # a JSON answer, or a complete one about to be replayed as a stream
+            text = ctx.kind == COMPLETIONS  # the guard reads a legacy completion as a chat one
+            body = text_completion_as_chat(response.body) if text else response.body
             work = (
-                partial(guard.prepare_replay, completion_to_chunks(response.body, include_usage=ctx.include_usage))
+                partial(guard.prepare_replay, [
+                    text_chunk_as_chat(chunk) if text else chunk
+                    for chunk in completion_to_chunks(response.body, include_usage=ctx.include_usage)
+                ])
                 if ctx.stream
-                else partial(guard.prepare_body, response.body)
+                else partial(guard.prepare_body, body)
             )
             started = perf_counter()
-            if sum(len(f.text) for f in chat_completion_fields(response.body)) > self.config.offload_above_chars:
+            if sum(len(f.text) for f in chat_completion_fields(body)) > self.config.offload_above_chars:
                 await asyncio.to_thread(work)
             else:
                 work()
