@@ -2,8 +2,8 @@
 in answers (streamed ones included), with a record of what was found and never of the values.
 
 **Request side** (``before_request``). The policy's detectors scan every text of the canonical
-request (``ctx.body``: message contents and tool-call arguments, whatever API surface the client
-used). Per kind of finding: ``block`` refuses the request with a 400 (``content_blocked``) that
+request (``ctx.body``: message contents and tool-call arguments, whatever chat-like surface the
+client used; a legacy completion's ``prompt``; an embeddings ``input``). Per kind of finding: ``block`` refuses the request with a 400 (``content_blocked``) that
 names the kind and where, never the value; ``mask`` replaces the value with a typed placeholder
 (``<EMAIL_1>``) in ``ctx.body``; ``log`` only records it. A judge (a model asked through the
 gateway itself, for prompt injection) reads the masked text last. Large texts are scanned on a
@@ -486,7 +486,7 @@ class RequestScan:
 def mask_by_action(
     body: dict[str, Any], fields: Sequence[TextField], detectors: Sequence[Detector], action_for: Callable[[str], str]
 ) -> RequestScan:
-    """Scan every text of a chat request and apply each finding's action.
+    """Scan every text of a request (``fields``, from :func:`request_fields`) and apply each finding's action.
 
     Every text is scanned, also after a ``block`` finding, so that the record is complete. Raises
     :class:`~hookgate.detectors.DetectorError` when a fail-closed detector failed.
