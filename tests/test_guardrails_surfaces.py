@@ -18,8 +18,7 @@ import pytest
 
 from accounting_support import keys_section, new_key
 from conftest import pipeline_config
-from hookgate import hookimpl
-from hookgate.facts import GUARDRAIL_FINDINGS
+from test_guardrails_plugin import recorder
 from hookgate.testing.anthropic_emulator import AnthropicEmulator
 from hookgate.testing.openai_emulator import OpenAIEmulator
 
@@ -51,18 +50,6 @@ def upstreams(emulator: OpenAIEmulator, claude: AnthropicEmulator) -> tuple[Open
 def received(emulator: OpenAIEmulator, claude: AnthropicEmulator) -> list[dict[str, Any]]:
     """Every request body the upstreams received."""
     return [r.body for r in (*emulator.stats.requests, *claude.stats.requests)]
-
-
-def recorder(into: list[dict[str, Any]]) -> type:
-    class Recorder:
-        def __init__(self, config: Any) -> None:
-            pass
-
-        @hookimpl
-        def request_finished(self, ctx, outcome):
-            into.append({"findings": ctx.get(GUARDRAIL_FINDINGS), "annotations": dict(ctx.annotations), "status": outcome.status})
-
-    return Recorder
 
 
 def guarded(emulator: OpenAIEmulator, claude: AnthropicEmulator, policies: dict[str, Any], *, before: tuple[str, ...] = (), **sections: Any) -> str:
