@@ -176,8 +176,9 @@ async def _serve(request: web.Request, gateway: Gateway, exchange: Exchange, sur
         if ctx.stream:
             return await _replay_as_stream(request, exchange, surface, answer)
         await exchange.complete(answer)
+        answer = _for_client(ctx, answer)
         await surface.completed(ctx, answer)
-        return await _send_json(request, exchange, orjson.dumps(surface.render(ctx, _for_client(ctx, answer))))
+        return await _send_json(request, exchange, orjson.dumps(surface.render(ctx, answer)))
     except asyncio.CancelledError:
         await exchange.fail(ClientDisconnected("The client closed the connection before the answer was complete."))
         raise
@@ -337,6 +338,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
     ctx = exchange.ctx
     response: web.StreamResponse | None = None
     chunks: list[dict[str, Any]] = []
+    delivered: list[dict[str, Any]] = []  # what the output filters let the client have
     filters = output_filters(ctx)
     writer = surface.open_stream(ctx)
     native: bool | None = None  # decided by the first chunk
@@ -357,7 +359,9 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
             if native:
                 payload = chunk.get(NATIVE_EVENTS) or b""
             elif filters:
-                payload = b"".join(writer.feed(out) for out in _filtered_chunk(filters, chunk))
+                filtered = _filtered_chunk(filters, chunk)
+                delivered.extend(filtered)
+                payload = b"".join(writer.feed(out) for out in filtered)
             else:
                 payload = writer.feed(chunk)
             if payload:
@@ -365,7 +369,9 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
         if response is None:
             response = await _start_stream(request, ctx, surface)
         if filters:
-            held = b"".join(writer.feed(out) for out in _filters_end(filters))
+            released = _filters_end(filters)
+            delivered.extend(released)
+            held = b"".join(writer.feed(out) for out in released)
             if held:
                 await response.write(held)
         completion = assemble_stream(chunks)
@@ -374,7 +380,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
         if completion.body.get("usage") is None and USAGE in ctx:
             completion.body["usage"] = ctx[USAGE]  # the usage chunk a client did not ask for was not relayed
         await exchange.complete(completion)
-        await surface.completed(ctx, completion)
+        await surface.completed(ctx, _as_delivered(completion, delivered) if filters else completion)
     except asyncio.CancelledError:
         raise
     except ConnectionError:
@@ -408,14 +414,17 @@ async def _replay_as_stream(request: web.Request, exchange: Exchange, surface: S
     """Send a complete answer (a cache hit, or a provider that cannot stream) as SSE."""
     ctx = exchange.ctx
     await exchange.complete(completion)
-    await surface.completed(ctx, completion)
     filters = output_filters(ctx)
+    replayed: list[dict[str, Any]] = []
+    if filters:
+        replayed = completion_to_chunks(completion.body, include_usage=ctx.include_usage)
+        replayed = [out for chunk in replayed for out in _filtered_chunk(filters, chunk)] + _filters_end(filters)
+    await surface.completed(ctx, _as_delivered(completion, replayed) if filters else completion)
     payload = surface.replay_native(ctx, completion.native) if completion.native is not None and not filters else None
     if payload is None:
         writer = surface.open_stream(ctx)
-        replayed = completion_to_chunks(completion.body, include_usage=ctx.include_usage)
-        if filters:
-            replayed = [out for chunk in replayed for out in _filtered_chunk(filters, chunk)] + _filters_end(filters)
+        if not filters:
+            replayed = completion_to_chunks(completion.body, include_usage=ctx.include_usage)
         payload = b"".join(writer.feed(chunk) for chunk in replayed) + writer.finish()
     try:
         response = await _start_stream(request, ctx, surface)
@@ -437,6 +446,18 @@ def _for_client(ctx: RequestContext, completion: Completion) -> Completion:
     for output_filter in filters:
         body = output_filter.body(body)
     return Completion(body)
+
+
+def _as_delivered(completion: Completion, chunks: list[dict[str, Any]]) -> Completion:
+    """The streamed answer as the client received it, through its output filters (what a surface
+    stores and continues from: the values guardrails restored, not its placeholders), with the
+    provider's usage."""
+    if not chunks:
+        return completion
+    delivered = assemble_stream(chunks)
+    if completion.body.get("usage") is not None:
+        delivered.body["usage"] = completion.body["usage"]
+    return delivered
 
 
 def _filtered_chunk(filters: list[OutputFilter], chunk: dict[str, Any]) -> list[dict[str, Any]]:

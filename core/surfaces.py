@@ -131,7 +131,9 @@ class Surface(Protocol):
 
     async def completed(self, ctx: RequestContext, completion: Completion) -> None:
         """The answer is complete (after every ``after_response`` hook, before the client gets
-        its last byte): what a surface with server-side state stores."""
+        its last byte): what a surface with server-side state stores. ``completion`` is the
+        answer as this client receives it, through the request's output filters (guardrails'
+        restored values, not its placeholders), so what is stored is what the client saw."""
         ...
 
     def render(self, ctx: RequestContext, completion: Completion) -> dict[str, Any]:

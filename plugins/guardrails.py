@@ -2,8 +2,8 @@
 in answers (streamed ones included), with a record of what was found and never of the values.
 
 **Request side** (``before_request``). The policy's detectors scan every text of the canonical
-request (``ctx.body``: message contents and tool-call arguments, whatever API surface the client
-used). Per kind of finding: ``block`` refuses the request with a 400 (``content_blocked``) that
+request (``ctx.body``: message contents and tool-call arguments, whatever chat-like surface the
+client used; a legacy completion's ``prompt``; an embeddings ``input``). Per kind of finding: ``block`` refuses the request with a 400 (``content_blocked``) that
 names the kind and where, never the value; ``mask`` replaces the value with a typed placeholder
 (``<EMAIL_1>``) in ``ctx.body``; ``log`` only records it. A judge (a model asked through the
 gateway itself, for prompt injection) reads the masked text last. Large texts are scanned on a
@@ -69,8 +69,9 @@ from hookgate.facts import CLIENT_KEY, GUARDRAIL_FINDINGS
 from hookgate.logs import IntervalLog
 from hookgate.output import add_output_filter
 from hookgate.rules import Produces, Reads
+from hookgate.surfaces import COMPLETIONS, EMBEDDINGS
 
-from hookgate.plugins.guardrails_answers import AnswerGuard
+from hookgate.plugins.guardrails_answers import AnswerGuard, TextCompletionGuard, text_chunk_as_chat, text_completion_as_chat
 from hookgate.plugins.guardrails_judge import Judge, JudgeFailed, JudgeSettings
 from hookgate.plugins.guardrails_masking import (
     ChatStreamRestorer,
@@ -78,7 +79,7 @@ from hookgate.plugins.guardrails_masking import (
     Path,
     TextField,
     chat_completion_fields,
-    chat_request_fields,
+    request_fields,
     restore_chat_completion,
     with_texts,
 )
@@ -293,15 +294,15 @@ class Guardrails:
         restorations: Mapping[str, str] = {}
         if policy.request is not None:
             restorations = await self._check_request(ctx, policy.request, guarding.request)
-        if restorations or policy.answer is not None:
+        if (restorations or policy.answer is not None) and ctx.kind != EMBEDDINGS:  # vectors carry no text
             guarding.guard = self._answer_guard(ctx, restorations, policy.answer, guarding)
-            add_output_filter(ctx, guarding.guard)
+            add_output_filter(ctx, TextCompletionGuard(guarding.guard) if ctx.kind == COMPLETIONS else guarding.guard)
 
     async def _check_request(self, ctx: RequestContext, side: RequestPolicy, tally: Tally) -> Mapping[str, str]:
         """Scan, then block, mask or log; then ask the judges. Returns the restorations."""
         failures: list[DetectorFailure] = []
         detectors = self._guarded(side, failures)
-        fields = chat_request_fields(ctx.body)
+        fields = request_fields(ctx.kind, ctx.body)
         started = perf_counter()
         work = partial(mask_by_action, ctx.body, fields, detectors, side.action_for)
         try:
@@ -405,13 +406,18 @@ class Guardrails:
             return
         guard = guarding.guard
         if not guard.live:  # a JSON answer, or a complete one about to be replayed as a stream
+            text = ctx.kind == COMPLETIONS  # the guard reads a legacy completion as a chat one
+            body = text_completion_as_chat(response.body) if text else response.body
             work = (
-                partial(guard.prepare_replay, completion_to_chunks(response.body, include_usage=ctx.include_usage))
+                partial(guard.prepare_replay, [
+                    text_chunk_as_chat(chunk) if text else chunk
+                    for chunk in completion_to_chunks(response.body, include_usage=ctx.include_usage)
+                ])
                 if ctx.stream
-                else partial(guard.prepare_body, response.body)
+                else partial(guard.prepare_body, body)
             )
             started = perf_counter()
-            if sum(len(f.text) for f in chat_completion_fields(response.body)) > self.config.offload_above_chars:
+            if sum(len(f.text) for f in chat_completion_fields(body)) > self.config.offload_above_chars:
                 await asyncio.to_thread(work)
             else:
                 work()
@@ -480,7 +486,7 @@ class RequestScan:
 def mask_by_action(
     body: dict[str, Any], fields: Sequence[TextField], detectors: Sequence[Detector], action_for: Callable[[str], str]
 ) -> RequestScan:
-    """Scan every text of a chat request and apply each finding's action.
+    """Scan every text of a request (``fields``, from :func:`request_fields`) and apply each finding's action.
 
     Every text is scanned, also after a ``block`` finding, so that the record is complete. Raises
     :class:`~hookgate.detectors.DetectorError` when a fail-closed detector failed.

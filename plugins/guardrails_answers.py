@@ -40,7 +40,17 @@ import orjson
 
 from hookgate.detectors import DetectorError, Finding
 
-__all__ = ["AnswerGuard", "StreamRestoring", "Counting", "withheld_choice", "BLOCKED_REFUSAL", "UNCHECKED_REFUSAL"]
+__all__ = [
+    "AnswerGuard",
+    "TextCompletionGuard",
+    "StreamRestoring",
+    "Counting",
+    "withheld_choice",
+    "text_completion_as_chat",
+    "text_chunk_as_chat",
+    "BLOCKED_REFUSAL",
+    "UNCHECKED_REFUSAL",
+]
 
 Redact = Callable[[Finding], "str | None"]
 
@@ -282,3 +292,77 @@ def _marked_kinds(message: Any) -> set[str]:
     texts = [message.get("content")]
     texts += [(call.get("function") or {}).get("arguments") for call in message.get("tool_calls") or () if isinstance(call, dict)]
     return {kind for text in texts if isinstance(text, str) and _MARK_OPEN in text for kind in _MARK.findall(text)}
+
+
+# --- legacy text completions ---------------------------------------------------------------------
+
+
+class TextCompletionGuard:
+    """The :class:`AnswerGuard` of a legacy completions answer (``text_completion``): each
+    choice's ``text`` is handed to the guard as a chat choice's content and back, so restoring,
+    scanning and withholding work exactly as for chat. A withheld choice ends with
+    ``finish_reason: "content_filter"`` (the legacy API has no ``refusal`` field: its text stops
+    before the finding in a live stream, and is empty in a complete answer)."""
+
+    __slots__ = ("guard",)
+
+    def __init__(self, guard: AnswerGuard) -> None:
+        self.guard = guard
+
+    def body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return _chat_as_text_completion(self.guard.body(text_completion_as_chat(body)))
+
+    def chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        return [_chat_chunk_as_text(out) for out in self.guard.chunk(text_chunk_as_chat(chunk))]
+
+    def end(self) -> list[dict[str, Any]]:
+        return [_chat_chunk_as_text(out) for out in self.guard.end()]
+
+
+def text_completion_as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """A ``text_completion`` as the guard reads a chat completion: each ``text`` a message's content."""
+    choices = [
+        {"index": c.get("index", 0), "message": {"role": "assistant", "content": c.get("text")}, "finish_reason": c.get("finish_reason"), "logprobs": None}
+        for c in body.get("choices") or ()
+        if isinstance(c, dict)
+    ]
+    return {**body, "choices": choices}
+
+
+def text_chunk_as_chat(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A legacy completions stream chunk as the guard reads a chat chunk: ``text`` as the delta's content."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return chunk
+    return {
+        **chunk,
+        "choices": [
+            {"index": c.get("index", 0), "delta": {"content": c["text"]} if isinstance(c.get("text"), str) else {}, "finish_reason": c.get("finish_reason")}
+            for c in choices
+            if isinstance(c, dict)
+        ],
+    }
+
+
+def _chat_as_text_completion(body: dict[str, Any]) -> dict[str, Any]:
+    choices = [
+        {"text": (c.get("message") or {}).get("content") or "", "index": c.get("index", 0), "logprobs": None, "finish_reason": c.get("finish_reason")}
+        for c in body.get("choices") or ()
+        if isinstance(c, dict)
+    ]
+    return {**body, "choices": choices}
+
+
+def _chat_chunk_as_text(chunk: dict[str, Any]) -> dict[str, Any]:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return chunk
+    return {
+        **chunk,
+        "object": "text_completion",
+        "choices": [
+            {"text": (c.get("delta") or {}).get("content") or "", "index": c.get("index", 0), "logprobs": None, "finish_reason": c.get("finish_reason")}
+            for c in choices
+            if isinstance(c, dict)
+        ],
+    }

@@ -48,6 +48,8 @@ __all__ = [
     "ChatStreamRestorer",
     "MaskedRequest",
     "chat_request_fields",
+    "prompt_fields",
+    "request_fields",
     "chat_completion_fields",
     "with_texts",
     "json_scan_view",
@@ -157,6 +159,27 @@ def chat_request_fields(body: Mapping[str, Any]) -> list[TextField]:
         fields += _content_fields(("messages", i), message.get("content"))
         fields += _tool_call_fields(("messages", i), message.get("tool_calls"))
     return fields
+
+
+def prompt_fields(body: Mapping[str, Any], key: str) -> list[TextField]:
+    """The texts of a legacy completions ``prompt`` or an embeddings ``input`` (``key``): a
+    string, or each string of a list. Token arrays carry no text a detector could read."""
+    value = body.get(key)
+    if isinstance(value, str):
+        return [TextField((key,), value)]
+    if isinstance(value, list):
+        return [TextField((key, i), text) for i, text in enumerate(value) if isinstance(text, str)]
+    return []
+
+
+def request_fields(kind: str, body: Mapping[str, Any]) -> list[TextField]:
+    """The texts of a canonical request of ``kind`` (``ctx.kind``): a chat request's messages
+    (every chat-like surface), a legacy completion's ``prompt``, an embeddings ``input``."""
+    if kind == "completions":
+        return prompt_fields(body, "prompt")
+    if kind == "embeddings":
+        return prompt_fields(body, "input")
+    return chat_request_fields(body)
 
 
 def chat_completion_fields(body: Mapping[str, Any]) -> list[TextField]:

@@ -120,6 +120,13 @@ async def test_stream_helper_rebuilds_the_same_message(emulator: AnthropicEmulat
     assert types.count("text") == 5  # the helper's per-delta event: one text_delta per word
 
 
+async def test_stream_piece_chars_cuts_words_across_text_deltas(emulator: AnthropicEmulator, client: anthropic.AsyncAnthropic) -> None:
+    emulator.settings.stream_piece_chars = 4
+    async with client.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as stream:
+        texts = [event.delta.text async for event in stream if event.type == "content_block_delta"]
+    assert texts[:3] == ["emul", "ated", ": he"] and "".join(texts) == REPLY
+
+
 async def test_stream_wire_format_is_anthropics_event_sequence(aiohttp_client) -> None:
     emu = AnthropicEmulator(EmulatorSettings(cache_read_input_tokens=7))
     http = await aiohttp_client(emu.make_app())

@@ -95,6 +95,15 @@ async def test_stream_sends_role_then_one_chunk_per_word_then_stop(client: opena
     assert chunks[-1]["choices"][0]["delta"] == {}
 
 
+async def test_stream_piece_chars_cuts_words_across_chunks_for_chat_and_legacy_completions(emulator: OpenAIEmulator, client: openai.AsyncOpenAI) -> None:
+    emulator.settings.stream_piece_chars = 4
+    chunks = await collect(await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    texts = [c["choices"][0]["delta"].get("content") for c in chunks[1:-1]]
+    assert "".join(texts) == REPLY and texts[:3] == ["emul", "ated", ": he"]
+    legacy = [c.choices[0].text async for c in await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="abcdefghij", stream=True) if c.choices]
+    assert legacy[:3] == ["emul", "ated", ": ab"] and "".join(legacy) == "emulated: abcdefghij"
+
+
 async def test_stream_with_include_usage_ends_with_a_usage_chunk(client: openai.AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}

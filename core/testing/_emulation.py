@@ -65,6 +65,15 @@ SSE_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
 """Headers of every streamed answer, before the emulator's own and the fault's."""
 
 
+def stream_pieces(text: str, words: Callable[[str], list[str]], piece_chars: int) -> list[str]:
+    """The pieces a streamed text is sent in: ``words(text)`` (one per word, the default), or,
+    with ``piece_chars`` > 0, slices of that many characters, so that a test can have a word (a
+    placeholder, a card number…) arrive cut across chunks. They join back to ``text``."""
+    if piece_chars <= 0 or not text:
+        return words(text)
+    return [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
+
+
 def count_tokens(text: str) -> int:
     """Emulated token count: whitespace-separated words, so tests can predict usage exactly."""
     return len(text.split())

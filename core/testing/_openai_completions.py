@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ._emulation import REPLY_PREFIX, count_tokens
+from ._emulation import REPLY_PREFIX, count_tokens, stream_pieces
 from ._openai_wire import SSE_DONE, Problem, pieces, sse_data
 
 __all__ = ["DEFAULT_COMPLETION_MODELS", "completion_body", "completion_events", "request_problem"]
@@ -117,14 +117,14 @@ def completion_body(completion_id: str, created: int, body: Mapping[str, Any]) -
     }
 
 
-def completion_events(completion_id: str, created: int, body: Mapping[str, Any]) -> list[bytes]:
+def completion_events(completion_id: str, created: int, body: Mapping[str, Any], piece_chars: int = 0) -> list[bytes]:
     """The streamed answer: per choice one chunk per word, then one finish chunk per choice,
     the usage chunk (``stream_options.include_usage``) and ``[DONE]``."""
     choices, prompt_tokens = _choices(body)
     head = {"id": completion_id, "object": "text_completion", "created": created, "model": body["model"]}
     events = []
     for index, (text, _) in enumerate(choices):
-        for piece in pieces(text) if text else ():
+        for piece in stream_pieces(text, pieces, piece_chars) if text else ():
             events.append(sse_data({**head, "choices": [{"text": piece, "index": index, "logprobs": None, "finish_reason": None}]}))
     for index, (_, finish) in enumerate(choices):
         events.append(sse_data({**head, "choices": [{"text": "", "index": index, "logprobs": None, "finish_reason": finish}]}))

@@ -80,6 +80,7 @@ from ._emulation import (
     parse_command_line,
     serve_until_interrupted,
     stream_events,
+    stream_pieces,
     tool_input_for,
     tools_to_call,
     unstreamed_fault_response,
@@ -227,6 +228,10 @@ class EmulatorSettings:
     """Reported in every answer's usage as prompt tokens read from Anthropic's prompt cache."""
     cache_creation_input_tokens: int = 0
     """Reported in every answer's usage as prompt tokens written to the prompt cache."""
+    stream_piece_chars: int = 0
+    """0: a streamed reply sends one ``text_delta`` per word; N: the text is cut every N characters
+    instead, so that a word (a placeholder, a card number) arrives split across chunks. Token
+    counts are the same either way."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +329,7 @@ class AnthropicEmulator(Emulator[Fault, EmulatorSettings]):
         headers = {"request-id": _request_id(message["id"]), **(fault.headers if fault else {})}
         if not stream:
             return web.Response(body=orjson.dumps(message), content_type="application/json", headers=headers)
-        events = _sse_events(message)
+        events = _sse_events(message, settings.stream_piece_chars)
         if fault is not None and fault.stream_error_after is not None:
             # Anthropic fails mid-stream with an `error` event, then ends the stream.
             events = events[: fault.stream_error_after] + [_in_stream_error(fault)]
@@ -631,7 +636,7 @@ def _sse(event: str, payload: Mapping[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-def _sse_events(message: Mapping[str, Any]) -> list[bytes]:
+def _sse_events(message: Mapping[str, Any], piece_chars: int = 0) -> list[bytes]:
     """The whole answer as Anthropic streams it: ``message_start`` (empty content, input and
     cache usage, ``output_tokens`` 1), per block ``content_block_start``, its deltas (one
     ``text_delta`` per word; ``input_json_delta`` pieces of the tool input's JSON after an empty
@@ -644,7 +649,7 @@ def _sse_events(message: Mapping[str, Any]) -> list[bytes]:
         if block["type"] == "text":
             events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}))
             deltas = [{"type": "citations_delta", "citation": citation} for citation in block.get("citations") or ()]
-            deltas.extend({"type": "text_delta", "text": piece} for piece in _pieces(block["text"]) if piece)
+            deltas.extend({"type": "text_delta", "text": piece} for piece in stream_pieces(block["text"], _pieces, piece_chars) if piece)
         elif block["type"] == "thinking":
             opened_thinking = {"type": "thinking", "thinking": "", "signature": ""}
             events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened_thinking}))

@@ -8,7 +8,8 @@ plugins both use this one emulator, so they exercise the same wire format the of
 SDK expects (bodies and SSE chunks follow OpenAI's published schema).
 
 Answers are deterministic: the reply is ``"emulated: " + <last user message>``, tokens are
-whitespace-separated words, and a streamed reply sends one chunk per word. Per endpoint:
+whitespace-separated words, and a streamed reply sends one chunk per word (``stream_piece_chars``
+cuts it into fixed-size pieces instead, splitting words across chunks). Per endpoint:
 
 * ``POST /v1/chat/completions``: when the request has function ``tools`` and the last user
   message names one (or ``tool_choice`` is ``required`` or a named function), the answer calls
@@ -63,6 +64,7 @@ from ._emulation import (
     parse_command_line,
     serve_until_interrupted,
     stream_events,
+    stream_pieces,
     tool_input_for,
     tools_to_call,
     unstreamed_fault_response,
@@ -181,6 +183,10 @@ class EmulatorSettings:
     cached_prompt_tokens: int = 0
     """Prompt tokens reported as read from OpenAI's prompt cache (``cached_tokens`` in chat and
     Responses usage; at most the prompt's tokens). 0 leaves the field out of chat usage."""
+    stream_piece_chars: int = 0
+    """0: a streamed reply sends one text delta per word; N: the text is cut every N characters
+    instead, so that a word (a placeholder, a card number) arrives split across chunks. Token
+    counts are the same either way."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +310,7 @@ class OpenAIEmulator(Emulator[Fault, EmulatorSettings]):
         completion_id = f"chatcmpl-emu{next(self._ids):08d}"
         answer = _chat_answer(completion_id, int(time.time()), body, settings.cached_prompt_tokens)
         if body.get("stream") is True:
-            return await self._send(request, stats, fault=fault, settings=settings, events=lambda: _sse_events(answer, body))
+            return await self._send(request, stats, fault=fault, settings=settings, events=lambda: _sse_events(answer, body, settings.stream_piece_chars))
         return await self._send(request, stats, fault=fault, settings=settings, json_body=lambda: answer)
 
     # -- Responses -----------------------------------------------------------------------------
@@ -380,7 +386,7 @@ class OpenAIEmulator(Emulator[Fault, EmulatorSettings]):
             return problem_response(problem)
         completion_id, created = f"cmpl-emu{next(self._ids):08d}", int(time.time())
         if body.get("stream") is True:
-            return await self._send(request, stats, fault=fault, settings=settings, events=lambda: completion_events(completion_id, created, body))
+            return await self._send(request, stats, fault=fault, settings=settings, events=lambda: completion_events(completion_id, created, body, settings.stream_piece_chars))
         return await self._send(request, stats, fault=fault, settings=settings, json_body=lambda: completion_body(completion_id, created, body))
 
     async def _get_model(self, request: web.Request) -> web.Response:
@@ -506,7 +512,7 @@ def _chat_answer(completion_id: str, created: int, body: Mapping[str, Any], cach
     }
 
 
-def _sse_events(answer: Mapping[str, Any], body: Mapping[str, Any]) -> list[bytes]:
+def _sse_events(answer: Mapping[str, Any], body: Mapping[str, Any], piece_chars: int = 0) -> list[bytes]:
     """The answer as OpenAI streams it: a role chunk (empty content; with a tool call, null
     content and the call's id and name), one chunk per word or per piece of the arguments, a
     finish chunk with an empty delta, the usage chunk when ``stream_options.include_usage`` is
@@ -534,7 +540,7 @@ def _sse_events(answer: Mapping[str, Any], body: Mapping[str, Any]) -> list[byte
                 events.append(event({"tool_calls": [{"index": index, "function": {"arguments": arguments[start : start + _JSON_PIECE]}}]}))
     else:
         events.append(event({"role": "assistant", "content": "", "refusal": None}))
-        events.extend(event({"content": piece}) for piece in pieces(message["content"]))
+        events.extend(event({"content": piece}) for piece in stream_pieces(message["content"], pieces, piece_chars))
     events.append(event({}, choice["finish_reason"]))
     if include_usage:
         events.append(sse_data({**head, "choices": [], "usage": answer["usage"]}))
