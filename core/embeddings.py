@@ -730,8 +730,7 @@ class GatewayEmbedder:
       gives another id, so stored vectors of the old one are never compared with the new one's.
     - **Dimensions.** With ``dimensions`` given, it is sent upstream (OpenAI's text-embedding-3
       models shorten their vectors to it) and every answer must have it. Without, the first
-      answer's length is learned (:meth:`learn_dimensions` asks for it) and later answers must
-      match it; :attr:`dimensions` is 0 until then.
+      answer's length is learned and later answers must match it; :attr:`dimensions` is 0 until then.
 
     Rows are L2-normalised (OpenAI's already are; a self-hosted model's may not be). An upstream
     that truncates long input says nothing about it: ``truncated`` is always False, and token
@@ -846,15 +845,6 @@ class GatewayEmbedder:
             if not call.future.done():
                 call.future.cancel()
                 self._forget(call)
-
-    async def learn_dimensions(self) -> int:
-        """Ask for one vector and return :attr:`dimensions` (known at once when configured).
-
-        :raises GatewayError: as :meth:`embed`.
-        """
-        if not self._dimensions:
-            await self.embed(["dimensions"])
-        return self._dimensions
 
     async def aclose(self) -> None:
         """Fail the waiting calls, abandon the requests still out."""

@@ -87,8 +87,6 @@ _ADMIN_NAMESPACES = 100
 """Namespaces the admin page lists at most."""
 _CALLER = "semantic_cache"
 """``x-hookgate-internal`` of this plugin's own embeddings requests (``embedding_model``)."""
-_LEARN_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Waits between attempts to learn a routed embedding model's dimensions (the last repeats)."""
 
 
 class LocalIndexConfig(BaseModel):
@@ -223,7 +221,8 @@ class SemanticCache:
         self.store: EntryStore | None = None
         self.embedder: OnnxSentenceEmbedder | GatewayEmbedder | None = None
         self._own_embedder = False
-        self._learning: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
+        """Builds the backend once a routed model's first answer told its dimensions."""
         self.backend: VectorBackend | None = None
         self.feed: IndexFeed | None = None
         self.metrics = SemanticCacheMetrics(config.metrics_max_namespaces, self._indexed)
@@ -261,8 +260,7 @@ class SemanticCache:
         )
         if self.embedder.dimensions:
             await self._start_backend(self.embedder.dimensions)
-        else:  # a routed model of unknown length: the first answer tells; lookups miss until then
-            self._learning = asyncio.get_running_loop().create_task(self._learn_dimensions(), name="semantic_cache.learn_dimensions")
+        # else a routed model of unknown length: the first lookup's answer tells (_start_backend_later)
 
     def _routed_embedder(self, app: web.Application) -> GatewayEmbedder:
         config = self.config
@@ -278,18 +276,17 @@ class SemanticCache:
             max_pending_texts=config.embedding_max_pending_texts,
         )
 
-    async def _learn_dimensions(self) -> None:
-        embedder = self.embedder
-        assert isinstance(embedder, GatewayEmbedder)
-        for attempt in range(1_000_000):
-            try:
-                dimensions = await embedder.learn_dimensions()
-            except GatewayError as exc:
-                self._errors.warning(error=type(exc).__name__, status=exc.status, model=embedder.model, note="the embedding model's dimensions are not known yet; semantic lookups miss")
-                await asyncio.sleep(_LEARN_RETRY_SECONDS[min(attempt, len(_LEARN_RETRY_SECONDS) - 1)])
-                continue
-            await self._start_backend(dimensions)
+    def _start_backend_later(self, dimensions: int) -> None:
+        """Build the backend in the background for vectors of ``dimensions`` (once; again after a failure)."""
+        if self._starting is not None and not (self._starting.done() and self.backend is None):
             return
+        self._starting = asyncio.get_running_loop().create_task(self._start_backend_logged(dimensions), name="semantic_cache.start_backend")
+
+    async def _start_backend_logged(self, dimensions: int) -> None:
+        try:
+            await self._start_backend(dimensions)
+        except Exception as exc:  # pgvector unreachable…: the next lookup tries again
+            self._errors.warning(error=type(exc).__name__, note="the semantic cache's backend did not start; lookups miss")
 
     async def _start_backend(self, dimensions: int) -> None:
         config = self.config
@@ -325,9 +322,9 @@ class SemanticCache:
 
     @hookimpl
     async def shutdown(self) -> None:
-        if self._learning is not None:
-            self._learning.cancel()
-            await asyncio.gather(self._learning, return_exceptions=True)
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         if self.feed is not None:
             await self.feed.close()
         if self.backend is not None:
@@ -343,7 +340,7 @@ class SemanticCache:
         if isinstance(embedder, GatewayEmbedder) and not embedder.routed:
             return Readiness("degraded", f"embedding_model {embedder.model!r} is not routed to an embeddings provider; semantic lookups miss")
         if self.backend is None:
-            return Readiness("degraded", "the embedding model's dimensions are not known yet; semantic lookups miss until it answers")
+            return Readiness("degraded", "the embedding model's dimensions are learned from its first answer; semantic lookups miss until then")
         readiness = self.redis.readiness(detail_when_down="answering without the semantic cache")
         if readiness.status == "ok" and self.feed is not None and not self.feed.state.ready:
             return Readiness("degraded", "the local index is being built from Redis; semantic lookups miss until then")
@@ -382,9 +379,6 @@ class SemanticCache:
         if self.redis is None or not self.redis.available:
             metrics.lookup(scope.namespace, Ineligible.REDIS_DOWN.value)
             return None
-        if backend is None:  # a routed embedding model whose dimensions are not known yet
-            metrics.lookup(scope.namespace, Ineligible.NOT_READY.value)
-            return None
         embedded_at = perf_counter()
         try:
             embeddings = await self._embed([scope.text], ctx)
@@ -397,6 +391,10 @@ class SemanticCache:
             metrics.lookup(scope.namespace, Ineligible.EMBEDDER.value)
             return None
         metrics.embedding.observe(perf_counter() - embedded_at)
+        if backend is None:  # a routed model of unknown length: now known, the index is built meanwhile
+            self._start_backend_later(int(embeddings.vectors.shape[1]))
+            metrics.lookup(scope.namespace, Ineligible.NOT_READY.value)
+            return None
         if embeddings.vectors.shape[1] != backend.dimensions:  # the model behind the route changed length
             self._errors.warning(error="dimensions", got=int(embeddings.vectors.shape[1]), index=backend.dimensions, note="the embedding's length is not the index's; the request skips the semantic tier")
             metrics.lookup(scope.namespace, Ineligible.EMBEDDER.value)
@@ -601,14 +599,15 @@ class SemanticCache:
         if len(entry_id) != _ENTRY_ID_CHARS or any(c not in "0123456789abcdef" for c in entry_id):
             raise InvalidRequest("id must be an entry id (16 hex digits, as in x-hookgate-cache-entry)", param="id")
         store, backend = self.store, self.backend
-        assert store is not None and backend is not None
+        assert store is not None
         nsid = namespace_id(namespace)
         try:
             deleted = await store.delete(nsid, entry_id)
         except RedisUnavailable:
             raise ServiceUnavailable("Redis is unavailable; the entry was not deleted") from None
         try:
-            await backend.remove(nsid, entry_id)
+            if backend is not None:  # None: a routed model's index is not built yet (it reads Redis when it is)
+                await backend.remove(nsid, entry_id)
         except BackendUnavailable:
             pass  # Redis no longer has it: never served, and pruned from the backend when found
         return web.json_response({"deleted": deleted})
