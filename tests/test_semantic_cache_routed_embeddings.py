@@ -211,3 +211,20 @@ async def test_dispatch_embed_validates_like_a_client_request(gateway, emulator)
         with pytest.raises(InvalidRequest) as raised:
             await embed(client.app, bad, caller="test")
         assert raised.value.param == param
+
+
+async def test_an_unrouted_embedding_model_degrades_readiness_and_requests_are_served(gateway, emulator, redis_url, redis_prefix):
+    client = await gateway(routed_config(emulator, redis_url, redis_prefix, embedding_model="no-such-embedder"))
+    body = await (await client.get("/readyz")).json()
+    assert body["checks"]["semantic_cache"]["status"] == "degraded" and "no-such-embedder" in body["checks"]["semantic_cache"]["detail"]
+    response, text = await ask(client, chat(PROMPT))
+    assert response.status == 200 and response.headers["x-hookgate-cache"] == "MISS" and ANSWER in text
+    assert lookups(await metric(client, "lookups"), "embedder") == 1
+
+
+async def test_a_prompt_embedded_before_is_answered_by_the_exact_cache_of_the_embeddings_surface(gateway, emulator, redis_url, redis_prefix):
+    client = await gateway(routed_config(emulator, redis_url, redis_prefix, pipeline=("memory_cache", "semantic_cache", "mock", "openai")))
+    for system in ("You are the help desk.", "You are the front desk."):  # two partitions, one last turn
+        response, _ = await ask(client, chat(PROMPT, system=system))
+        assert response.status == 200
+    assert len(embedding_calls(emulator)) == 1
