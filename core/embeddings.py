@@ -935,6 +935,10 @@ class GatewayEmbedder:
             for call in calls:
                 self._fail(call, error)
             return
+        except asyncio.CancelledError:  # aclose: the callers learn now, not at their timeout
+            for call in calls:
+                self._fail(call, ServiceUnavailable("the embedder is shutting down"))
+            raise
         finally:
             self._requests += 1
             self._texts_sent += len(batch)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import pipeline_config, toml_value
-from hookgate import InvalidRequest, UpstreamError
+from conftest import eventually, pipeline_config, toml_value
+from hookgate import InvalidRequest, ServiceUnavailable, UpstreamError
 from hookgate.dispatch import embed
 from hookgate.embeddings import GatewayEmbedder
 from hookgate.testing.openai_emulator import Fault, OpenAIEmulator, embedding_for
@@ -228,3 +228,19 @@ async def test_a_prompt_embedded_before_is_answered_by_the_exact_cache_of_the_em
         response, _ = await ask(client, chat(PROMPT, system=system))
         assert response.status == 200
     assert len(embedding_calls(emulator)) == 1
+
+
+async def test_closing_the_embedder_fails_its_callers_at_once(gateway, emulator):
+    client = await gateway(
+        pipeline_config(["openai"], openai={"base_url": emulator.base_url, "api_key": "sk-upstream-secret-123", "models": ["text-embedding-3-small"]})
+    )
+    emulator.settings.fault = Fault(hang=True)
+    embedder = GatewayEmbedder(client.app, "text-embedding-3-small", caller="test", timeout=30.0, max_in_flight=1)
+    sent, waiting = asyncio.ensure_future(embedder.embed(["out"])), asyncio.ensure_future(embedder.embed(["queued"]))
+    await eventually(lambda: emulator.stats.in_flight > 0)
+    started = time.monotonic()
+    await embedder.aclose()
+    for call in (sent, waiting):
+        with pytest.raises(ServiceUnavailable):
+            await call
+    assert time.monotonic() - started < 5.0
