@@ -244,3 +244,19 @@ async def test_closing_the_embedder_fails_its_callers_at_once(gateway, emulator)
         with pytest.raises(ServiceUnavailable):
             await call
     assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize(
+    "section, reason",
+    [
+        ({"embedding_dimensions": 256}, "embedding_dimensions needs embedding_model"),
+        ({"embedding_model": "embed", "embedder": {"threads": 2}}, "embedder configures the offline model"),
+        ({"embedding_model": "embed", "embedding_timeout_seconds": 0}, "embedding_timeout_seconds"),
+    ],
+)
+def test_contradictory_embedding_settings_fail_at_start_up(make_config, section, reason):
+    from hookgate.config import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        make_config(pipeline_config(["semantic_cache", "mock"], semantic_cache=section))
+    assert reason in str(raised.value)
