@@ -10,6 +10,13 @@ an HTTP round trip::
     answer = await complete(app, {"model": "judge", "messages": [...]}, key=ctx.get(CLIENT_KEY), timeout=5.0)
     text = answer.body["choices"][0]["message"]["content"]
 
+:func:`embed` does the same for an embeddings request (the ``embeddings`` surface's canonical
+request, OpenAI's shape), so a plugin can use whatever embedding model the gateway routes
+(OpenAI's, a vLLM server's, the offline one) by its public name::
+
+    answer = await embed(app, {"model": "embed", "input": ["How do I reset my password?"]}, caller="semantic_cache", timeout=2.0)
+    vector = answer.body["data"][0]["embedding"]
+
 The request is validated like a client's, is counted against ``key``'s limits and budgets when one
 is given (else it is the gateway's own, anonymous), and carries ``x-hookgate-internal`` with the
 name of the plugin that made it so that logs tell it apart. It never streams. A failure raises the
@@ -35,7 +42,7 @@ from .pipelines import PIPELINES
 from .responses import Completion, CompletionStream, assemble_stream, is_complete
 from .state import StateKey
 
-__all__ = ["complete", "INTERNAL_HEADER", "MAX_DEPTH"]
+__all__ = ["complete", "embed", "INTERNAL_HEADER", "MAX_DEPTH"]
 
 INTERNAL_HEADER = "x-hookgate-internal"
 """Request header naming the plugin that made an internal request."""
@@ -43,6 +50,12 @@ MAX_DEPTH = 3
 """How deep internal requests may nest (a summary asked for while answering a judge's request…)."""
 
 _DEPTH: StateKey[int] = StateKey("dispatch.depth", int, "how many internal requests this one is nested in")
+_EMBEDDINGS_SURFACE = "embeddings"
+"""``ctx.surface`` of an internal embeddings request: the embeddings surface's, so caches keep
+its answers with the clients' embeddings (never with chat answers)."""
+_MAX_DIMENSIONS = 65_536
+_MAX_INPUTS = 2048
+"""Texts one internal embeddings request may carry (OpenAI's limit)."""
 
 
 async def complete(
@@ -63,21 +76,56 @@ async def complete(
     :param timeout: seconds before it is abandoned (its upstream call cancelled); None for the
         pipeline's own deadlines only.
     """
-    depth = (parent.get(_DEPTH, 0) + 1) if parent is not None else 1
-    if depth > MAX_DEPTH:
-        raise InvalidRequest(f"internal requests nest deeper than {MAX_DEPTH} levels", code="internal_recursion")
     if body.get("stream"):
         body = {**body, "stream": False}
     validate_chat_request(body)
+    return await _dispatch(app, body, "chat.completions", "chat", caller=caller, key=key, parent=parent, timeout=timeout, headers=headers)
+
+
+async def embed(
+    app: web.Application,
+    body: dict[str, Any],
+    *,
+    caller: str,
+    key: ClientKey | None = None,
+    parent: RequestContext | None = None,
+    timeout: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Completion:
+    """The answer to an embeddings request ``body`` (``model``, ``input`` as a non-empty list of
+    non-empty strings, optionally ``dimensions``), through the app's current pipeline, as the
+    ``embeddings`` surface would serve it: ``answer.body["data"][i]["embedding"]`` are floats.
+
+    Parameters as :func:`complete`. ``encoding_format`` is not accepted: the answer is floats.
+    """
+    _validate_embeddings_request(body)
+    return await _dispatch(app, body, _EMBEDDINGS_SURFACE, "embeddings", caller=caller, key=key, parent=parent, timeout=timeout, headers=headers)
+
+
+async def _dispatch(
+    app: web.Application,
+    body: dict[str, Any],
+    surface: str,
+    kind: str,
+    *,
+    caller: str,
+    key: ClientKey | None,
+    parent: RequestContext | None,
+    timeout: float | None,
+    headers: Mapping[str, str] | None,
+) -> Completion:
+    depth = (parent.get(_DEPTH, 0) + 1) if parent is not None else 1
+    if depth > MAX_DEPTH:
+        raise InvalidRequest(f"internal requests nest deeper than {MAX_DEPTH} levels", code="internal_recursion")
     request_headers = CIMultiDictProxy(CIMultiDict({**(headers or {}), INTERNAL_HEADER: caller}))
     request_id = (parent.request_id + "." if parent is not None else "internal_") + uuid.uuid4().hex[:8]
     gateway = app[PIPELINES].current
-    ctx = RequestContext(request_id=request_id, body=body, headers=request_headers)
+    ctx = RequestContext(request_id=request_id, body=body, headers=request_headers, surface=surface, kind=kind)
     ctx[_DEPTH] = depth
     if key is not None:
         ctx[CLIENT_KEY] = key
         ctx.tenant = key.cache_namespace or key.id
-    exchange = gateway.exchange(ctx)
+    exchange = gateway.exchange(ctx, kind)
     gateway.in_flight += 1
     try:
         async with asyncio.timeout(timeout):
@@ -110,3 +158,22 @@ async def _drain(stream: CompletionStream) -> Completion:
     if not is_complete(completion):
         raise UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete")
     return completion
+
+
+def _validate_embeddings_request(body: Any) -> None:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    texts = body.get("input")
+    if not isinstance(texts, list) or not 1 <= len(texts) <= _MAX_INPUTS:
+        raise InvalidRequest(f"input must be a list of 1 to {_MAX_INPUTS} strings.", param="input")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise InvalidRequest("Each input must be a non-empty string.", param=f"input[{index}]")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= _MAX_DIMENSIONS):
+        raise InvalidRequest("dimensions must be a positive integer.", param="dimensions")
+    if "encoding_format" in body or body.get("stream"):
+        raise InvalidRequest("An internal embeddings request is answered in floats, never streamed.", param="encoding_format")

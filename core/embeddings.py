@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import InvalidRequest, ServiceUnavailable
+from .errors import GatewayError, GatewayTimeout, InvalidRequest, ServiceUnavailable, UpstreamError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,6 +64,7 @@ __all__ = [
     "EmbedderService",
     "EMBEDDERS",
     "shared_embedder",
+    "GatewayEmbedder",
 ]
 
 _BUILTIN_NAME = "all-MiniLM-L6-v2"
@@ -128,8 +129,8 @@ class Embeddings:
 class EmbeddingModel(Protocol):
     """What the semantic cache and the embeddings surface need from an embedding model.
 
-    Implementations: :class:`OnnxSentenceEmbedder` (built in, offline), or a model routed through
-    the gateway itself (OpenAI's, a vLLM server's). ``embed`` must return unit-length rows and must
+    Implementations: :class:`OnnxSentenceEmbedder` (built in, offline), or
+    :class:`GatewayEmbedder`, a model routed through the gateway itself (OpenAI's, a vLLM server's). ``embed`` must return unit-length rows and must
     not block the event loop; it raises :class:`InvalidEmbeddingInput` for inputs past its limits.
     """
 
@@ -688,6 +689,327 @@ def _infer_blocking(loaded: _Loaded, texts: list[str]) -> _RunResult:
     token_counts = ((mask == 1) & ~special).sum(axis=1).tolist()
     truncated = [bool(e.overflowing) for e in encodings]
     return _RunResult(vectors, token_counts, truncated, time.perf_counter() - started)
+
+
+# --- a model routed through the gateway itself ------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _RoutedCall:
+    """One :meth:`GatewayEmbedder.embed` call waiting for its vectors."""
+
+    texts: tuple[str, ...]
+    future: asyncio.Future[Embeddings]
+    parent: Any
+    rows: list[Any]
+    next_index: int = 0
+    remaining: int = 0
+
+
+@final
+class GatewayEmbedder:
+    """An :class:`EmbeddingModel` that asks an embeddings model the gateway routes (a
+    ``[models.NAME]`` route to OpenAI's ``text-embedding-3-small``, an OpenAI-compatible server,
+    the offline ``local_embeddings``), in the process, through :func:`hookgate.dispatch.embed`: the
+    request takes the gateway's own pipeline (routing, exact caches, retries, limits, accounting,
+    logs) and is marked as ``caller``'s.
+
+    - **Batched.** At most ``max_in_flight`` requests are out at once; texts that arrive while
+      they all are wait, and the next request takes up to ``batch_size`` of them, oldest first.
+      An idle embedder sends at once (no batching timer).
+    - **Bounded in time.** A call waits at most ``timeout`` seconds, queueing included; past it,
+      it raises :class:`~hookgate.GatewayTimeout` (a request still out is abandoned after the
+      same deadline). An upstream failure raises the :class:`~hookgate.GatewayError` the client
+      of the embeddings surface would have got; an answer that is not one vector per text of the
+      expected length is an :class:`~hookgate.UpstreamError` (``invalid_embeddings``).
+    - **Bounded in memory.** Past ``max_pending_texts`` waiting texts a call raises
+      :class:`EmbedderOverloaded`.
+    - **Identified.** :attr:`model_id` names the public model, a hash of what its route resolves
+      to in the current pipeline (provider, upstream model, default parameters; every deployment
+      of a balanced route) and the requested ``dimensions``: re-routing the name to another model
+      gives another id, so stored vectors of the old one are never compared with the new one's.
+    - **Dimensions.** With ``dimensions`` given, it is sent upstream (OpenAI's text-embedding-3
+      models shorten their vectors to it) and every answer must have it. Without, the first
+      answer's length is learned and later answers must match it; :attr:`dimensions` is 0 until then.
+
+    Rows are L2-normalised (OpenAI's already are; a self-hosted model's may not be). An upstream
+    that truncates long input says nothing about it: ``truncated`` is always False, and token
+    counts are not known per text (0).
+    """
+
+    __slots__ = (
+        "app",
+        "model",
+        "caller",
+        "timeout",
+        "batch_size",
+        "max_in_flight",
+        "max_pending_texts",
+        "_requested_dimensions",
+        "_dimensions",
+        "_queue",
+        "_pending_texts",
+        "_tasks",
+        "_closed",
+        "_requests",
+        "_texts_sent",
+        "_seconds",
+    )
+
+    def __init__(
+        self,
+        app: Any,
+        model: str,
+        *,
+        caller: str,
+        dimensions: int | None = None,
+        timeout: float = 2.0,
+        batch_size: int = 64,
+        max_in_flight: int = 4,
+        max_pending_texts: int = 1024,
+    ) -> None:
+        if not 1 <= batch_size <= _MAX_ROUTED_BATCH:
+            raise ValueError(f"batch_size must be 1 to {_MAX_ROUTED_BATCH}")
+        self.app = app
+        self.model = model
+        self.caller = caller
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.max_pending_texts = max(max_pending_texts, batch_size)
+        self._requested_dimensions = dimensions
+        self._dimensions = dimensions or 0
+        self._queue: list[_RoutedCall] = []
+        self._pending_texts = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._requests = 0
+        self._texts_sent = 0
+        self._seconds = 0.0
+
+    # -- the EmbeddingModel protocol
+
+    @property
+    def model_id(self) -> str:
+        """``gateway/<public name>/<16 hex>``: the hash covers what the route resolves to and the
+        requested dimensions (see the class docstring)."""
+        material = json.dumps([self._route_identity(), self._requested_dimensions], sort_keys=True, default=str)
+        return f"gateway/{self.model[:100]}/{hashlib.sha256(material.encode()).hexdigest()[:16]}"
+
+    @property
+    def dimensions(self) -> int:
+        """The vectors' length: as configured, else as learned from the first answer (0 before)."""
+        return self._dimensions
+
+    @property
+    def routed(self) -> bool:
+        """Whether the current pipeline routes :attr:`model` to an embeddings provider."""
+        route = self._route()
+        return route is not None and "embeddings" in route.kinds
+
+    @property
+    def stats(self) -> EmbedderStats:
+        """Requests sent (``inference_runs``), texts in them, seconds they took, texts waiting."""
+        return EmbedderStats(self._requests, self._texts_sent, self._seconds, self._pending_texts)
+
+    async def embed(self, texts: Sequence[str], *, parent: Any = None) -> Embeddings:
+        """The vectors of ``texts``, in order.
+
+        :param parent: the :class:`~hookgate.RequestContext` the texts are embedded for, if any
+            (the request of a batch is logged under its first call's request id, and nests in it).
+        :raises InvalidEmbeddingInput: too many texts, or one that is empty or not a string.
+        :raises EmbedderOverloaded: accepting them would pass ``max_pending_texts``.
+        :raises GatewayTimeout: no vectors within ``timeout`` seconds.
+        :raises GatewayError: the upstream failed or its answer is unusable.
+        """
+        import numpy as np
+
+        self._check(texts)
+        if not texts:
+            return Embeddings(np.zeros((0, self._dimensions), dtype=np.float32), (), (), self.model_id)
+        if self._pending_texts + len(texts) > self.max_pending_texts:
+            raise EmbedderOverloaded(
+                f"the embedder has {self._pending_texts} texts waiting (limit {self.max_pending_texts}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        call = _RoutedCall(tuple(texts), asyncio.get_running_loop().create_future(), parent, [None] * len(texts), remaining=len(texts))
+        self._queue.append(call)
+        self._pending_texts += len(texts)
+        self._pump()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(call.future)
+        except TimeoutError:
+            raise GatewayTimeout(f"the embedding model {self.model!r} gave no vectors within {self.timeout} s", code="timeout") from None
+        finally:
+            if not call.future.done():
+                call.future.cancel()
+                self._forget(call)
+
+    async def aclose(self) -> None:
+        """Fail the waiting calls, abandon the requests still out."""
+        self._closed = True
+        for call in list(self._queue):
+            self._fail(call, ServiceUnavailable("the embedder is shutting down"))
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __repr__(self) -> str:
+        return f"GatewayEmbedder({self.model!r}, dimensions={self._dimensions or None}, timeout={self.timeout})"
+
+    # -- routes
+
+    def _route(self) -> Any:
+        from .pipelines import PIPELINES
+
+        pipelines = self.app.get(PIPELINES) if hasattr(self.app, "get") else None
+        return pipelines.current.routes.resolve(self.model) if pipelines is not None else None
+
+    def _route_identity(self) -> Any:
+        route = self._route()
+        if route is None:
+            return None
+        members = route.members.values() if route.members else (route,)
+        return sorted([getattr(m.provider, "name", type(m.provider).__name__), m.upstream_model, dict(m.params)] for m in members)
+
+    # -- bounds and batching
+
+    def _check(self, texts: Sequence[str]) -> None:
+        if self._closed:
+            raise ServiceUnavailable("the embedder is shut down")
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InvalidEmbeddingInput("input must be a list of strings", param="input", code="invalid_type")
+        if len(texts) > _MAX_ROUTED_TEXTS:
+            raise InvalidEmbeddingInput(
+                f"input has {len(texts)} texts; at most {_MAX_ROUTED_TEXTS} are accepted per call", param="input", code="too_many_inputs"
+            )
+        for index, text in enumerate(texts):
+            if not isinstance(text, str) or not text:
+                raise InvalidEmbeddingInput(f"input[{index}] is not a non-empty string", param=f"input[{index}]", code="invalid_type")
+
+    def _pump(self) -> None:
+        """Send what waits, while fewer than ``max_in_flight`` requests are out."""
+        while self._queue and len(self._tasks) < self.max_in_flight and not self._closed:
+            batch = self._take_batch()
+            if not batch:
+                break
+            task = asyncio.get_running_loop().create_task(self._send(batch), name="hookgate-gateway-embedder")
+            self._tasks.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a bug, not an upstream failure: _send catches those
+            for call in list(self._queue):
+                self._fail(call, task.exception())  # type: ignore[arg-type]
+        self._pump()
+
+    def _take_batch(self) -> list[tuple[_RoutedCall, int]]:
+        batch: list[tuple[_RoutedCall, int]] = []
+        while self._queue and len(batch) < self.batch_size:
+            call = self._queue[0]
+            if call.future.done():
+                self._queue.pop(0)
+                continue
+            take = min(len(call.texts) - call.next_index, self.batch_size - len(batch))
+            batch.extend((call, index) for index in range(call.next_index, call.next_index + take))
+            call.next_index += take
+            if call.next_index == len(call.texts):
+                self._queue.pop(0)
+        return batch
+
+    async def _send(self, batch: list[tuple[_RoutedCall, int]]) -> None:
+        from .dispatch import embed as dispatch_embed
+
+        body: dict[str, Any] = {"model": self.model, "input": [call.texts[index] for call, index in batch]}
+        if self._requested_dimensions is not None:
+            body["dimensions"] = self._requested_dimensions
+        calls = list(dict.fromkeys(call for call, _ in batch))
+        started = time.perf_counter()
+        try:
+            answer = await dispatch_embed(self.app, body, caller=self.caller, parent=calls[0].parent, timeout=self.timeout)
+            vectors = self._vectors_of(answer.body, len(batch))
+        except GatewayError as error:
+            for call in calls:
+                self._fail(call, error)
+            return
+        except asyncio.CancelledError:  # aclose: the callers learn now, not at their timeout
+            for call in calls:
+                self._fail(call, ServiceUnavailable("the embedder is shutting down"))
+            raise
+        finally:
+            self._requests += 1
+            self._texts_sent += len(batch)
+            self._seconds += time.perf_counter() - started
+        for row, (call, index) in enumerate(batch):
+            self._deliver(call, index, vectors[row])
+
+    def _vectors_of(self, body: Any, count: int) -> Any:
+        """One unit row per text, in input order, of the expected length; else UpstreamError."""
+        import numpy as np
+
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or len(data) != count:
+            raise _invalid(f"{len(data) if isinstance(data, list) else 'no'} vectors for {count} texts")
+        rows: list[Any] = [None] * count
+        for position, item in enumerate(data):
+            index = item.get("index", position) if isinstance(item, dict) else None
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < count or rows[index] is not None or not isinstance(vector, list):
+                raise _invalid("an item is not an indexed list of floats")
+            rows[index] = vector
+        try:
+            vectors = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise _invalid("the vectors are not lists of numbers of one length") from None
+        if vectors.ndim != 2 or vectors.shape[1] == 0:
+            raise _invalid("the vectors are not lists of numbers of one length")
+        expected = self._dimensions or vectors.shape[1]
+        if vectors.shape[1] != expected:
+            raise _invalid(f"vectors of {vectors.shape[1]} dimensions, expected {expected}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if not np.all(np.isfinite(norms)) or not np.all(norms > 0):
+            raise _invalid("a vector is zero or not finite")
+        self._dimensions = expected
+        vectors = vectors / norms
+        vectors.setflags(write=False)
+        return vectors
+
+    def _deliver(self, call: _RoutedCall, index: int, vector: Any) -> None:
+        if call.future.done():  # the caller gave up meanwhile; _forget already released its count
+            return
+        call.rows[index] = vector
+        call.remaining -= 1
+        self._pending_texts -= 1
+        if call.remaining == 0:
+            import numpy as np
+
+            vectors = np.stack(call.rows)
+            vectors.setflags(write=False)
+            count = len(call.texts)
+            call.future.set_result(Embeddings(vectors, (0,) * count, (False,) * count, self.model_id))
+
+    def _forget(self, call: _RoutedCall) -> None:
+        if call in self._queue:
+            self._queue.remove(call)
+        self._pending_texts -= call.remaining
+        call.remaining = 0
+
+    def _fail(self, call: _RoutedCall, error: BaseException) -> None:
+        self._forget(call)
+        if not call.future.done():
+            call.future.set_exception(error)
+
+
+_MAX_ROUTED_BATCH = 2048
+_MAX_ROUTED_TEXTS = 2048
+"""Texts one call may pass (OpenAI's limit per request)."""
+
+
+def _invalid(reason: str) -> UpstreamError:
+    return UpstreamError(f"The embedding model's answer is unusable: {reason}.", code="invalid_embeddings")
 
 
 # --- one model per app ----------------------------------------------------------------------------

@@ -8,7 +8,10 @@ A lookup, on the exact caches' miss (its rules put it after ``memory_cache`` and
    provider and upstream model, every generation parameter, tools, response format, system prompt
    and earlier turns, embedding model and entry schema must all be identical. Only the last user
    turn is compared by meaning.
-2. **Embed** the last user turn with the offline model (on its worker thread).
+2. **Embed** the last user turn with the offline model (on its worker thread), or with
+   ``embedding_model``, an embeddings model the gateway routes, asked in the process through
+   :func:`hookgate.dispatch.embed` (:class:`hookgate.embeddings.GatewayEmbedder`: batched, with its
+   own timeout). An embedding that fails or is late skips the semantic tier for the request.
 3. **Search** the partition's nearest cached prompts (the local index by default,
    :mod:`~hookgate.plugins.semantic_cache_backend`).
 4. **Guard** (:mod:`~hookgate.plugins.semantic_cache_guard`, always on): a candidate above the
@@ -29,6 +32,7 @@ error). docs/semantic_cache.md is the operator's guide.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from time import perf_counter
@@ -42,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from hookgate import (
     Completion,
     GatewayError,
+    GatewayTimeout,
     InvalidRequest,
     Readiness,
     RequestContext,
@@ -51,7 +56,8 @@ from hookgate import (
     is_complete,
 )
 from hookgate.cache_control import CacheDirectives
-from hookgate.embeddings import OnnxEmbedderConfig, OnnxSentenceEmbedder, shared_embedder
+from hookgate.dispatch import INTERNAL_HEADER
+from hookgate.embeddings import Embeddings, GatewayEmbedder, OnnxEmbedderConfig, OnnxSentenceEmbedder, shared_embedder
 from hookgate.facts import SEMANTIC_MATCH
 from hookgate.logs import IntervalLog
 from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
@@ -65,7 +71,7 @@ from .semantic_cache_guard import GuardConfig, SemanticCacheGuard
 from .semantic_cache_index import IndexLimits, LocalIndex
 from .semantic_cache_metrics import SemanticCacheMetrics
 from .semantic_cache_shadow import ShadowConfig, ShadowDecision, answers_agree, decide, trust_of
-from .semantic_cache_scope import Ineligible, SemanticScope, answer_text, namespace_id, route_of, scope_of
+from .semantic_cache_scope import CHAT_SURFACES, Ineligible, SemanticScope, answer_text, namespace_id, route_of, scope_of
 from .semantic_cache_store import EntryStore, new_entry_id
 
 __all__ = ["SemanticCache", "SemanticCacheConfig"]
@@ -79,6 +85,8 @@ _ENTRY_ID_CHARS = 16
 _MAX_NAMESPACE_CHARS = 256
 _ADMIN_NAMESPACES = 100
 """Namespaces the admin page lists at most."""
+_CALLER = "semantic_cache"
+"""``x-hookgate-internal`` of this plugin's own embeddings requests (``embedding_model``)."""
 
 
 class LocalIndexConfig(BaseModel):
@@ -130,7 +138,26 @@ class SemanticCacheConfig(RedisURLConfig):
     candidates: int = Field(4, ge=1, le=32, description="nearest prompts the guard is asked about, best first")
     guard: GuardConfig = Field(default_factory=GuardConfig, description="the guard (docs/semantic_cache_quality.md)")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="shadow mode and audits")
-    embedder: OnnxEmbedderConfig = Field(default_factory=OnnxEmbedderConfig, description="the embedding model (default: the built-in all-MiniLM-L6-v2)")
+    embedder: OnnxEmbedderConfig = Field(default_factory=OnnxEmbedderConfig, description="the offline embedding model (default: the built-in all-MiniLM-L6-v2)")
+    embedding_model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="embed with this model, routed by the gateway's own routes (e.g. a [models.embed] route to text-embedding-3-small) instead of the offline model",
+    )
+    embedding_dimensions: int | None = Field(
+        None, ge=1, le=65_536, description="with embedding_model: the vectors' length, sent upstream as dimensions (default: the model's own, learned from its first answer)"
+    )
+    embedding_timeout_seconds: float = Field(
+        1.0, gt=0, le=60, description="with embedding_model: a prompt not embedded within this (queueing included) skips the semantic tier"
+    )
+    embedding_batch_size: int = Field(64, ge=1, le=2048, description="with embedding_model: texts per embeddings request at most")
+    embedding_max_in_flight: int = Field(
+        4, ge=1, le=256, description="with embedding_model: embeddings requests out at once; more texts wait and are batched"
+    )
+    embedding_max_pending_texts: int = Field(
+        1024, ge=1, le=1_000_000, description="with embedding_model: texts waiting at most; past it a lookup skips the semantic tier"
+    )
     backend: Literal["local", "pgvector"] = Field("local", description="where candidates are searched (docs/semantic_cache.md)")
     index: LocalIndexConfig = Field(default_factory=LocalIndexConfig, description="the local index")
     pgvector: PgvectorConfig = Field(default_factory=PgvectorConfig, description="the pgvector backend")
@@ -141,6 +168,14 @@ class SemanticCacheConfig(RedisURLConfig):
 
     def connection_url(self) -> str:
         return self.resolved_redis_url(default=_DEFAULT_URL) or _DEFAULT_URL
+
+    @model_validator(mode="after")
+    def _one_embedding_model(self) -> SemanticCacheConfig:
+        if self.embedding_model is None and self.embedding_dimensions is not None:
+            raise ValueError("embedding_dimensions needs embedding_model (the offline model's vectors have their own length)")
+        if self.embedding_model is not None and "embedder" in self.model_fields_set:
+            raise ValueError("embedder configures the offline model; with embedding_model it would not be used: remove one")
+        return self
 
     @model_validator(mode="after")
     def _pgvector_needs_a_dsn(self) -> SemanticCacheConfig:
@@ -184,8 +219,10 @@ class SemanticCache:
         self.app: web.Application | None = None
         self.redis: SharedRedis | None = None
         self.store: EntryStore | None = None
-        self.embedder: OnnxSentenceEmbedder | None = None
+        self.embedder: OnnxSentenceEmbedder | GatewayEmbedder | None = None
         self._own_embedder = False
+        self._starting: asyncio.Task[None] | None = None
+        """Builds the backend once a routed model's first answer told its dimensions."""
         self.backend: VectorBackend | None = None
         self.feed: IndexFeed | None = None
         self.metrics = SemanticCacheMetrics(config.metrics_max_namespaces, self._indexed)
@@ -207,7 +244,10 @@ class SemanticCache:
         config = self.config
         self.app = app
         self.redis = await redis_service(app).connect(config.connection_url())
-        self.embedder, self._own_embedder = await shared_embedder(app, config.embedder)
+        if config.embedding_model is not None:
+            self.embedder, self._own_embedder = self._routed_embedder(app), True
+        else:
+            self.embedder, self._own_embedder = await shared_embedder(app, config.embedder)
         self.store = EntryStore(
             self.redis,
             key_prefix=config.key_prefix,
@@ -218,15 +258,49 @@ class SemanticCache:
             shadow_window=config.shadow.window,
             shadow_ttl_seconds=config.shadow.forget_after_seconds,
         )
+        if self.embedder.dimensions:
+            await self._start_backend(self.embedder.dimensions)
+        # else a routed model of unknown length: the first lookup's answer tells (_start_backend_later)
+
+    def _routed_embedder(self, app: web.Application) -> GatewayEmbedder:
+        config = self.config
+        assert config.embedding_model is not None
+        return GatewayEmbedder(
+            app,
+            config.embedding_model,
+            caller=_CALLER,
+            dimensions=config.embedding_dimensions,
+            timeout=config.embedding_timeout_seconds,
+            batch_size=config.embedding_batch_size,
+            max_in_flight=config.embedding_max_in_flight,
+            max_pending_texts=config.embedding_max_pending_texts,
+        )
+
+    def _start_backend_later(self, dimensions: int) -> None:
+        """Build the backend in the background for vectors of ``dimensions`` (once; again after a failure)."""
+        if self._starting is not None and not (self._starting.done() and self.backend is None):
+            return
+        self._starting = asyncio.get_running_loop().create_task(self._start_backend_logged(dimensions), name="semantic_cache.start_backend")
+
+    async def _start_backend_logged(self, dimensions: int) -> None:
+        try:
+            await self._start_backend(dimensions)
+        except Exception as exc:  # pgvector unreachable…: the next lookup tries again
+            self._errors.warning(error=type(exc).__name__, note="the semantic cache's backend did not start; lookups miss")
+
+    async def _start_backend(self, dimensions: int) -> None:
+        config = self.config
+        assert self.embedder is not None and self.store is not None
         if config.backend == "pgvector":
             from .semantic_cache_pgvector import PgvectorBackend
 
-            self.backend = PgvectorBackend(config.pgvector, dimensions=self.embedder.dimensions, model_id=self.embedder.model_id)
-            await self.backend.start()
+            backend = PgvectorBackend(config.pgvector, dimensions=dimensions, model_id=self.embedder.model_id)
+            await backend.start()
+            self.backend = backend
             return
         index_config = config.index
         index = LocalIndex(
-            self.embedder.dimensions,
+            dimensions,
             IndexLimits(
                 max_entries=index_config.max_entries,
                 exact_max_entries=index_config.exact_max_entries,
@@ -238,7 +312,7 @@ class SemanticCache:
         self.feed = IndexFeed(
             self.store,
             index,
-            dimensions=self.embedder.dimensions,
+            dimensions=dimensions,
             block_ms=index_config.feed_block_ms,
             batch=index_config.feed_batch,
             retry_seconds=1.0,
@@ -248,6 +322,9 @@ class SemanticCache:
 
     @hookimpl
     async def shutdown(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         if self.feed is not None:
             await self.feed.close()
         if self.backend is not None:
@@ -259,6 +336,11 @@ class SemanticCache:
     async def check_ready(self) -> Readiness | None:
         if self.redis is None:
             return None
+        embedder = self.embedder
+        if isinstance(embedder, GatewayEmbedder) and not embedder.routed:
+            return Readiness("degraded", f"embedding_model {embedder.model!r} is not routed to an embeddings provider; semantic lookups miss")
+        if self.backend is None:
+            return Readiness("degraded", "the embedding model's dimensions are learned from its first answer; semantic lookups miss until then")
         readiness = self.redis.readiness(detail_when_down="answering without the semantic cache")
         if readiness.status == "ok" and self.feed is not None and not self.feed.state.ready:
             return Readiness("degraded", "the local index is being built from Redis; semantic lookups miss until then")
@@ -270,6 +352,8 @@ class SemanticCache:
 
     @hookimpl
     async def cache_lookup(self, ctx: RequestContext) -> Completion | None:
+        if ctx.surface not in CHAT_SURFACES and ctx.headers.get(INTERNAL_HEADER) == _CALLER:
+            return None  # this plugin's own embeddings request (embedding_model): not a lookup
         started = perf_counter()
         lookup = ctx[_LOOKUP] = _Lookup(CacheDirectives.of(ctx.headers))
         try:
@@ -280,7 +364,7 @@ class SemanticCache:
     async def _lookup(self, ctx: RequestContext, lookup: _Lookup) -> Completion | None:
         config, metrics = self.config, self.metrics
         embedder, backend, store = self.embedder, self.backend, self.store
-        assert embedder is not None and backend is not None and store is not None
+        assert embedder is not None and store is not None
         scope = scope_of(
             ctx,
             model_id=embedder.model_id,
@@ -297,12 +381,24 @@ class SemanticCache:
             return None
         embedded_at = perf_counter()
         try:
-            embeddings = await embedder.embed([scope.text])
-        except GatewayError as exc:  # overloaded or shutting down: this request skips the tier
-            self._errors.warning(error=type(exc).__name__, note="embedding failed; the request skips the semantic tier")
+            embeddings = await self._embed([scope.text], ctx)
+        except GatewayTimeout:  # a routed model too slow: the request goes on without the tier
+            self._errors.warning(error="GatewayTimeout", note="embedding timed out; the request skips the semantic tier")
+            metrics.lookup(scope.namespace, Ineligible.EMBEDDER_TIMEOUT.value)
+            return None
+        except GatewayError as exc:  # overloaded, shutting down, the upstream failed: this request skips the tier
+            self._errors.warning(error=type(exc).__name__, status=exc.status, code=exc.code, note="embedding failed; the request skips the semantic tier")
             metrics.lookup(scope.namespace, Ineligible.EMBEDDER.value)
             return None
         metrics.embedding.observe(perf_counter() - embedded_at)
+        if backend is None:  # a routed model of unknown length: now known, the index is built meanwhile
+            self._start_backend_later(int(embeddings.vectors.shape[1]))
+            metrics.lookup(scope.namespace, Ineligible.NOT_READY.value)
+            return None
+        if embeddings.vectors.shape[1] != backend.dimensions:  # the model behind the route changed length
+            self._errors.warning(error="dimensions", got=int(embeddings.vectors.shape[1]), index=backend.dimensions, note="the embedding's length is not the index's; the request skips the semantic tier")
+            metrics.lookup(scope.namespace, Ineligible.EMBEDDER.value)
+            return None
         if embeddings.truncated[0]:
             metrics.lookup(scope.namespace, Ineligible.TRUNCATED.value)
             return None
@@ -384,6 +480,13 @@ class SemanticCache:
         self._spawn(self._store(entry, scope.namespace, payload, ttl), "semantic_cache.store")
 
     # ------------------------------------------------------------------------------ helpers ---
+
+    async def _embed(self, texts: list[str], ctx: RequestContext) -> Embeddings:
+        embedder = self.embedder
+        if isinstance(embedder, GatewayEmbedder):
+            return await embedder.embed(texts, parent=ctx)  # logged under the client's request id
+        assert embedder is not None
+        return await embedder.embed(texts)
 
     def _storable(self, response: Completion, text: str | None) -> bytes | None:
         if text is None or not is_complete(response):
@@ -496,14 +599,15 @@ class SemanticCache:
         if len(entry_id) != _ENTRY_ID_CHARS or any(c not in "0123456789abcdef" for c in entry_id):
             raise InvalidRequest("id must be an entry id (16 hex digits, as in x-hookgate-cache-entry)", param="id")
         store, backend = self.store, self.backend
-        assert store is not None and backend is not None
+        assert store is not None
         nsid = namespace_id(namespace)
         try:
             deleted = await store.delete(nsid, entry_id)
         except RedisUnavailable:
             raise ServiceUnavailable("Redis is unavailable; the entry was not deleted") from None
         try:
-            await backend.remove(nsid, entry_id)
+            if backend is not None:  # None: a routed model's index is not built yet (it reads Redis when it is)
+                await backend.remove(nsid, entry_id)
         except BackendUnavailable:
             pass  # Redis no longer has it: never served, and pruned from the backend when found
         return web.json_response({"deleted": deleted})

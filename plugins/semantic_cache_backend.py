@@ -63,6 +63,8 @@ class VectorBackend(Protocol):
     """Finds candidates; see the module docstring for the two implementations."""
 
     name: str
+    dimensions: int
+    """The length of every vector it holds: a query vector of another length is never searched."""
     fed_by_stream: bool
     """True for a per-instance index that must apply the Redis stream (and be rebuilt from Redis)."""
 

@@ -18,7 +18,11 @@ The **partition** hashes, with the entry schema version:
   stricter, never wrong;
 * the conversation before the last user turn, system prompt included
   (:func:`~hookgate.plugins.semantic_cache_partition.conversation_partition`);
-* the embedding model's id: vectors of another model are never compared.
+* the embedding model's id: vectors of another model are never compared. For a model routed
+  through the gateway (``embedding_model``) the id covers the public name, what its route
+  resolves to (provider, upstream model, default parameters) and the requested ``dimensions``
+  (:attr:`hookgate.embeddings.GatewayEmbedder.model_id`), so switching models, or re-routing the
+  name, starts an empty partition.
 
 The **namespace** is the tenant (the key's cache namespace, else its id, else a hash of the
 credential; ``anon`` without one), or ``shared`` when the operator shares one namespace. Shadow
@@ -64,6 +68,11 @@ class Ineligible(str, Enum):
     REDIS_DOWN = "redis_down"
     TRUNCATED = "truncated"
     EMBEDDER = "embedder"
+    """The embedding failed (upstream error, overloaded, a vector of the wrong length)."""
+    EMBEDDER_TIMEOUT = "embedder_timeout"
+    """A routed embedding model (``embedding_model``) did not answer in time."""
+    NOT_READY = "not_ready"
+    """A routed embedding model's dimensions are not known yet: there is no index to search."""
 
 
 @final
