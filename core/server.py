@@ -518,19 +518,28 @@ async def _read_json(request: web.Request, settings: Any, *, authenticated: bool
         raise RequestTimeout(f"The request body did not arrive within {settings.body_read_timeout_seconds:g} s.") from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None
-    except (ValueError, OSError) as exc:  # a body that is not what its Content-Encoding says, a broken connection
+    except (ValueError, OSError, web.RequestPayloadError) as exc:  # not what its Content-Encoding says, a broken connection
         if isinstance(exc, ConnectionError):
             raise
-        raise InvalidRequest("The request body could not be read (is it what its Content-Encoding says?).", code="invalid_body") from None
+        raise InvalidRequest(_undecodable(request), code="invalid_body") from None
     finally:
         for semaphore in reads:
             semaphore.release()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
+        if request.headers.get("Content-Encoding"):  # e.g. gzip cut short: it decodes, to less than JSON
+            raise InvalidRequest(_undecodable(request), code="invalid_body") from None
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be a JSON object (Content-Type: application/json)."
         ) from None
+
+
+def _undecodable(request: web.Request) -> str:
+    encoding = request.headers.get("Content-Encoding", "")
+    if encoding and encoding.isascii() and encoding.isprintable() and len(encoding) <= 32:
+        return f"The request body could not be decoded as its Content-Encoding says ({encoding}) into JSON."
+    return "The request body could not be read (is it what its Content-Encoding says?)."
 
 
 def _body_reads_bound() -> int:
@@ -563,12 +572,16 @@ def _error_response(error: GatewayError, headers: dict[str, str] | None = None, 
         content_type="application/json",
         headers={**(headers or {}), **error.headers, **_retry_advice(error)},
     )
-    if error.status == 408 or error.code == "overloaded":
-        # The rest of a body that missed its deadline, or that the edge has no room to read, is
-        # not worth waiting for (aiohttp would linger reading it): closing frees the connection's
-        # file descriptor now.
+    if error.status == 408 or error.code in _CLOSES_THE_CONNECTION:
         response.force_close()
     return response
+
+
+_CLOSES_THE_CONNECTION = frozenset({"overloaded", "invalid_body"})
+"""Error codes (besides 408) sent with ``Connection: close``. The rest of a body that missed its
+deadline (408), or that the edge has no room to read, is not worth waiting for (aiohttp would
+linger reading it): closing frees the connection's file descriptor now. After a body that does
+not decode, aiohttp cannot read the connection's next request: the client must not reuse it."""
 
 
 def _retry_advice(error: GatewayError) -> dict[str, str]:
