@@ -578,10 +578,11 @@ def _error_response(error: GatewayError, headers: dict[str, str] | None = None, 
 
 
 _CLOSES_THE_CONNECTION = frozenset({"overloaded", "invalid_body"})
-"""Error codes (besides 408) sent with ``Connection: close``. The rest of a body that missed its
-deadline (408), or that the edge has no room to read, is not worth waiting for (aiohttp would
-linger reading it): closing frees the connection's file descriptor now. After a body that does
-not decode, aiohttp cannot read the connection's next request: the client must not reuse it."""
+"""Error codes (besides 408) sent with ``Connection: close``: the connection is closed once aiohttp
+has read what else of the body comes within its lingering time (``hookgate serve`` makes that
+``body_read_timeout_seconds``), never kept alive for another request. A body that missed its
+deadline, or that the edge has no room to read, is not worth waiting for; after a body that does
+not decode, aiohttp cannot read the connection's next request."""
 
 
 def _retry_advice(error: GatewayError) -> dict[str, str]:
