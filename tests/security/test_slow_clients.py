@@ -40,6 +40,7 @@ CONFIG = f"""
 [gateway]
 pipeline = ["api_keys", "echo"]
 body_read_timeout_seconds = {DEADLINE}
+shutdown_grace_seconds = 2
 log_format = "json"
 [plugins.api_keys.keys.alice]
 hash = "{hashlib.sha256(KEY).hexdigest()}"
@@ -70,10 +71,12 @@ def parse(answer: bytes) -> tuple[int, dict[str, str], Any]:
     return int(status_line.split()[1]), headers, orjson.loads(body) if body else None
 
 
-async def slow_client(port: int, *, trickle: float | None = None, connected: list[int] | None = None) -> tuple[bytes, float]:
+async def slow_client(
+    port: int, *, trickle: float | None = None, connected: list[int] | None = None, until_closed: bool = True
+) -> tuple[bytes, float]:
     """Send a request's headers, then nothing (or one byte of the body every ``trickle`` s), and
-    read what the server answers until it closes: (the answer, seconds from the headers to the
-    answer's first line)."""
+    read what the server answers until it closes (or its first line only): (the answer, seconds
+    from the headers to the answer's first line)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head())
     await writer.drain()
@@ -94,7 +97,7 @@ async def slow_client(port: int, *, trickle: float | None = None, connected: lis
     try:
         status_line = await reader.readline()
         answered = perf_counter() - started
-        return status_line + await reader.read(-1), answered
+        return status_line + (await reader.read(-1) if until_closed else b""), answered
     finally:
         if dripping is not None:
             dripping.cancel()
@@ -151,6 +154,34 @@ async def test_600_slow_clients_leave_healthz_fast_and_the_log_short(server: Gat
     assert set(statuses) <= {408, 503} and statuses.count(408) >= 256, sorted(set(statuses))  # 503: past the bodies read at once
     logged = server.log_path.read_bytes()[len(logged_before) :]
     assert b"Traceback" not in logged and logged.count(b"\n") <= 10 and len(logged) < 5000, logged[:2000]
+
+
+async def test_slow_bodies_cannot_take_every_file_descriptor():
+    """With a deadline longer than asyncio waits before retrying a failed accept() (1 s), the
+    bodies past half the open-file limit are refused at once (503, connection closed), so the
+    process keeps descriptors for other clients while the first 256 wait out their deadline."""
+    patient = start_gateway(CONFIG.replace(f"= {DEADLINE}", "= 6"), open_file_limit=OPEN_FILES, log_to_file=True)
+    try:
+        connected: list[int] = []
+        started = perf_counter()
+        flood = [asyncio.create_task(slow_client(patient.port, connected=connected, until_closed=False)) for _ in range(600)]
+        async with asyncio.timeout(5):
+            while len(connected) < 400:
+                await asyncio.sleep(0.01)
+        probes = []
+        for _ in range(7):
+            probes.append(await asyncio.wait_for(healthz_ms(patient.port), timeout=5))
+            await asyncio.sleep(0.1)
+        probed_within = perf_counter() - started
+        answers = await asyncio.wait_for(asyncio.gather(*flood), timeout=20)
+    finally:
+        patient.stop()
+    assert probed_within < 6, "the probes ran while the held bodies were still waited for"
+    assert statistics.median(probes) < 100, f"/healthz took {probes} ms"
+    refused = [seconds for answer, seconds in answers if answer.startswith(b"HTTP/1.1 503")]
+    held = [seconds for answer, seconds in answers if answer.startswith(b"HTTP/1.1 408")]
+    assert len(held) == OPEN_FILES // 2 and len(refused) == 600 - len(held)
+    assert max(refused) < 3, "refused at once, not after the deadline"
 
 
 # ---------------------------------------------------------------------- unauthenticated bodies ---
