@@ -538,7 +538,7 @@ async def _read_json(request: web.Request, settings: Any, *, authenticated: bool
 def _undecodable(request: web.Request) -> str:
     encoding = request.headers.get("Content-Encoding", "")
     if encoding and encoding.isascii() and encoding.isprintable() and len(encoding) <= 32:
-        return f"The request body could not be decoded as its Content-Encoding says ({encoding}) into JSON."
+        return f"The request body is not what its Content-Encoding says ({encoding}), or not JSON once decoded."
     return "The request body could not be read (is it what its Content-Encoding says?)."
 
 
@@ -564,6 +564,14 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
     return headers
 
 
+_CLOSES_THE_CONNECTION = frozenset({"overloaded", "invalid_body"})
+"""Error codes (besides 408) sent with ``Connection: close``: the connection is closed once aiohttp
+has read what else of the body comes within its lingering time (``hookgate serve`` makes that
+``body_read_timeout_seconds``), never kept alive for another request. A body that missed its
+deadline, or that the edge has no room to read, is not worth waiting for; after a body that does
+not decode, aiohttp cannot read the connection's next request."""
+
+
 def _error_response(error: GatewayError, headers: dict[str, str] | None = None, surface: Surface | None = None) -> web.Response:
     body = surface.error_body(error) if surface is not None else error.to_body()
     response = web.Response(
@@ -575,14 +583,6 @@ def _error_response(error: GatewayError, headers: dict[str, str] | None = None, 
     if error.status == 408 or error.code in _CLOSES_THE_CONNECTION:
         response.force_close()
     return response
-
-
-_CLOSES_THE_CONNECTION = frozenset({"overloaded", "invalid_body"})
-"""Error codes (besides 408) sent with ``Connection: close``: the connection is closed once aiohttp
-has read what else of the body comes within its lingering time (``hookgate serve`` makes that
-``body_read_timeout_seconds``), never kept alive for another request. A body that missed its
-deadline, or that the edge has no room to read, is not worth waiting for; after a body that does
-not decode, aiohttp cannot read the connection's next request."""
 
 
 def _retry_advice(error: GatewayError) -> dict[str, str]:
