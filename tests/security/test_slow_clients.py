@@ -115,6 +115,20 @@ async def healthz_ms(port: int) -> float:
     return (perf_counter() - started) * 1000
 
 
+async def healthz_during(port: int, connected: list[int]) -> list[float]:
+    """Milliseconds of 7 ``/healthz`` probes, 0.1 s apart, once most of a flood is connected (the
+    kernel queues what the process has no descriptor for yet). The first may wait for asyncio to
+    retry an accept() that failed with EMFILE (after 1 s)."""
+    async with asyncio.timeout(5):
+        while len(connected) < 400:
+            await asyncio.sleep(0.01)
+    probes = []
+    for _ in range(7):
+        probes.append(await asyncio.wait_for(healthz_ms(port), timeout=5))
+        await asyncio.sleep(0.1)
+    return probes
+
+
 def assert_openai_error(body: Any) -> None:
     assert set(body) == {"error"} and set(body["error"]) >= {"message", "type", "param", "code"}
 
@@ -140,14 +154,7 @@ async def test_600_slow_clients_leave_healthz_fast_and_the_log_short(server: Gat
     logged_before = server.log_path.read_bytes()
     connected: list[int] = []
     flood = [asyncio.create_task(slow_client(server.port, trickle=0.3 if i % 2 else None, connected=connected)) for i in range(600)]
-    async with asyncio.timeout(5):  # the kernel queues what the process has no descriptor for yet
-        while len(connected) < 400:
-            await asyncio.sleep(0.01)
-    # The first probe may wait for asyncio to retry accept(), which failed with EMFILE (1 s).
-    probes = []
-    for _ in range(7):
-        probes.append(await asyncio.wait_for(healthz_ms(server.port), timeout=5))
-        await asyncio.sleep(0.1)
+    probes = await healthz_during(server.port, connected)
     answers = await asyncio.wait_for(asyncio.gather(*flood), timeout=20)
     assert statistics.median(probes) < 100, f"/healthz took {probes} ms"
     statuses = [parse(answer)[0] for answer, _ in answers]
@@ -165,13 +172,7 @@ async def test_slow_bodies_cannot_take_every_file_descriptor():
         connected: list[int] = []
         started = perf_counter()
         flood = [asyncio.create_task(slow_client(patient.port, connected=connected, until_closed=False)) for _ in range(600)]
-        async with asyncio.timeout(5):
-            while len(connected) < 400:
-                await asyncio.sleep(0.01)
-        probes = []
-        for _ in range(7):
-            probes.append(await asyncio.wait_for(healthz_ms(patient.port), timeout=5))
-            await asyncio.sleep(0.1)
+        probes = await healthz_during(patient.port, connected)
         probed_within = perf_counter() - started
         answers = await asyncio.wait_for(asyncio.gather(*flood), timeout=20)
     finally:
