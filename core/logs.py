@@ -88,7 +88,9 @@ class IntervalLog:
         self._last, self._suppressed = now, 0
 
 
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_MESSAGES = ("socket.accept() out of system resource", "Error on transport creation for incoming connection")
+"""What asyncio says when it could not take a new connection."""
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 _ACCEPT_CALLBACKS = frozenset({"_start_serving", "_accept_connection"})
 
 
@@ -116,7 +118,7 @@ class ConnectionFloodLog:
         where = str(context.get("message") or "")
         if _is_accept_failure(exc, context):
             fields: dict[str, Any] = {"where": where, "error": _describe(exc)}
-            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            if isinstance(exc, OSError) and exc.errno in _OUT_OF_DESCRIPTORS:
                 fields["open_file_limit"] = _open_file_limit()
             self.accept.error(**fields)
         elif isinstance(exc, ConnectionError) or (isinstance(exc, OSError) and ("transport" in where or "socket" in where)):
@@ -126,7 +128,8 @@ class ConnectionFloodLog:
 
 
 def _is_accept_failure(exc: BaseException | None, context: dict[str, Any]) -> bool:
-    if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES:
+    where = str(context.get("message") or "")
+    if where.startswith(_ACCEPT_MESSAGES) or (isinstance(exc, OSError) and exc.errno in _OUT_OF_DESCRIPTORS):
         return True
     # The accept retries CPython scheduled fire after the listening socket closed (at shutdown).
     callback = getattr(context.get("handle"), "_callback", None)
