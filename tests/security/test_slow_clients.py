@@ -267,8 +267,7 @@ def test_a_flood_of_loop_errors_is_a_line_per_interval_without_secrets(monkeypat
             loop.call_exception_handler(emfile)
             loop.call_exception_handler(reset)
         # At shutdown, the accept() retries CPython scheduled find the listening socket closed.
-        retry = loop.call_soon(_start_serving)
-        retry.cancel()
+        retry = asyncio.Handle(_start_serving, (), loop)
         loop.call_exception_handler({"message": "Exception in callback", "exception": ValueError("Invalid file descriptor: -1"), "handle": retry})
         clock[0] += 11
         loop.call_exception_handler(emfile)
