@@ -175,10 +175,12 @@ def start_gateway(
     port: int | None = None,
     open_file_limit: int | None = None,
     log_to_file: bool = False,
+    workers: int = 1,
 ) -> GatewayProcess:
     """Write ``config_text`` to a temp file and run ``hookgate serve`` on it until /healthz is 200.
 
-    :param open_file_limit: the process's RLIMIT_NOFILE (soft and hard), to flood it past it.
+    :param open_file_limit: the process's RLIMIT_NOFILE (soft and hard), to flood it past it;
+        with ``workers``, each worker's.
     :param log_to_file: stderr to a file (``GatewayProcess.log_path``, readable while it runs)
         instead of a pipe, which a process logging faster than the test reads would block on.
     """
@@ -195,7 +197,7 @@ def start_gateway(
 
     log = log_path.open("w") if log_path is not None else None
     process = subprocess.Popen(
-        [HOOKGATE, "serve", "--config", str(config), "--port", str(port)],
+        [HOOKGATE, "serve", "--config", str(config), "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=log if log is not None else subprocess.PIPE,
         text=True,

@@ -185,6 +185,18 @@ async def test_slow_bodies_cannot_take_every_file_descriptor():
     assert max(refused) < 3, "refused at once, not after the deadline"
 
 
+async def test_every_worker_logs_a_flood_in_a_line():
+    workers = start_gateway(CONFIG, open_file_limit=256, log_to_file=True, workers=2)  # 600 > 2 × 256
+    try:
+        connected: list[int] = []
+        flood = [asyncio.create_task(slow_client(workers.port, connected=connected)) for _ in range(600)]
+        answers = await asyncio.wait_for(asyncio.gather(*flood), timeout=20)
+    finally:
+        logged = workers.stop().encode()
+    assert {parse(answer)[0] for answer, _ in answers} <= {408, 503}
+    assert b"Traceback" not in logged and 1 <= logged.count(b'"accept_failed"') <= 2, logged[:2000]
+
+
 # ---------------------------------------------------------------------- unauthenticated bodies ---
 
 
