@@ -147,6 +147,7 @@ def _run_server(path: str | None, overrides: dict[str, Any], *, reuse_port: bool
     import structlog
     from aiohttp import web
 
+    from .logs import ConnectionFloodLog
     from .pipelines import Pipelines, ReloadFailed
     from .reload_status import ReloadStatus, write_status
     from .server import PIPELINES, create_app
@@ -196,15 +197,20 @@ def _run_server(path: str | None, overrides: dict[str, Any], *, reuse_port: bool
     def announce(_message: str) -> None:
         log.info("listening", url=f"http://{config.gateway.host}:{config.gateway.port}", pid=os.getpid(), pipeline=list(config.pipeline))
 
+    loop = _new_event_loop()
+    # A connection flood: one line per interval for failed accept()s and broken connections,
+    # not a traceback each.
+    loop.set_exception_handler(ConnectionFloodLog(log))
     try:
         web.run_app(
             app,
             sock=sock,
             shutdown_timeout=grace,  # SIGTERM: stop accepting, let running requests and streams finish
             handler_cancellation=True,  # a client that goes away cancels its handler and the upstream call
+            lingering_time=config.gateway.body_read_timeout_seconds,  # the unread rest of a body refused early
             access_log=None,  # the request_log plugin owns request logging
             print=announce,
-            loop=_new_event_loop(),
+            loop=loop,
         )
     finally:
         sock.close()

@@ -6,7 +6,9 @@ request's :class:`~hookgate.exchange.Exchange`; the shapes of each client-facing
 answer, stream, error) belong to its :class:`~hookgate.surfaces.Surface`.
 
 The edge defends the process: a body must arrive within ``body_read_timeout_seconds`` (408), at
-most ``max_anonymous_body_reads`` unauthenticated bodies are read at once (503 past it), the key
+most ``max_anonymous_body_reads`` unauthenticated bodies are read at once, and at most half the
+process's open-file limit (up to 1024) of all bodies (503 past either, and the connection closed,
+so that slow bodies cannot take every file descriptor and lock out every other client), the key
 is checked from the headers before any body is read, and a body that is not what its
 ``Content-Encoding`` says is a 400.
 """
@@ -20,6 +22,11 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 import structlog
 from aiohttp import web
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
 
 from .config import GatewayConfig
 from .context import RequestContext
@@ -58,7 +65,8 @@ _STREAM = web.RequestKey("hookgate_stream", web.StreamResponse)
 stream with an error event, never start a second HTTP response inside it."""
 _SURFACE = web.RequestKey("hookgate_surface", object)
 """The surface serving a request, so that its errors are written in that surface's shape."""
-_BODY_READS = web.AppKey("hookgate_anonymous_body_reads", asyncio.Semaphore)
+_ANONYMOUS_BODY_READS = web.AppKey("hookgate_anonymous_body_reads", asyncio.Semaphore)
+_BODY_READS = web.AppKey("hookgate_body_reads", asyncio.Semaphore)
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -85,7 +93,8 @@ def create_app(config: GatewayConfig, *, pipelines: Callable[[Gateway], Pipeline
     app[BACKGROUND_TASKS] = BackgroundTasks(settings.max_background_tasks)
     app[EMBEDDERS] = EmbedderService()
     app[CONVERSATION_STORE_SLOT] = StoreSlot()  # filled by the memory plugin, even one enabled by a reload
-    app[_BODY_READS] = asyncio.Semaphore(settings.max_anonymous_body_reads)
+    app[_ANONYMOUS_BODY_READS] = asyncio.Semaphore(settings.max_anonymous_body_reads)
+    app[_BODY_READS] = asyncio.Semaphore(_body_reads_bound())
     for path, (method, handler) in _CORE_ROUTES.items():
         app.router.add_route(method, path, handler)
     app.router.add_route("*", "/{path:.*}", pipeline_routes)  # last: the pipeline's surfaces and plugin routes
@@ -516,13 +525,13 @@ async def _read_json(request: web.Request, settings: Any, *, authenticated: bool
     limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
-    reads = None if authenticated else request.app[_BODY_READS]
-    if reads is not None:
-        if reads.locked():
-            raise ServiceUnavailable(
-                "Too many requests are sending their bodies at once; try again shortly.", code="overloaded", headers={"Retry-After": "1"}
-            )
-        await reads.acquire()
+    reads = [request.app[_BODY_READS]] if authenticated else [request.app[_BODY_READS], request.app[_ANONYMOUS_BODY_READS]]
+    if any(semaphore.locked() for semaphore in reads):
+        raise ServiceUnavailable(
+            "Too many requests are sending their bodies at once; try again shortly.", code="overloaded", headers={"Retry-After": "1"}
+        )
+    for semaphore in reads:
+        await semaphore.acquire()  # not locked, and nothing awaited since: immediate
     try:
         async with asyncio.timeout(settings.body_read_timeout_seconds):
             raw = await request.read()
@@ -530,19 +539,37 @@ async def _read_json(request: web.Request, settings: Any, *, authenticated: bool
         raise RequestTimeout(f"The request body did not arrive within {settings.body_read_timeout_seconds:g} s.") from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None
-    except (ValueError, OSError) as exc:  # a body that is not what its Content-Encoding says, a broken connection
+    except (ValueError, OSError, web.RequestPayloadError) as exc:  # not what its Content-Encoding says, a broken connection
         if isinstance(exc, ConnectionError):
             raise
-        raise InvalidRequest("The request body could not be read (is it what its Content-Encoding says?).", code="invalid_body") from None
+        raise InvalidRequest(_undecodable(request), code="invalid_body") from None
     finally:
-        if reads is not None:
-            reads.release()
+        for semaphore in reads:
+            semaphore.release()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
+        if request.headers.get("Content-Encoding"):  # e.g. gzip cut short: it decodes, to less than JSON
+            raise InvalidRequest(_undecodable(request), code="invalid_body") from None
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be a JSON object (Content-Type: application/json)."
         ) from None
+
+
+def _undecodable(request: web.Request) -> str:
+    encoding = request.headers.get("Content-Encoding", "")
+    if encoding and encoding.isascii() and encoding.isprintable() and len(encoding) <= 32:
+        return f"The request body is not what its Content-Encoding says ({encoding}), or not JSON once decoded."
+    return "The request body could not be read (is it what its Content-Encoding says?)."
+
+
+def _body_reads_bound() -> int:
+    """Bodies read at once from any client: half the open-file limit (the rest is for connections
+    waiting on upstreams, idle keep-alives, the upstream pool, Redis), at most 1024."""
+    if resource is None:
+        return 1024
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1024 if soft == resource.RLIM_INFINITY else max(16, min(1024, soft // 2))
 
 
 def _headers(ctx: RequestContext) -> dict[str, str]:
@@ -558,14 +585,25 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
     return headers
 
 
+_CLOSES_THE_CONNECTION = frozenset({"overloaded", "invalid_body"})
+"""Error codes (besides 408) sent with ``Connection: close``: the connection is closed once aiohttp
+has read what else of the body comes within its lingering time (``hookgate serve`` makes that
+``body_read_timeout_seconds``), never kept alive for another request. A body that missed its
+deadline, or that the edge has no room to read, is not worth waiting for; after a body that does
+not decode, aiohttp cannot read the connection's next request."""
+
+
 def _error_response(error: GatewayError, headers: dict[str, str] | None = None, surface: Surface | None = None) -> web.Response:
     body = surface.error_body(error) if surface is not None else error.to_body()
-    return web.Response(
+    response = web.Response(
         status=error.status,
         body=orjson.dumps(body),
         content_type="application/json",
         headers={**(headers or {}), **error.headers, **_retry_advice(error)},
     )
+    if error.status == 408 or error.code in _CLOSES_THE_CONNECTION:
+        response.force_close()
+    return response
 
 
 def _retry_advice(error: GatewayError) -> dict[str, str]:

@@ -142,6 +142,8 @@ class GatewayProcess:
 
     port: int
     process: subprocess.Popen
+    log_path: Path | None = None
+    """Where its stderr goes, when it goes to a file (``start_gateway(log_to_file=True)``)."""
     _logged: str | None = None
 
     @property
@@ -158,24 +160,53 @@ class GatewayProcess:
                 self.process.kill()
                 self.process.wait()
         if self._logged is None:
-            self._logged = self.process.stderr.read() if self.process.stderr else ""
+            if self.log_path is not None:
+                self._logged = self.log_path.read_text(errors="replace")
+            else:
+                self._logged = self.process.stderr.read() if self.process.stderr else ""
             PROCESS_LOGS.append((f"hookgate serve --port {self.port}", self._logged))
         return self._logged
 
 
-def start_gateway(config_text: str, *, env: dict[str, str] | None = None, port: int | None = None) -> GatewayProcess:
-    """Write ``config_text`` to a temp file and run ``hookgate serve`` on it until /healthz is 200."""
+def start_gateway(
+    config_text: str,
+    *,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    open_file_limit: int | None = None,
+    log_to_file: bool = False,
+    workers: int = 1,
+) -> GatewayProcess:
+    """Write ``config_text`` to a temp file and run ``hookgate serve`` on it until /healthz is 200.
+
+    :param open_file_limit: the process's RLIMIT_NOFILE (soft and hard), to flood it past it;
+        with ``workers``, each worker's.
+    :param log_to_file: stderr to a file (``GatewayProcess.log_path``, readable while it runs)
+        instead of a pipe, which a process logging faster than the test reads would block on.
+    """
     port = port or free_port()
-    config = Path(tempfile.mkdtemp(prefix="hookgate-gw-")) / "plugins.toml"
+    directory = Path(tempfile.mkdtemp(prefix="hookgate-gw-"))
+    config = directory / "plugins.toml"
     config.write_text(config_text)
+    log_path = directory / "stderr.log" if log_to_file else None
+
+    def limit_open_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_file_limit, open_file_limit))
+
+    log = log_path.open("w") if log_path is not None else None
     process = subprocess.Popen(
-        [HOOKGATE, "serve", "--config", str(config), "--port", str(port)],
+        [HOOKGATE, "serve", "--config", str(config), "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log if log is not None else subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=limit_open_files if open_file_limit is not None else None,
     )
-    gateway = GatewayProcess(port, process)
+    if log is not None:
+        log.close()  # the child has its own copy
+    gateway = GatewayProcess(port, process, log_path)
     try:
         wait_healthy(port, process)
     except AssertionError:
