@@ -26,6 +26,7 @@ Results also go to bench/results/overhead-*.json. See bench/README.md.
     python bench/overhead.py                 # 2,000 requests at concurrency 32 per target
     python bench/overhead.py -n 5000 -c 64 --targets forwarder,hookgate
     python bench/overhead.py --targets hookgate-stream,hookgate-anthropic-stream --prompt-words 120
+    python bench/overhead.py --compare        # issue 13's goals as ratios, LiteLLM included (bench/compare.py)
 """
 
 from __future__ import annotations
@@ -1171,6 +1172,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--compare" in argv:  # issue 13's goals in one table: bench/compare.py (its own flags)
+        import compare
+
+        return compare.main([arg for arg in argv if arg != "--compare"])
     args = parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
     if args.server_core == args.load_core or not {args.server_core, args.load_core} <= set(cores):
