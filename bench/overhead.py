@@ -13,7 +13,7 @@ One run measures, side by side, with the server under test alone on one core:
   hookgate-tiered   memory_cache in front of redis_cache (all HIT from memory, Redis enabled)
   hookgate-anthropic  hookgate, anthropic provider -> Anthropic emulator (the same client body,
                     routed to claude-haiku-4-5 and translated both ways)
-  emulator-stream, forwarder-stream, hookgate-stream, hookgate-http-stream, hookgate-sdk-stream,
+  emulator-stream, forwarder-stream, hookgate-stream, hookgate-reliable-stream, hookgate-http-stream, hookgate-sdk-stream,
   hookgate-anthropic-stream
                     the same with "stream": true (SSE)
   anthropic-emulator-stream  the Anthropic emulator itself, streaming (Messages API body)
@@ -93,6 +93,7 @@ ALL_TARGETS = (
     "anthropic-emulator-stream",
     "forwarder-stream",
     "hookgate-stream",
+    "hookgate-reliable-stream",
     "hookgate-http-stream",
     "hookgate-sdk-stream",
     "hookgate-anthropic-stream",
@@ -976,6 +977,7 @@ RATIOS = (
     ("hookgate-http", "forwarder"),
     ("hookgate-sdk", "forwarder"),
     ("hookgate-stream", "forwarder-stream"),
+    ("hookgate-reliable-stream", "forwarder-stream"),
     ("hookgate-http-stream", "forwarder-stream"),
     ("hookgate-sdk-stream", "forwarder-stream"),
     ("hookgate-anthropic-stream", "forwarder-stream"),
@@ -1019,6 +1021,7 @@ STREAM_PAIRS = (
     ("emulator-stream", "emulator"),
     ("forwarder-stream", "forwarder"),
     ("hookgate-stream", "hookgate"),
+    ("hookgate-reliable-stream", "hookgate-reliable"),
     ("hookgate-http-stream", "hookgate-http"),
     ("hookgate-sdk-stream", "hookgate-sdk"),
     ("hookgate-anthropic-stream", "hookgate-anthropic"),
@@ -1288,7 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
                 make_hookgate("hookgate-cache-off.toml"), "hookgate (cache off)",
             )  # fmt: skip
             run_group(
-                ctx, results, [("hookgate-reliable", False)],
+                ctx, results, [("hookgate-reliable", False), ("hookgate-reliable-stream", True)],
                 make_hookgate("hookgate-reliable.toml"), "hookgate (retry, circuit_breaker, concurrency, timeout)",
             )  # fmt: skip
             for transport in ("http", "sdk"):
