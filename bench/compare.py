@@ -40,7 +40,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead as ov  # noqa: E402  (bench/ is not a package)
-import startup as st  # noqa: E402
 
 DEFAULT_PIPELINE = "hookgate-reliable.toml"
 MEMORY_HIT = "hookgate-cache-on.toml"
@@ -99,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"), help="a venv with litellm[proxy]; its bin/litellm is run")
     p.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (its two goals are then not judged)")
     p.add_argument("--max-seconds", type=float, default=60, help="time cap of one load phase")
+    p.add_argument("--hookgate-cmd", default=ov.DEFAULT_HOOKGATE_CMD, help="template: {hookgate} {python} {config} {host} {port} (another checkout's hookgate, for a before/after)")
     p.add_argument("--results-dir", type=Path, default=ov.BENCH_DIR / "results")
     return p.parse_args(argv)
 
@@ -107,6 +107,7 @@ def bench_args(a: argparse.Namespace) -> argparse.Namespace:
     """overhead.py's arguments for the phases run through its machinery."""
     args = ov.parse_args(["-n", str(a.requests), "--rounds", str(a.rounds), "--warmup", str(a.warmup), "--max-seconds", str(a.max_seconds)])
     args.startup_timeout = 60  # LiteLLM takes seconds
+    args.hookgate_cmd = a.hookgate_cmd
     args.targets = [*ov.ALL_TARGETS, *COMPARE_TARGETS]
     return args
 
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 ov.run_group(ctx, results, [("hookgate-c4-50ms", False)], hookgate(DEFAULT_PIPELINE), None),
             ), concurrency=4, warmup=40)  # fmt: skip
             ctx.upstream = fast
-            results["startup"] = startups(ctx, tmp)
+            results["startup"] = startups(ctx)
             results["workers"] = workers(ctx, a)
         finally:
             for srv in emulators:
@@ -233,17 +234,15 @@ def with_fewer(ctx: ov.Context, requests: int, run: Any, *, concurrency: int | N
         ctx.args.requests, ctx.args.concurrency, ctx.args.warmup = saved
 
 
-def startups(ctx: ov.Context, tmp: Path, runs: int = 3) -> dict[str, Any]:
+def startups(ctx: ov.Context, runs: int = 3) -> dict[str, Any]:
     """Median start-up and idle RSS of hookgate with the default pipeline, pinned like the others."""
-    config = tmp / "startup-default.toml"
-    config.write_text((ov.CONFIG_DIR / DEFAULT_PIPELINE).read_text().replace("UPSTREAM_PORT", str(ctx.upstream.port)))
-    argv = ["taskset", "-c", str(ctx.args.server_core), *st.hookgate_command(), "serve", "--config", str(config), "--host", ov.HOST]
     seconds, rss = [], []
-    for _ in range(runs):
-        ready, kib, proc = st.start_once(argv, st.free_port(), ctx.args.startup_timeout)
-        st.stop(proc)
-        seconds.append(ready)
-        rss.append(kib / 1024)
+    for run in range(runs):
+        port = ov.free_port()
+        srv = ov.start_server(ctx, f"startup-{run}", ov.hookgate_argv(ctx, DEFAULT_PIPELINE, port), port, "healthz")
+        srv.stop()
+        seconds.append(srv.startup_s)
+        rss.append(srv.idle_memory["VmRSS"] / 1024)
     print(f"  start-up (default pipeline): {statistics.median(seconds):.3f} s, idle RSS {statistics.median(rss):.1f} MiB "
           f"(median of {runs})", flush=True)  # fmt: skip
     return {"seconds": seconds, "rss_mib": rss, "median_s": statistics.median(seconds), "median_rss_mib": statistics.median(rss)}
