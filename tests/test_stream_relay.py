@@ -8,11 +8,10 @@ from typing import Any, AsyncIterator
 
 import orjson
 import pytest
-from aiohttp import web
-
 from conftest import UPSTREAM_TRANSPORTS, pipeline_config
 from hookgate import CompletionStream, hookimpl
 from hookgate.sse import SSERelay
+from test_transports import raw_upstream
 
 USER = [{"role": "user", "content": "relay this"}]
 ASKED = {"model": "gpt-4o-mini", "messages": USER, "stream": True}
@@ -28,24 +27,9 @@ def sse(*events: bytes) -> bytes:
     return b"".join(b"data: " + event + b"\n\n" for event in events)
 
 
-def upstream(reads: list[bytes]) -> web.Application:
-    """An upstream writing each of ``reads`` separately (one write each)."""
-
-    async def answer(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for data in reads:
-            await response.write(data)
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    return app
-
-
 async def streamed(gateway: Any, aiohttp_server: Any, reads: list[bytes], transport: str = "http", *, pipeline: tuple[str, ...] = (),
                    local: dict[str, Any] | None = None, body: dict[str, Any] | None = None, **sections: Any) -> tuple[Any, bytes]:  # fmt: skip
-    server = await aiohttp_server(upstream(reads))
+    server = await aiohttp_server(raw_upstream(b"", chunks=reads))  # one write per read
     openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"], "transport": transport}
     client = await gateway(pipeline_config([*pipeline, "openai"], **sections, openai=openai), local=local)
     response = await client.post("/v1/chat/completions", json=body or ASKED)
@@ -65,7 +49,7 @@ async def test_the_client_gets_the_upstreams_own_bytes_read_by_read(gateway, aio
 
 
 async def test_usage_and_finish_reason_are_read_from_the_relayed_events(gateway, aiohttp_server):
-    server = await aiohttp_server(upstream([sse(ROLE, HELLO, WORLD, USAGE) + DONE]))
+    server = await aiohttp_server(raw_upstream(b"", chunks=[sse(ROLE, HELLO, WORLD, USAGE) + DONE]))
     openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"]}
     client = await gateway(pipeline_config(["memory_cache", "openai"], openai=openai))
     first = await client.post("/v1/chat/completions", json={**ASKED, "stream_options": {"include_usage": True}})
