@@ -13,7 +13,7 @@ One run measures, side by side, with the server under test alone on one core:
   hookgate-tiered   memory_cache in front of redis_cache (all HIT from memory, Redis enabled)
   hookgate-anthropic  hookgate, anthropic provider -> Anthropic emulator (the same client body,
                     routed to claude-haiku-4-5 and translated both ways)
-  emulator-stream, forwarder-stream, hookgate-stream, hookgate-http-stream, hookgate-sdk-stream,
+  emulator-stream, forwarder-stream, hookgate-stream, hookgate-reliable-stream, hookgate-http-stream, hookgate-sdk-stream,
   hookgate-anthropic-stream
                     the same with "stream": true (SSE)
   anthropic-emulator-stream  the Anthropic emulator itself, streaming (Messages API body)
@@ -26,6 +26,7 @@ Results also go to bench/results/overhead-*.json. See bench/README.md.
     python bench/overhead.py                 # 2,000 requests at concurrency 32 per target
     python bench/overhead.py -n 5000 -c 64 --targets forwarder,hookgate
     python bench/overhead.py --targets hookgate-stream,hookgate-anthropic-stream --prompt-words 120
+    python bench/overhead.py --compare        # issue 13's goals as ratios, LiteLLM included (bench/compare.py)
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ ALL_TARGETS = (
     "anthropic-emulator-stream",
     "forwarder-stream",
     "hookgate-stream",
+    "hookgate-reliable-stream",
     "hookgate-http-stream",
     "hookgate-sdk-stream",
     "hookgate-anthropic-stream",
@@ -975,6 +977,7 @@ RATIOS = (
     ("hookgate-http", "forwarder"),
     ("hookgate-sdk", "forwarder"),
     ("hookgate-stream", "forwarder-stream"),
+    ("hookgate-reliable-stream", "forwarder-stream"),
     ("hookgate-http-stream", "forwarder-stream"),
     ("hookgate-sdk-stream", "forwarder-stream"),
     ("hookgate-anthropic-stream", "forwarder-stream"),
@@ -1018,6 +1021,7 @@ STREAM_PAIRS = (
     ("emulator-stream", "emulator"),
     ("forwarder-stream", "forwarder"),
     ("hookgate-stream", "hookgate"),
+    ("hookgate-reliable-stream", "hookgate-reliable"),
     ("hookgate-http-stream", "hookgate-http"),
     ("hookgate-sdk-stream", "hookgate-sdk"),
     ("hookgate-anthropic-stream", "hookgate-anthropic"),
@@ -1171,6 +1175,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--compare" in argv:  # issue 13's goals in one table: bench/compare.py (its own flags)
+        import compare
+
+        return compare.main([arg for arg in argv if arg != "--compare"])
     args = parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
     if args.server_core == args.load_core or not {args.server_core, args.load_core} <= set(cores):
@@ -1282,7 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
                 make_hookgate("hookgate-cache-off.toml"), "hookgate (cache off)",
             )  # fmt: skip
             run_group(
-                ctx, results, [("hookgate-reliable", False)],
+                ctx, results, [("hookgate-reliable", False), ("hookgate-reliable-stream", True)],
                 make_hookgate("hookgate-reliable.toml"), "hookgate (retry, circuit_breaker, concurrency, timeout)",
             )  # fmt: skip
             for transport in ("http", "sdk"):

@@ -42,7 +42,7 @@ from .http import HTTPService, env_proxy, http_service
 from .markers import hookimpl
 from .responses import Completion, CompletionStream, check_chunk, check_completion
 from .routing import upstream_body
-from .sse import SSEDecoder, SSEEventTooLarge
+from .sse import SSE_RELAY, SSEDecoder, SSEEventTooLarge, SSERelay
 from .upstream import error_from_upstream
 
 if TYPE_CHECKING:
@@ -236,15 +236,21 @@ class SDKTransport:
         except self.sdk.APIError as exc:
             raise self.translate(exc) from None
 
-    def events(self, response: Any, *, ends_with_done: bool = True) -> AsyncIterator[tuple[str | None, Any]]:
+    def events(
+        self, response: Any, *, ends_with_done: bool = True, relay: SSERelay | None = None
+    ) -> AsyncIterator[tuple[str | None, Any]]:
         """``(event name, parsed data)`` for each SSE event of a streamed response.
 
         With ``ends_with_done`` (OpenAI's convention) the stream must end with ``data: [DONE]``:
         ending without it means the connection was cut. A broken connection or an unreadable
         event is a GatewayError. The SDK's body is read as bytes and split by
-        :class:`~hookgate.sse.SSEDecoder`, as the http transport does.
+        :class:`~hookgate.sse.SSEDecoder`, as the http transport does. With a ``relay``, each
+        read's parsed events and bytes are registered with it before they are yielded (the
+        ``[DONE]`` event's bytes left out: the surface writes its own end).
         """
-        return _decoded_events(self.provider, response.aiter_bytes(), ends_with_done=ends_with_done, max_event_bytes=16 * 1024 * 1024)
+        return _decoded_events(
+            self.provider, response.aiter_bytes(), ends_with_done=ends_with_done, max_event_bytes=16 * 1024 * 1024, relay=relay
+        )
 
     def translate(self, exc: Exception) -> GatewayError:
         """The client-facing error for an SDK exception (never containing a key)."""
@@ -432,10 +438,15 @@ class HTTPTransport:
         sent = None if self._headers is None else self._stream_headers if not headers else {**self._stream_headers, **headers}
         return HTTPStream(await self._post(path, payload, sent))
 
-    def events(self, response: HTTPStream, *, ends_with_done: bool = True) -> AsyncIterator[tuple[str | None, Any]]:
+    def events(
+        self, response: HTTPStream, *, ends_with_done: bool = True, relay: SSERelay | None = None
+    ) -> AsyncIterator[tuple[str | None, Any]]:
         """``(event name, parsed data)`` for each SSE event, decoded from the bytes of each read
         as they arrive; the same contract as :meth:`SDKTransport.events`."""
-        return _decoded_events(self.provider, response.response.content.iter_any(), ends_with_done=ends_with_done, max_event_bytes=self.max_response_bytes)
+        return _decoded_events(
+            self.provider, response.response.content.iter_any(), ends_with_done=ends_with_done,
+            max_event_bytes=self.max_response_bytes, relay=relay,
+        )
 
     async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         length = response.content_length
@@ -578,7 +589,12 @@ class OpenAIShapedProvider:
         payload = orjson.dumps(upstream_body(ctx))
         if ctx.stream:
             response = await self.transport.post_stream(path, payload)
-            return CompletionStream(self._chunks(response), close=response.aclose)
+            relay = None
+            if isinstance(self.transport, (HTTPTransport, SDKTransport)):
+                # The chunks go to the client as the upstream's bytes, one write per read, when
+                # nothing in the chain changes them (hookgate.sse.SSERelay).
+                relay = ctx[SSE_RELAY] = SSERelay(_WIRES[ctx.kind])
+            return CompletionStream(self._chunks(response, relay), close=response.aclose)
         body = await self.transport.post_json(path, payload)
         if ctx.kind == "embeddings":
             if not isinstance(body, dict) or not isinstance(body.get("data"), list) or not all(isinstance(a, dict) for a in body["data"]):
@@ -586,8 +602,9 @@ class OpenAIShapedProvider:
             return Completion(body)
         return Completion(check_completion(body, self.name))
 
-    async def _chunks(self, response: Any) -> AsyncIterator[dict[str, Any]]:
-        async for _event, chunk in self.transport.events(response):
+    async def _chunks(self, response: Any, relay: SSERelay | None = None) -> AsyncIterator[dict[str, Any]]:
+        events = self.transport.events(response) if relay is None else self.transport.events(response, relay=relay)  # type: ignore[call-arg]
+        async for _event, chunk in events:
             if not _is_chunk(chunk):
                 if isinstance(chunk, dict) and "error" in chunk:
                     raise error_from_upstream(self.name, 500, chunk)
@@ -598,13 +615,37 @@ class OpenAIShapedProvider:
 # ------------------------------------------------------------------------------- helpers ---
 
 
+_WIRES = {"chat": "openai.chat", "completions": "openai.completions", "embeddings": "openai.embeddings"}
+"""The surface wire of an OpenAI-shaped stream, per kind of request."""
+
+
 async def _decoded_events(
-    provider: str, reads: AsyncIterator[bytes], *, ends_with_done: bool, max_event_bytes: int
+    provider: str, reads: AsyncIterator[bytes], *, ends_with_done: bool, max_event_bytes: int, relay: SSERelay | None = None
 ) -> AsyncIterator[tuple[str | None, Any]]:
     """The SSE events of a response body given in reads, parsed; see :meth:`SDKTransport.events`."""
     decoder = SSEDecoder(max_event_bytes)
     try:
         async for data in reads:
+            if relay is not None and not relay.broken:
+                events = decoder.feed(data)
+                parsed, done, failure = _parsed_read(provider, events)
+                if failure is None and parsed:
+                    # The read's events as the upstream wrote their data, framed as the surface
+                    # frames a chunk (comments, event names and ids are not relayed, as before).
+                    payloads = [payload for _, payload in events[: len(parsed)]]
+                    if not any(b"\n" in payload for payload in payloads):
+                        relay.add([item for _, item in parsed], b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n")
+                    else:
+                        relay.abandon()  # a multi-line data field: rendered from here
+                elif failure is not None:
+                    relay.abandon()
+                for item in parsed:
+                    yield item
+                if failure is not None:
+                    raise failure
+                if done:
+                    return
+                continue
             for event, payload in decoder.feed(data):
                 if payload == b"[DONE]":
                     return
@@ -623,6 +664,20 @@ async def _decoded_events(
         raise UpstreamError(f"The connection to the {provider} provider broke mid-stream.", code="upstream_disconnected") from None
     if ends_with_done:
         raise UpstreamError(f"The {provider} provider ended the stream without [DONE].", code="upstream_disconnected")
+
+
+def _parsed_read(provider: str, events: list[tuple[str | None, bytes]]) -> tuple[list[tuple[str | None, Any]], bool, UpstreamError | None]:
+    """The events of one read parsed, up to ``[DONE]`` (and whether it came) or to the first
+    unreadable one (returned, to be raised once the events before it were passed on)."""
+    parsed: list[tuple[str | None, Any]] = []
+    for event, payload in events:
+        if payload == b"[DONE]":
+            return parsed, True, None
+        try:
+            parsed.append((event, _parsed_event(provider, payload)))
+        except UpstreamError as exc:
+            return parsed, False, exc
+    return parsed, False, None
 
 
 def _parsed_event(provider: str, payload: bytes) -> Any:

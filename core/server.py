@@ -51,6 +51,7 @@ from .embeddings import EMBEDDERS, EmbedderService
 from .http import install_http_service
 from .output import OutputFilter, output_filters
 from .responses import Completion, CompletionStream, assemble_stream, completion_to_chunks, is_complete
+from .sse import SSE_RELAY, SSERelay
 from .surfaces import NATIVE_EVENTS, Surface, remember_native
 from .tasks import BACKGROUND_TASKS, BackgroundTasks
 from .web import describe_pipeline, identify, presented_key, require_admin
@@ -342,7 +343,9 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
     client gets the surface's error event and a clean end of stream. The upstream is closed in
     every case, including a client that went away. A pass-through stream (chunks carrying their
     native bytes) is written byte for byte to a surface of the same wire, unless an output filter
-    must see the chunks.
+    must see the chunks. A stream whose provider relays its upstream's bytes (an ``SSERelay``
+    of the surface's wire) is written one upstream read at a time, as those bytes, for as long
+    as the chunks come through the chain unchanged.
     """
     ctx = exchange.ctx
     response: web.StreamResponse | None = None
@@ -351,6 +354,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
     filters = output_filters(ctx)
     writer = surface.open_stream(ctx)
     native: bool | None = None  # decided by the first chunk
+    relay: SSERelay | None = None  # likewise
     iterator = stream.__aiter__()
     try:
         while True:
@@ -364,9 +368,18 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
             if response is None:
                 response = await _start_stream(request, ctx, surface)
                 native = NATIVE_EVENTS in chunk and not filters
+                if not native and not filters:
+                    relay = ctx.get(SSE_RELAY)
+                    if relay is not None and (relay.wire != surface.wire or relay.broken):
+                        relay = None
             chunks.append(chunk)
             if native:
                 payload = chunk.get(NATIVE_EVENTS) or b""
+            elif relay is not None:
+                payload = relay.accept(chunk)
+                if relay.broken:  # a chunk the chain made or changed: render from here on
+                    payload = _rendered(writer, relay.release())
+                    relay = None
             elif filters:
                 filtered = _filtered_chunk(filters, chunk)
                 delivered.extend(filtered)
@@ -377,6 +390,10 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
                 await response.write(payload)
         if response is None:
             response = await _start_stream(request, ctx, surface)
+        if relay is not None:
+            held = _rendered(writer, relay.release())  # a read whose last chunk the chain dropped
+            if held:
+                await response.write(held)
         if filters:
             released = _filters_end(filters)
             delivered.extend(released)
@@ -401,13 +418,18 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
             log.error("stream_failed", request_id=ctx.request_id, exc_info=exc)
         await exchange.fail(error)
         if response is not None:
-            await _end_stream(exchange, response, writer.fail(error))
+            held = _rendered(writer, relay.release()) if relay is not None else b""
+            await _end_stream(exchange, response, held + writer.fail(error))
             return response
         return _error_response(error, _headers(ctx), surface)
     finally:
         await stream.aclose()
     await _end_stream(exchange, response, b"" if native else writer.finish())
     return response
+
+
+def _rendered(writer: Any, chunks: list[dict[str, Any]]) -> bytes:
+    return b"".join(writer.feed(chunk) for chunk in chunks)
 
 
 async def _start_stream(request: web.Request, ctx: RequestContext, surface: Surface) -> web.StreamResponse:

@@ -4,12 +4,18 @@ Two readers of the same format: :class:`SSEDecoder` takes the raw bytes of a res
 reads they arrive in and hands back the events each read completed (what a provider on the
 ``http`` transport uses: no line splitting, no text decoding of the data); :func:`iter_sse_data`
 takes a stream already split into text lines.
+
+:class:`SSERelay` lets the core write a pass-through stream as the upstream's own bytes, one
+write per upstream read, while the chain still sees every chunk parsed.
 """
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections import deque
+from typing import Any, AsyncIterator, Sequence
 
-__all__ = ["SSEDecoder", "SSEEventTooLarge", "iter_sse_data"]
+from .state import StateKey
+
+__all__ = ["SSEDecoder", "SSEEventTooLarge", "SSERelay", "SSE_RELAY", "iter_sse_data"]
 
 
 class SSEEventTooLarge(ValueError):
@@ -100,6 +106,95 @@ def _dispatch(block: bytes, events: list[tuple[str | None, bytes]]) -> None:
             event = line[6:].strip().decode("utf-8", "replace")
     if data:
         events.append((event, b"\n".join(data)))
+
+
+class SSERelay:
+    """The upstream's bytes of a pass-through stream, read by read, for the core to write as
+    they came: one write per upstream read instead of one per chunk, and no chunk serialised again.
+
+    The provider registers each read with :meth:`add` (the chunks it parsed from that read, in
+    order, and the read's bytes) before it yields those chunks, and puts the relay on the request
+    as :data:`SSE_RELAY`. The core gets the chunks through the provider middleware chain and hands
+    each to :meth:`accept`. When the chunks of a read have all come through, as the very objects
+    the provider yielded and in its order, the core gets that read's bytes to write. Any other
+    chunk (a middleware made, dropped, reordered or replaced one: token_counter hiding a usage
+    chunk, a rewriter) *breaks* the relay. :meth:`release` then returns the chunks accepted but
+    not yet written, for the core to render as it renders any chunk, and so does every later
+    chunk. A middleware that changes a chunk yields a new dict: a change made in place to the
+    provider's dict is not seen here.
+
+    :param wire: the wire format of the bytes (``openai.chat``…): the core relays them only to a
+        surface of that wire.
+    :param max_pending_bytes: bytes registered and not yet written past which the relay gives up
+        (a middleware holding chunks back cannot make it keep a whole stream).
+    """
+
+    __slots__ = ("wire", "max_pending_bytes", "broken", "_groups", "_carry", "_held", "_size")
+
+    def __init__(self, wire: str, *, max_pending_bytes: int = 4 * 1024 * 1024) -> None:
+        self.wire = wire
+        self.max_pending_bytes = max_pending_bytes
+        self.broken = False
+        """True once a chunk came that the relay cannot account for: render from then on."""
+        self._groups: deque[tuple[Sequence[Any], bytes]] = deque()
+        self._carry = b""  # bytes of reads that made no chunk (comments): sent with the next read's
+        self._held: list[Any] = []
+        self._size = 0
+
+    def add(self, chunks: Sequence[Any], raw: bytes) -> None:
+        """Register one upstream read: the chunks made from it, in order, and its bytes (whole
+        events only)."""
+        if self.broken:
+            return
+        self._size += len(raw)
+        if self._size > self.max_pending_bytes:
+            self.abandon()
+            return
+        if not chunks:
+            self._carry += raw
+            return
+        if self._carry:
+            raw, self._carry = self._carry + raw, b""
+        self._groups.append((chunks, raw))
+
+    def abandon(self) -> None:
+        """Give up relaying bytes (a read the provider cannot account for): render from here."""
+        self.broken = True
+        self._groups.clear()
+        self._carry = b""
+        self._size = 0
+
+    def accept(self, chunk: Any) -> bytes:
+        """The bytes to write now for ``chunk``: its read's, once that read's last chunk came,
+        else ``b""``. Check :attr:`broken` after each call."""
+        held = self._held
+        held.append(chunk)
+        if self.broken:
+            return b""
+        groups = self._groups
+        if groups:
+            chunks, raw = groups[0]
+            if chunks[len(held) - 1] is chunk:
+                if len(held) < len(chunks):
+                    return b""
+                groups.popleft()
+                self._size -= len(raw)
+                held.clear()
+                return raw
+        self.abandon()
+        return b""
+
+    def release(self) -> list[Any]:
+        """The chunks accepted whose bytes were not written (the core renders them)."""
+        held, self._held = self._held, []
+        return held
+
+
+SSE_RELAY: StateKey[SSERelay] = StateKey(
+    "core.sse_relay",
+    SSERelay,
+    "the upstream bytes of the current attempt's stream, read by read; set by a provider that relays them",
+)
 
 
 async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:

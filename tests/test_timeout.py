@@ -80,3 +80,17 @@ async def test_a_long_stream_with_steady_chunks_is_not_cut(gateway, emulator):
     response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True, "messages": [{"role": "user", "content": " ".join(["word"] * 12)}]})
     body = await response.text()
     assert response.status == 200 and '"error"' not in body and body.endswith("data: [DONE]\n\n")
+
+
+async def test_a_stream_still_going_at_the_requests_deadline_ends_with_an_error_event(gateway, emulator):
+    """Chunks keep coming (no gap is too long), but the whole request's deadline passes mid-stream."""
+    client = await gateway(upstream_config(emulator, ["timeout"], timeout={"deadline_seconds": 0.6, "min_attempt_seconds": 0.0}))
+    emulator.settings.chunk_latency = 0.1
+    started = time.monotonic()
+    response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True, "messages": [{"role": "user", "content": " ".join(["word"] * 30)}]})
+    assert response.status == 200
+    events = [e[6:] for e in (await response.text()).split("\n\n") if e.startswith("data: ")]
+    assert time.monotonic() - started < 1.5
+    error = orjson.loads(events[-2])
+    assert error["error"]["code"] == "timeout" and "deadline passed" in error["error"]["message"]
+    await eventually(lambda: emulator.stats.in_flight == 0, timeout=1.0)

@@ -1,0 +1,159 @@
+"""A pass-through stream reaches the client as the upstream wrote it, one write per upstream read
+(hookgate.sse.SSERelay), while the chain still sees every chunk: what a middleware changes, drops
+or adds reaches the client, usage and finish reasons are read on the way, and a stream that
+breaks mid-read still delivers the chunks before the break."""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import orjson
+import pytest
+from conftest import UPSTREAM_TRANSPORTS, pipeline_config
+from hookgate import CompletionStream, hookimpl
+from hookgate.sse import SSERelay
+from test_transports import raw_upstream
+
+USER = [{"role": "user", "content": "relay this"}]
+ASKED = {"model": "gpt-4o-mini", "messages": USER, "stream": True}
+# Spaces after the colons: what the upstream wrote, which re-serialising each chunk would not keep.
+ROLE = b'{"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}'
+HELLO = b'{"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [{"index": 0, "delta": {"content": "hello "}, "finish_reason": null}]}'
+WORLD = b'{"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [{"index": 0, "delta": {"content": "world"}, "finish_reason": "stop"}]}'
+USAGE = b'{"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}'
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(*events: bytes) -> bytes:
+    return b"".join(b"data: " + event + b"\n\n" for event in events)
+
+
+async def streamed(gateway: Any, aiohttp_server: Any, reads: list[bytes], transport: str = "http", *, pipeline: tuple[str, ...] = (),
+                   local: dict[str, Any] | None = None, body: dict[str, Any] | None = None, **sections: Any) -> tuple[Any, bytes]:  # fmt: skip
+    server = await aiohttp_server(raw_upstream(b"", chunks=reads))  # one write per read
+    openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"], "transport": transport}
+    client = await gateway(pipeline_config([*pipeline, "openai"], **sections, openai=openai), local=local)
+    response = await client.post("/v1/chat/completions", json=body or ASKED)
+    return response, await response.read()
+
+
+def data_of(body: bytes) -> list[Any]:
+    return [orjson.loads(block[6:]) if block != b"data: [DONE]" else "[DONE]" for block in body.split(b"\n\n") if block]
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_the_client_gets_the_upstreams_own_bytes_read_by_read(gateway, aiohttp_server, transport):
+    reads = [sse(ROLE, HELLO), b"data: " + WORLD[:40], WORLD[40:] + b"\n\n" + DONE]  # an event split between two reads
+    response, body = await streamed(gateway, aiohttp_server, reads, transport)
+    assert response.status == 200 and response.headers["Content-Type"].startswith("text/event-stream")
+    assert body == sse(ROLE, HELLO, WORLD) + DONE
+
+
+async def test_usage_and_finish_reason_are_read_from_the_relayed_events(gateway, aiohttp_server):
+    server = await aiohttp_server(raw_upstream(b"", chunks=[sse(ROLE, HELLO, WORLD, USAGE) + DONE]))
+    openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"]}
+    client = await gateway(pipeline_config(["memory_cache", "openai"], openai=openai))
+    first = await client.post("/v1/chat/completions", json={**ASKED, "stream_options": {"include_usage": True}})
+    assert await first.read() == sse(ROLE, HELLO, WORLD, USAGE) + DONE
+    again = await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": USER})
+    answer = await again.json()
+    assert again.headers["x-hookgate-cache"] == "HIT"
+    assert answer["choices"][0]["message"]["content"] == "hello world"
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+async def test_a_usage_chunk_the_client_did_not_ask_for_is_not_relayed(gateway, aiohttp_server):
+    """token_counter asks the upstream for usage and hides it from a client that did not ask:
+    the relay gives way to the chain's chunks."""
+    response, body = await streamed(gateway, aiohttp_server, [sse(ROLE, HELLO, WORLD, USAGE) + DONE], pipeline=("token_counter",))
+    assert response.status == 200
+    events = data_of(body)
+    assert events[-1] == "[DONE]"
+    assert [event["choices"][0]["delta"].get("content") for event in events[:-1]] == ["", "hello ", "world"]
+    assert not any("usage" in event for event in events[:-1])
+
+
+async def test_the_usage_chunk_is_relayed_when_the_client_asked_for_it(gateway, aiohttp_server):
+    response, body = await streamed(
+        gateway, aiohttp_server, [sse(ROLE, HELLO), sse(WORLD, USAGE) + DONE], pipeline=("token_counter",),
+        body={**ASKED, "stream_options": {"include_usage": True}},
+    )
+    assert body == sse(ROLE, HELLO, WORLD, USAGE) + DONE
+
+
+class Shouting:
+    """A middleware that rewrites every chunk's text (as new dicts, as the contract asks)."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    async def call_provider(self, ctx, call_next):
+        response = await call_next(ctx)
+        if not isinstance(response, CompletionStream):
+            return response
+
+        async def shouted() -> AsyncIterator[dict[str, Any]]:
+            async for chunk in response:
+                choices = [{**c, "delta": {**c["delta"], "content": (c["delta"].get("content") or "").upper()}} for c in chunk["choices"]]
+                yield {**chunk, "choices": choices}
+
+        return CompletionStream(shouted(), close=response.aclose, first_chunk_received=response.first_chunk_received)
+
+
+async def test_what_a_middleware_changes_reaches_the_client(gateway, aiohttp_server):
+    response, body = await streamed(gateway, aiohttp_server, [sse(ROLE, HELLO, WORLD) + DONE], pipeline=("shouting",), local={"shouting": Shouting})
+    assert response.status == 200
+    assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_broken_event_mid_read_ends_the_stream_after_the_chunks_before_it(gateway, aiohttp_server, transport):
+    response, body = await streamed(gateway, aiohttp_server, [sse(ROLE), sse(HELLO, b'{"id": "c1", "choi') + DONE], transport)
+    assert response.status == 200  # the first chunk was sent: the error is an event of the stream
+    events = data_of(body)
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[1]["choices"][0]["delta"]["content"] == "hello "
+    assert events[2]["error"]["code"] == "upstream_malformed"
+    assert events[3] == "[DONE]"
+
+
+async def test_comments_event_names_and_ids_are_not_relayed(gateway, aiohttp_server):
+    reads = [b": keep-alive\n\n" + sse(ROLE), b"event: message\nid: 7\ndata: " + HELLO + b"\n\n" + sse(WORLD) + DONE]
+    _, body = await streamed(gateway, aiohttp_server, reads)
+    assert [event["choices"][0]["delta"].get("content") for event in data_of(body)[:-1]] == ["", "hello ", "world"]
+    assert b"keep-alive" not in body and b"event:" not in body and b"id: 7" not in body
+
+
+# ----------------------------------------------------------------------------- SSERelay itself ---
+
+
+def test_a_reads_bytes_are_given_once_its_last_chunk_came_through():
+    relay = SSERelay("openai.chat")
+    first, second, third = {"n": 1}, {"n": 2}, {"n": 3}
+    relay.add([first, second], b"one-two")
+    relay.add([third], b"three")
+    assert relay.accept(first) == b""
+    assert relay.accept(second) == b"one-two"
+    assert relay.accept(third) == b"three"
+    assert not relay.broken and relay.release() == []
+
+
+def test_a_chunk_the_relay_did_not_register_breaks_it_and_hands_back_what_it_held():
+    relay = SSERelay("openai.chat")
+    first, second = {"n": 1}, {"n": 2}
+    relay.add([first, second], b"one-two")
+    assert relay.accept(first) == b""
+    copy = {**second}
+    assert relay.accept(copy) == b""
+    assert relay.broken
+    assert relay.release() == [first, copy]
+    relay.add([{"n": 3}], b"three")  # ignored once broken
+    assert relay.accept({"n": 4}) == b"" and relay.release() == [{"n": 4}]
+
+
+def test_the_bytes_a_relay_holds_are_bounded():
+    relay = SSERelay("openai.chat", max_pending_bytes=100)
+    for n in range(20):
+        relay.add([{"n": n}], b"x" * 10)
+    assert relay.broken
