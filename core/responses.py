@@ -88,8 +88,8 @@ class CompletionStream:
     Iterate it once. ``aclose()`` releases the upstream connection; the core always calls it,
     also when the client went away mid-stream. A middleware that wants to watch or transform
     chunks wraps the stream: ``CompletionStream(my_generator(stream), close=stream.aclose)``, and
-    yields a new dict for a chunk it changes (a change made in place is not seen by the core's
-    byte relay of a pass-through stream, :class:`hookgate.sse.SSERelay`).
+    yields the chunks it wants sent, new dicts or the received ones edited (the core's byte relay
+    of a pass-through stream, :class:`hookgate.sse.SSERelay`, notices either and renders from there).
     """
 
     __slots__ = ("_chunks", "_close", "first_chunk_received")

@@ -107,6 +107,35 @@ async def test_what_a_middleware_changes_reaches_the_client(gateway, aiohttp_ser
     assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
 
 
+class ShoutingInPlace:
+    """The same rewrite made by editing the provider's own dicts, nested fields included."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    async def call_provider(self, ctx, call_next):
+        response = await call_next(ctx)
+        if not isinstance(response, CompletionStream):
+            return response
+
+        async def shouted() -> AsyncIterator[dict[str, Any]]:
+            async for chunk in response:
+                for choice in chunk["choices"]:
+                    choice["delta"]["content"] = (choice["delta"].get("content") or "").upper()
+                yield chunk
+
+        return CompletionStream(shouted(), close=response.aclose, first_chunk_received=response.first_chunk_received)
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_chunk_edited_in_place_reaches_the_client_edited(gateway, aiohttp_server, transport):
+    reads = [sse(ROLE, HELLO), sse(WORLD) + DONE]
+    response, body = await streamed(gateway, aiohttp_server, reads, transport, pipeline=("shouting",), local={"shouting": ShoutingInPlace})
+    assert response.status == 200
+    assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
+
+
 @pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
 async def test_a_broken_event_mid_read_ends_the_stream_after_the_chunks_before_it(gateway, aiohttp_server, transport):
     response, body = await streamed(gateway, aiohttp_server, [sse(ROLE), sse(HELLO, b'{"id": "c1", "choi') + DONE], transport)
