@@ -81,51 +81,49 @@ async def test_the_usage_chunk_is_relayed_when_the_client_asked_for_it(gateway, 
     assert body == sse(ROLE, HELLO, WORLD, USAGE) + DONE
 
 
-class Shouting:
-    """A middleware that rewrites every chunk's text (as new dicts, as the contract asks)."""
+def rewriting(rewrite: Any) -> type:
+    """A middleware plugin that passes every streamed chunk through ``rewrite(chunk) -> chunk``."""
 
-    def __init__(self, config: Any) -> None:
-        pass
+    class Rewriting:
+        def __init__(self, config: Any) -> None:
+            pass
 
-    @hookimpl
-    async def call_provider(self, ctx, call_next):
-        response = await call_next(ctx)
-        if not isinstance(response, CompletionStream):
-            return response
+        @hookimpl
+        async def call_provider(self, ctx, call_next):
+            response = await call_next(ctx)
+            if not isinstance(response, CompletionStream):
+                return response
 
-        async def shouted() -> AsyncIterator[dict[str, Any]]:
-            async for chunk in response:
-                choices = [{**c, "delta": {**c["delta"], "content": (c["delta"].get("content") or "").upper()}} for c in chunk["choices"]]
-                yield {**chunk, "choices": choices}
+            async def rewritten() -> AsyncIterator[dict[str, Any]]:
+                async for chunk in response:
+                    yield rewrite(chunk)
 
-        return CompletionStream(shouted(), close=response.aclose, first_chunk_received=response.first_chunk_received)
+            return CompletionStream(rewritten(), close=response.aclose, first_chunk_received=response.first_chunk_received)
+
+    return Rewriting
+
+
+def shouted_copy(chunk: dict[str, Any]) -> dict[str, Any]:
+    """Every chunk's text upper-cased, as new dicts."""
+    choices = [{**c, "delta": {**c["delta"], "content": (c["delta"].get("content") or "").upper()}} for c in chunk["choices"]]
+    return {**chunk, "choices": choices}
+
+
+def shouted_in_place(chunk: dict[str, Any]) -> dict[str, Any]:
+    """The same, made by editing the provider's own dict, nested fields included."""
+    for choice in chunk["choices"]:
+        choice["delta"]["content"] = (choice["delta"].get("content") or "").upper()
+    return chunk
+
+
+Shouting = rewriting(shouted_copy)
+ShoutingInPlace = rewriting(shouted_in_place)
 
 
 async def test_what_a_middleware_changes_reaches_the_client(gateway, aiohttp_server):
     response, body = await streamed(gateway, aiohttp_server, [sse(ROLE, HELLO, WORLD) + DONE], pipeline=("shouting",), local={"shouting": Shouting})
     assert response.status == 200
     assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
-
-
-class ShoutingInPlace:
-    """The same rewrite made by editing the provider's own dicts, nested fields included."""
-
-    def __init__(self, config: Any) -> None:
-        pass
-
-    @hookimpl
-    async def call_provider(self, ctx, call_next):
-        response = await call_next(ctx)
-        if not isinstance(response, CompletionStream):
-            return response
-
-        async def shouted() -> AsyncIterator[dict[str, Any]]:
-            async for chunk in response:
-                for choice in chunk["choices"]:
-                    choice["delta"]["content"] = (choice["delta"].get("content") or "").upper()
-                yield chunk
-
-        return CompletionStream(shouted(), close=response.aclose, first_chunk_received=response.first_chunk_received)
 
 
 @pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
