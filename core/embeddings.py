@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import GatewayError, GatewayTimeout, InvalidRequest, ServiceUnavailable, UpstreamError
+from .tasks import stop_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -854,7 +855,7 @@ class GatewayEmbedder:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in tasks))
 
     def __repr__(self) -> str:
         return f"GatewayEmbedder({self.model!r}, dimensions={self._dimensions or None}, timeout={self.timeout})"

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .logs import IntervalLog
 
-__all__ = ["BackgroundTasks", "BACKGROUND_TASKS", "background"]
+__all__ = ["BackgroundTasks", "BACKGROUND_TASKS", "background", "stop_task"]
 
 log = structlog.get_logger("hookgate.tasks")
 
@@ -90,3 +90,22 @@ BACKGROUND_TASKS = web.AppKey("hookgate_background_tasks", BackgroundTasks)
 def background(app: web.Application) -> BackgroundTasks:
     """The app's background tasks (created by :func:`hookgate.server.create_app`)."""
     return app[BACKGROUND_TASKS]
+
+
+async def stop_task(task: asyncio.Task[Any] | None, *, recancel_seconds: float = 1.0) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling it again every
+    ``recancel_seconds`` while it runs.
+
+    One ``cancel()`` is not always enough for a long-running loop: a library that catches the
+    cancellation (or an ``asyncio.timeout`` expiring at the same moment, which turns it into a
+    ``TimeoutError`` on Python 3.11) leaves the loop running, and a plain ``await`` of it then
+    waits forever (a shutdown that never ends). Such a loop should also check a flag of its own.
+    """
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=recancel_seconds)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("task_failed_while_stopping", task=task.get_name(), error=type(task.exception()).__name__)
+

@@ -62,7 +62,7 @@ from hookgate.facts import SEMANTIC_MATCH
 from hookgate.logs import IntervalLog
 from hookgate.redis import RedisUnavailable, RedisURLConfig, SharedRedis, redis_service
 from hookgate.rules import After, Produces
-from hookgate.tasks import background
+from hookgate.tasks import background, stop_task
 from hookgate.web import require_admin
 
 from .semantic_cache_backend import BackendUnavailable, Candidate, IndexedEntry, VectorBackend
@@ -322,9 +322,7 @@ class SemanticCache:
 
     @hookimpl
     async def shutdown(self) -> None:
-        if self._starting is not None:
-            self._starting.cancel()
-            await asyncio.gather(self._starting, return_exceptions=True)
+        await stop_task(self._starting)
         if self.feed is not None:
             await self.feed.close()
         if self.backend is not None:

@@ -28,6 +28,7 @@ import structlog
 
 from hookgate.logs import IntervalLog
 from hookgate.redis import RedisUnavailable
+from hookgate.tasks import stop_task
 
 from .semantic_cache_backend import IndexedEntry
 from .semantic_cache_index import LocalIndex
@@ -68,6 +69,7 @@ class IndexFeed:
         self._sweep_every = sweep_seconds
         self._next_sweep = time.monotonic() + sweep_seconds
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._errors = IntervalLog(log, "semantic_cache_feed_error", 30.0)
         self._synced = asyncio.Event()
 
@@ -82,17 +84,16 @@ class IndexFeed:
             log.warning("semantic_cache_index_not_ready", waited_s=first_build_timeout, note="built in the background; misses until then")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._closing = True  # the loop ends even if a cancellation is swallowed mid-read
+        await stop_task(self._task)
+        self._task = None
 
     async def caught_up(self) -> None:
         """Wait until the feed has applied everything the stream had (tests, benchmarks)."""
         await self._synced.wait()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._step()
             except asyncio.CancelledError:
