@@ -185,6 +185,21 @@ async def test_slow_bodies_cannot_take_every_file_descriptor():
     assert max(refused) < 3, "refused at once, not after the deadline"
 
 
+async def test_bodies_past_the_bound_are_refused_and_the_rest_wait_their_deadline():
+    """The same bound at a scale any machine can open: an open-file limit of 64 reads 32 bodies at
+    once; of 40 clients that never send theirs, 32 wait out the deadline (408) and 8 are refused
+    (503). A body read never waits for a slot."""
+    small = start_gateway(CONFIG, open_file_limit=64, log_to_file=True)
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*(slow_client(small.port, until_closed=False) for _ in range(40))), timeout=20)
+    finally:
+        small.stop()
+    refused = [seconds for answer, seconds in answers if answer.startswith(b"HTTP/1.1 503")]
+    held = [seconds for answer, seconds in answers if answer.startswith(b"HTTP/1.1 408")]
+    assert len(held) == 32 and len(refused) == 8
+    assert max(refused) < DEADLINE, "refused at once, not after the deadline"
+
+
 async def test_every_worker_logs_a_flood_in_a_line():
     workers = start_gateway(CONFIG, open_file_limit=256, log_to_file=True, workers=2)  # 600 > 2 × 256
     try:
