@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Surface",
+    "OpenAIShapedSurface",
     "SurfaceStream",
     "ParsedRequest",
     "ExtraRoute",
@@ -160,6 +161,28 @@ class Surface(Protocol):
     def extra_routes(self) -> list[ExtraRoute]:
         """Further routes of this API that do not run the chain."""
         ...
+
+
+class OpenAIShapedSurface:
+    """What a surface of OpenAI's shapes (chat completions, legacy completions, embeddings) does
+    unless it says otherwise: nothing stored on completion, the canonical body as its JSON, no
+    native replay, OpenAI's error body, no routes beyond :attr:`Surface.path`. Subclass it and
+    write ``parse`` and ``open_stream`` (and whatever else differs)."""
+
+    async def completed(self, ctx: RequestContext, completion: Completion) -> None:
+        return None
+
+    def render(self, ctx: RequestContext, completion: Completion) -> dict[str, Any]:
+        return completion.body
+
+    def replay_native(self, ctx: RequestContext, native: dict[str, Any]) -> bytes | None:
+        return None
+
+    def error_body(self, error: GatewayError) -> dict[str, Any]:
+        return error.to_body()
+
+    def extra_routes(self) -> list[ExtraRoute]:
+        return []
 
 
 _NATIVE_ORIGIN: StateKey[tuple[str, bytes]] = StateKey(

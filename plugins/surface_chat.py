@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from hookgate import Completion, GatewayError, PluginConfig, RequestContext, hookimpl
+from hookgate import GatewayError, PluginConfig, RequestContext, hookimpl
 from hookgate.chat_request import validate_chat_request
-from hookgate.surfaces import CHAT, ExtraRoute, ParsedRequest
+from hookgate.surfaces import CHAT, OpenAIShapedSurface, ParsedRequest
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -33,7 +33,7 @@ class ChatCompletions:
         register(self.surface)
 
 
-class ChatCompletionsSurface:
+class ChatCompletionsSurface(OpenAIShapedSurface):
     """The surface itself (see :class:`hookgate.surfaces.Surface`)."""
 
     name = "chat.completions"
@@ -46,23 +46,8 @@ class ChatCompletionsSurface:
         validate_chat_request(body)
         return ParsedRequest(body)
 
-    async def completed(self, ctx: RequestContext, completion: Completion) -> None:
-        return None
-
-    def render(self, ctx: RequestContext, completion: Completion) -> dict[str, Any]:
-        return completion.body
-
     def open_stream(self, ctx: RequestContext) -> ChatStream:
         return ChatStream()
-
-    def replay_native(self, ctx: RequestContext, native: dict[str, Any]) -> bytes | None:
-        return None
-
-    def error_body(self, error: GatewayError) -> dict[str, Any]:
-        return error.to_body()
-
-    def extra_routes(self) -> list[ExtraRoute]:
-        return []
 
 
 class ChatStream:

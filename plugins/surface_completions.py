@@ -11,13 +11,13 @@ from typing import Any
 
 import orjson
 
-from hookgate import Completion, GatewayError, InvalidRequest, PluginConfig, RequestContext, hookimpl
-from hookgate.surfaces import COMPLETIONS, ExtraRoute, ParsedRequest
+from hookgate import GatewayError, InvalidRequest, PluginConfig, RequestContext, hookimpl
+from hookgate.surfaces import COMPLETIONS, OpenAIShapedSurface, ParsedRequest
 
 _DONE = b"data: [DONE]\n\n"
 
 
-class CompletionsSurface:
+class CompletionsSurface(OpenAIShapedSurface):
     """The surface itself (see :class:`hookgate.surfaces.Surface`)."""
 
     name = "completions"
@@ -39,23 +39,8 @@ class CompletionsSurface:
             raise InvalidRequest("stream must be a boolean.", param="stream")
         return ParsedRequest(body)
 
-    async def completed(self, ctx: RequestContext, completion: Completion) -> None:
-        return None
-
-    def render(self, ctx: RequestContext, completion: Completion) -> dict[str, Any]:
-        return completion.body
-
     def open_stream(self, ctx: RequestContext) -> TextStream:
         return TextStream()
-
-    def replay_native(self, ctx: RequestContext, native: dict[str, Any]) -> bytes | None:
-        return None
-
-    def error_body(self, error: GatewayError) -> dict[str, Any]:
-        return error.to_body()
-
-    def extra_routes(self) -> list[ExtraRoute]:
-        return []
 
 
 class TextStream:

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import Field
 
-from hookgate import Completion, GatewayError, InvalidRequest, PluginConfig, RequestContext, StateKey, hookimpl
-from hookgate.surfaces import EMBEDDINGS, ExtraRoute, ParsedRequest
+from hookgate import Completion, InvalidRequest, PluginConfig, RequestContext, StateKey, hookimpl
+from hookgate.surfaces import EMBEDDINGS, OpenAIShapedSurface, ParsedRequest
 
 _BASE64: StateKey[bool] = StateKey("embeddings.base64", bool, "the client asked for base64 vectors")
 
@@ -34,7 +34,7 @@ class EmbeddingsConfig(PluginConfig):
     max_input_chars: int = Field(1_000_000, ge=1, description="characters of input one request may send, all texts together")
 
 
-class EmbeddingsSurface:
+class EmbeddingsSurface(OpenAIShapedSurface):
     """The surface itself (see :class:`hookgate.surfaces.Surface`)."""
 
     name = "embeddings"
@@ -82,9 +82,6 @@ class EmbeddingsSurface:
         canonical = {key: value for key, value in body.items() if key not in ("encoding_format", "stream")}
         return ParsedRequest(canonical)
 
-    async def completed(self, ctx: RequestContext, completion: Completion) -> None:
-        return None
-
     def render(self, ctx: RequestContext, completion: Completion) -> dict[str, Any]:
         if not ctx.get(_BASE64):
             return completion.body
@@ -94,15 +91,6 @@ class EmbeddingsSurface:
 
     def open_stream(self, ctx: RequestContext) -> Any:
         raise InvalidRequest("Embeddings are not streamed.", param="stream")
-
-    def replay_native(self, ctx: RequestContext, native: dict[str, Any]) -> bytes | None:
-        return None
-
-    def error_body(self, error: GatewayError) -> dict[str, Any]:
-        return error.to_body()
-
-    def extra_routes(self) -> list[ExtraRoute]:
-        return []
 
 
 class EmbeddingsAPI:
