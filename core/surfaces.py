@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Surface",
     "OpenAIShapedSurface",
+    "OpenAIStream",
     "SurfaceStream",
     "ParsedRequest",
     "ExtraRoute",
@@ -163,17 +164,39 @@ class Surface(Protocol):
         ...
 
 
+_OPENAI_DONE = b"data: [DONE]\n\n"
+
+
+class OpenAIStream:
+    """OpenAI's SSE: ``data: <chunk>`` per chunk, ``data: [DONE]`` at the end; an error is one
+    more event whose data is OpenAI's error body (the openai SDK raises it as an ``APIError``)."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def finish(self) -> bytes:
+        return _OPENAI_DONE
+
+    def fail(self, error: GatewayError) -> bytes:
+        return b"data: " + orjson.dumps(error.to_body()) + b"\n\n" + _OPENAI_DONE
+
+
 class OpenAIShapedSurface:
     """What a surface of OpenAI's shapes (chat completions, legacy completions, embeddings) does
-    unless it says otherwise: nothing stored on completion, the canonical body as its JSON, no
-    native replay, OpenAI's error body, no routes beyond :attr:`Surface.path`. Subclass it and
-    write ``parse`` and ``open_stream`` (and whatever else differs)."""
+    unless it says otherwise: nothing stored on completion, the canonical body as its JSON,
+    OpenAI's SSE (:class:`OpenAIStream`), no native replay, OpenAI's error body, no routes beyond
+    :attr:`Surface.path`. Subclass it and write ``parse`` (and whatever else differs)."""
 
     async def completed(self, ctx: RequestContext, completion: Completion) -> None:
         return None
 
     def render(self, ctx: RequestContext, completion: Completion) -> dict[str, Any]:
         return completion.body
+
+    def open_stream(self, ctx: RequestContext) -> SurfaceStream:
+        return OpenAIStream()
 
     def replay_native(self, ctx: RequestContext, native: dict[str, Any]) -> bytes | None:
         return None

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 
-from hookgate import GatewayError, PluginConfig, RequestContext, hookimpl
+from hookgate import PluginConfig, RequestContext, hookimpl
 from hookgate.chat_request import validate_chat_request
 from hookgate.surfaces import CHAT, OpenAIShapedSurface, ParsedRequest
-
-_DONE = b"data: [DONE]\n\n"
 
 
 class ChatCompletions:
@@ -45,22 +42,3 @@ class ChatCompletionsSurface(OpenAIShapedSurface):
     async def parse(self, ctx: RequestContext, body: Any) -> ParsedRequest:
         validate_chat_request(body)
         return ParsedRequest(body)
-
-    def open_stream(self, ctx: RequestContext) -> ChatStream:
-        return ChatStream()
-
-
-class ChatStream:
-    """``data: <chunk>`` per chunk, ``data: [DONE]`` at the end; an error is one more event whose
-    data is OpenAI's error body (the openai SDK raises it as an ``APIError``)."""
-
-    __slots__ = ()
-
-    def feed(self, chunk: dict[str, Any]) -> bytes:
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-    def finish(self) -> bytes:
-        return _DONE
-
-    def fail(self, error: GatewayError) -> bytes:
-        return b"data: " + orjson.dumps(error.to_body()) + b"\n\n" + _DONE

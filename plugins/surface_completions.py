@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from hookgate import GatewayError, InvalidRequest, PluginConfig, RequestContext, hookimpl
+from hookgate import InvalidRequest, PluginConfig, RequestContext, hookimpl
 from hookgate.surfaces import COMPLETIONS, OpenAIShapedSurface, ParsedRequest
-
-_DONE = b"data: [DONE]\n\n"
 
 
 class CompletionsSurface(OpenAIShapedSurface):
@@ -38,24 +34,6 @@ class CompletionsSurface(OpenAIShapedSurface):
         if stream is not None and not isinstance(stream, bool):
             raise InvalidRequest("stream must be a boolean.", param="stream")
         return ParsedRequest(body)
-
-    def open_stream(self, ctx: RequestContext) -> TextStream:
-        return TextStream()
-
-
-class TextStream:
-    """``data: <text_completion chunk>`` per chunk, ``data: [DONE]`` at the end."""
-
-    __slots__ = ()
-
-    def feed(self, chunk: dict[str, Any]) -> bytes:
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-    def finish(self) -> bytes:
-        return _DONE
-
-    def fail(self, error: GatewayError) -> bytes:
-        return b"data: " + orjson.dumps(error.to_body()) + b"\n\n" + _DONE
 
 
 class CompletionsAPI:
