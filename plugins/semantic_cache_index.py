@@ -127,19 +127,26 @@ class _Group:
         """Drop dead slots (only for groups without a graph: slots are the graph's keys)."""
         import numpy as np
 
-        keep = np.flatnonzero(self.alive[: self.count])
-        capacity = max(_FIRST_CAPACITY, 1 << int(len(keep)).bit_length())
+        self.keep_rows(np.flatnonzero(self.alive[: self.count]))
+
+    def keep_rows(self, rows: Any) -> None:
+        """Keep only the slots ``rows``, in that order (new slot i is old slot ``rows[i]``), in
+        arrays sized for them; the rest are gone."""
+        import numpy as np
+
+        alive = self.alive[rows]
+        capacity = max(_FIRST_CAPACITY, 1 << int(len(rows)).bit_length())
         vectors = np.zeros((capacity, self.vectors.shape[1]), dtype=np.float32)
-        vectors[: len(keep)] = self.vectors[keep]
+        vectors[: len(rows)] = self.vectors[rows]
         expires = np.zeros(capacity, dtype=np.float64)
-        expires[: len(keep)] = self.expires[keep]
-        alive = np.zeros(capacity, dtype=bool)
-        alive[: len(keep)] = True
-        self.ids = [self.ids[i] for i in keep]
-        self.prompts = [self.prompts[i] for i in keep]
-        self.vectors, self.expires, self.alive = vectors, expires, alive
-        self.count = self.live = len(keep)
-        self.slot_of = {entry_id: slot for slot, entry_id in enumerate(self.ids)}
+        expires[: len(rows)] = self.expires[rows]
+        self.alive = np.zeros(capacity, dtype=bool)
+        self.alive[: len(rows)] = alive
+        self.ids = [self.ids[i] for i in rows]
+        self.prompts = [self.prompts[i] for i in rows]
+        self.vectors, self.expires = vectors, expires
+        self.count, self.live = len(rows), int(np.count_nonzero(alive))
+        self.slot_of = {self.ids[slot]: slot for slot in np.flatnonzero(alive)}
 
     def drifted(self) -> bool:
         if self.graph is None:
@@ -308,20 +315,7 @@ class LocalIndex:
             return  # replaced meanwhile (a rebuild from Redis): this graph indexes old slots
         # Compact: the graph's keys are the new slots 0..len(keep)-1, then the tail after them.
         tail = np.arange(snapshot_count, group.count)
-        order = np.concatenate([keep, tail]).astype(np.int64)
-        alive_now = group.alive[order]
-        capacity = max(_FIRST_CAPACITY, 1 << int(len(order)).bit_length())
-        new_vectors = np.zeros((capacity, self.dimensions), dtype=np.float32)
-        new_vectors[: len(order)] = group.vectors[order]
-        new_expires = np.zeros(capacity, dtype=np.float64)
-        new_expires[: len(order)] = group.expires[order]
-        new_alive = np.zeros(capacity, dtype=bool)
-        new_alive[: len(order)] = alive_now
-        group.ids = [group.ids[i] for i in order]
-        group.prompts = [group.prompts[i] for i in order]
-        group.vectors, group.expires, group.alive = new_vectors, new_expires, new_alive
-        group.count = len(order)
-        group.slot_of = {group.ids[slot]: slot for slot in np.flatnonzero(alive_now)}
+        group.keep_rows(np.concatenate([keep, tail]).astype(np.int64))
         group.graph, group.graph_slots = graph, len(keep)
         self.graphs_built += 1
         log.info("semantic_cache_hnsw_built", entries=len(keep), seconds=round(time.perf_counter() - started, 2))
