@@ -8,7 +8,10 @@ traceback goes to the server log only.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "GatewayError",
@@ -76,6 +79,14 @@ class InvalidRequest(GatewayError):
 
     status = 400
     type = "invalid_request_error"
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, *, what: str = "body") -> InvalidRequest:
+        """The first problem pydantic found in a client's ``what`` (``body``, ``query``), as a 400
+        naming its parameter (``invalid_parameter``; the name clipped: a client chose it)."""
+        problem = exc.errors(include_url=False, include_input=False)[0]
+        param = ".".join(str(part) for part in problem["loc"])[:64] or None
+        return cls(f"{param or what}: {problem['msg']}", param=param, code="invalid_parameter")
 
 
 class AuthenticationFailed(GatewayError):

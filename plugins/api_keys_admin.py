@@ -234,9 +234,7 @@ def _validated(model: type[BaseModel], body: Any) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        problem = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in problem["loc"])[:64] or None
-        raise InvalidRequest(f"{where or 'body'}: {problem['msg']}", param=where, code="invalid_parameter") from None
+        raise InvalidRequest.from_validation(exc) from None
 
 
 def _key_id(request: web.Request) -> str:

@@ -85,9 +85,7 @@ class ConversationRoutes:
         try:
             wanted = CreateConversation.model_validate(body)
         except ValidationError as exc:
-            error = exc.errors(include_url=False)[0]
-            param = ".".join(str(part) for part in error["loc"]) or None
-            raise InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param) from None
+            raise InvalidRequest.from_validation(exc) from None
         messages = [message.model_dump(exclude_none=False) for message in wanted.messages]
         leading = 0
         while leading < len(messages) and messages[leading]["role"] in ("system", "developer"):

@@ -163,9 +163,7 @@ def parse_query(model: type[M], request: web.Request) -> M:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problem = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in problem["loc"])[:64] or None
-        raise InvalidRequest(f"{where or 'query'}: {problem['msg']}", param=where, code="invalid_parameter") from None
+        raise InvalidRequest.from_validation(exc, what="query") from None
 
 
 def path_tail(request: web.Request, prefix: str) -> str:
