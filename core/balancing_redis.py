@@ -26,6 +26,7 @@ from .balancing import (
     Refusal,
     Ticket,
 )
+from .tasks import stop_task
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -333,10 +334,7 @@ class RedisBalancingState:
 
     async def aclose(self) -> None:
         """Stop refreshing leases (they expire within ``lease_seconds``) and background clean-ups."""
-        tasks = [task for task in (self._refresher, *self._background) if task is not None and not task.done()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in (self._refresher, *self._background)))
 
     # Helpers
 

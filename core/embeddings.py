@@ -852,10 +852,7 @@ class GatewayEmbedder:
         self._closed = True
         for call in list(self._queue):
             self._fail(call, ServiceUnavailable("the embedder is shutting down"))
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*(stop_task(task) for task in tasks))
+        await asyncio.gather(*(stop_task(task) for task in list(self._tasks)))
 
     def __repr__(self) -> str:
         return f"GatewayEmbedder({self.model!r}, dimensions={self._dimensions or None}, timeout={self.timeout})"

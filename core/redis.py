@@ -51,6 +51,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from .config import PluginConfig
 from .health import Readiness
 from .logs import IntervalLog
+from .tasks import stop_task
 
 __all__ = [
     "RedisURLConfig",
@@ -258,9 +259,7 @@ class SharedRedis:
         self._last_success = time.monotonic()
 
     async def _close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            await asyncio.gather(self._probe, return_exceptions=True)
+        await stop_task(self._probe)
         close = getattr(self.client, "aclose", None) or self.client.close
         try:
             await close()

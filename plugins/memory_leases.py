@@ -15,6 +15,7 @@ import structlog
 
 from hookgate.conversations import ConversationStore, ConversationStoreUnavailable, Lease
 from hookgate.logs import IntervalLog
+from hookgate.tasks import stop_task
 
 log = structlog.get_logger("hookgate.memory")
 
@@ -42,10 +43,8 @@ class LeaseKeeper:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="memory.leases")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, final
 import structlog
 
 from hookgate.logs import IntervalLog
+from hookgate.tasks import stop_task
 
 from .semantic_cache_backend import BackendUnavailable, Candidate, IndexedEntry
 
@@ -71,9 +72,7 @@ class PgvectorBackend:
         self._task = asyncio.get_running_loop().create_task(self._maintain(), name="semantic-cache-pgvector")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
