@@ -13,6 +13,8 @@ name) are clipped to a bounded length.
 """
 from __future__ import annotations
 
+import logging
+
 from typing import Any
 
 import structlog
@@ -50,6 +52,8 @@ class RequestLog:
 
     @hookimpl
     def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
+        if outcome.error is None and not self.log.is_enabled_for(logging.INFO):
+            return  # an answered request is an info line, which the configured level discards
         fields: dict[str, Any] = {
             "request_id": ctx.request_id,
             "model": _clip(ctx.model),

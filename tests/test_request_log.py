@@ -87,3 +87,16 @@ def test_log_output_masks_credential_fields():
         structlog.reset_defaults()
     line = json.loads(buffer.getvalue().decode().strip())
     assert line["api_key"] == "***" and line["model"] == "m" and line["level"] == "info"
+
+
+async def test_at_log_level_warning_only_failures_are_logged(gateway_process):
+    import aiohttp
+
+    server = gateway_process('[gateway]\npipeline = ["request_log", "echo"]\nlog_level = "warning"\nlog_format = "json"\n')
+    async with aiohttp.ClientSession() as session:
+        for model in ("echo", "echo", "nope"):
+            async with session.post(f"{server.url}/v1/chat/completions", json={**GOOD, "model": model}) as response:
+                await response.read()
+    lines = [json.loads(line) for line in server.stop().splitlines() if line.startswith("{")]
+    logged = [line for line in lines if line.get("event") == "request"]
+    assert [(line["status"], line["level"]) for line in logged] == [(404, "warning")]
