@@ -42,7 +42,7 @@ Anthropic client's own header wins on pass-through)."""
 class AnthropicConfig(TransportConfig):
     """Settings of the anthropic provider."""
 
-    base_url: str | None = Field("https://api.anthropic.com", description="API base URL (the SDK adds /v1/messages)")
+    base_url: str | None = Field("https://api.anthropic.com", description="API base URL (/v1/messages is added to it)")
     api_key_env: str = Field("ANTHROPIC_API_KEY", description="environment variable holding the API key")
     models: list[str] = Field(
         ["claude-opus-4-8", "claude-sonnet-5", "claude-sonnet-4-6", "claude-haiku-4-5"],
