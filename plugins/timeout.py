@@ -90,11 +90,18 @@ class Timeout:
         if ctx.stream:
             budget = min(budget, self.config.first_token_seconds)
         ctx[ATTEMPT_DEADLINE] = perf_counter() + budget
+        watch = _ChunkWatch()  # one timer, as asyncio.timeout's but without its context manager's cost
+        watch.arm(budget)
         try:
-            async with asyncio.timeout(budget):
-                response = await call_next(ctx)  # a stream comes back with its first chunk in hand
-        except TimeoutError:
-            raise GatewayTimeout(f"The provider did not answer within {budget:.2f} s.", code="timeout") from None
+            response = await call_next(ctx)  # a stream comes back with its first chunk in hand
+        except asyncio.CancelledError:
+            if watch.expired():
+                raise GatewayTimeout(f"The provider did not answer within {budget:.2f} s.", code="timeout") from None
+            raise
+        else:
+            watch.expired()  # a cancellation it caused that the call swallowed is undone, as asyncio.timeout does
+        finally:
+            watch.close()
         if isinstance(response, CompletionStream):
             return CompletionStream(self._limited(ctx, response), close=response.aclose, first_chunk_received=True)
         return response
@@ -131,7 +138,8 @@ class Timeout:
 
 
 class _ChunkWatch:
-    """A deadline for each wait of one task, on one timer that is re-armed only when it fires.
+    """A deadline for each wait of one task (an attempt, or each chunk of a stream), on one timer
+    that is re-armed only when it fires.
 
     :meth:`arm` before a wait and :meth:`disarm` after it only note the deadline; the timer,
     when it fires, cancels the task if it is still waiting past the deadline and otherwise moves
