@@ -54,6 +54,10 @@ class CircuitBreakerConfig(PluginConfig):
     )
 
 
+WINDOW_BUCKETS = 30
+"""Buckets a breaker's ``window_seconds`` is counted in."""
+
+
 @dataclass
 class Breaker:
     """The state of one route."""
@@ -63,7 +67,13 @@ class Breaker:
     consecutive_failures: int = 0
     opened_at: float = 0.0
     probes_in_flight: int = 0
-    outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, failed)
+    window: deque[list[int]] = field(default_factory=deque)
+    """The calls and failures of the last ``window_seconds`` in :data:`WINDOW_BUCKETS` buckets of
+    ``[bucket number, calls, failures]``, oldest first: memory and the cost of a verdict stay the
+    same whatever the request rate (a list of every outcome held some 75,000 at 2,500 requests/s,
+    and each failure counted them all). The window is exact to a bucket's width."""
+    calls: int = 0
+    failures: int = 0
 
     def usable(self) -> bool:
         """Whether :meth:`allow` would let a request through now, without changing anything."""
@@ -91,25 +101,41 @@ class Breaker:
     def record(self, failed: bool) -> str | None:
         """Record one outcome; return the new state when it changed."""
         now = monotonic()
-        self.outcomes.append((now, failed))
-        while self.outcomes and self.outcomes[0][0] < now - self.config.window_seconds:
-            self.outcomes.popleft()
+        self._count(now, failed)
         if self.state == "half_open":
             self.probes_in_flight = max(0, self.probes_in_flight - 1)
             if failed:
                 return self._open(now)
             self.state, self.consecutive_failures = "closed", 0
-            self.outcomes.clear()
+            self.window.clear()
+            self.calls = self.failures = 0
             return "closed"
         if not failed:
             self.consecutive_failures = 0
             return None
         self.consecutive_failures += 1
-        failures = sum(1 for _, f in self.outcomes if f)
-        ratio_tripped = len(self.outcomes) >= self.config.min_requests and failures / len(self.outcomes) >= self.config.error_ratio
+        ratio_tripped = self.calls >= self.config.min_requests and self.failures / self.calls >= self.config.error_ratio
         if self.state == "closed" and (self.consecutive_failures >= self.config.failure_threshold or ratio_tripped):
             return self._open(now)
         return None
+
+    def _count(self, now: float, failed: bool) -> None:
+        """Add one outcome to the window, first dropping the buckets wholly older than it."""
+        window, width = self.window, self.config.window_seconds / WINDOW_BUCKETS
+        oldest = int((now - self.config.window_seconds) / width)  # the bucket the window's start falls in
+        while window and window[0][0] < oldest:
+            _, calls, failures = window.popleft()
+            self.calls -= calls
+            self.failures -= failures
+        number = int(now / width)
+        if not window or window[-1][0] != number:
+            window.append([number, 0, 0])
+        bucket = window[-1]
+        bucket[1] += 1
+        self.calls += 1
+        if failed:
+            bucket[2] += 1
+            self.failures += 1
 
     def forget_probe(self) -> None:
         """A probe ended without a verdict (cancelled, or a 4xx): let another one through."""
@@ -154,7 +180,13 @@ class CircuitBreaker:
                 code="circuit_open",
                 headers={"Retry-After": str(breaker.retry_after())},
             )
-        return await self._judged(ctx, call_next, route, breaker)
+        try:
+            response = await call_next(ctx)
+        except BaseException as error:
+            self._judge(route, breaker, error)
+            raise
+        self._judge(route, breaker, None)
+        return response
 
     async def _judge_deployment(
         self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]]
@@ -170,17 +202,6 @@ class CircuitBreaker:
             raise
         if gate.claimed is not None:
             self._judge(gate.claimed, gate.breaker, None)  # type: ignore[arg-type]
-        return response
-
-    async def _judged(
-        self, ctx: RequestContext, call_next: Callable[[RequestContext], Awaitable[ProviderResponse]], route: str, breaker: Breaker
-    ) -> ProviderResponse:
-        try:
-            response = await call_next(ctx)
-        except BaseException as error:
-            self._judge(route, breaker, error)
-            raise
-        self._judge(route, breaker, None)
         return response
 
     def _judge(self, route: str, breaker: Breaker, error: BaseException | None) -> None:

@@ -95,3 +95,46 @@ async def test_retry_does_not_hammer_an_open_circuit(gateway, emulator):
     response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status == 503 and (await response.json())["error"]["code"] == "circuit_open"
     assert emulator.stats.calls == 2
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _breaker(monkeypatch, **settings):
+    from plugins import circuit_breaker
+
+    clock = _Clock()
+    monkeypatch.setattr(circuit_breaker, "monotonic", clock)
+    config = circuit_breaker.CircuitBreakerConfig(**{"failure_threshold": 1000, "min_requests": 10, "error_ratio": 0.5, "window_seconds": 30, **settings})
+    return circuit_breaker.Breaker(config), clock
+
+
+def test_the_error_ratio_forgets_outcomes_older_than_the_window(monkeypatch):
+    breaker, clock = _breaker(monkeypatch)
+    for _ in range(9):
+        assert breaker.record(True) is None  # 9 failures: under min_requests
+    clock.now += 31  # those fall out of the window
+    for _ in range(10):
+        breaker.record(False)
+    assert breaker.record(True) is None and breaker.state == "closed"  # 1 failure in 11 calls
+    for _ in range(10):
+        breaker.record(True)
+    assert breaker.state == "open"  # 11 failures in 21 calls
+
+
+def test_the_window_holds_the_same_few_buckets_whatever_the_request_rate(monkeypatch):
+    from plugins.circuit_breaker import WINDOW_BUCKETS
+
+    breaker, clock = _breaker(monkeypatch, min_requests=10**9)
+    for _ in range(120):  # two minutes at 1,000 outcomes a second
+        for _ in range(1000):
+            breaker.record(False)
+        clock.now += 1
+    breaker.record(True)
+    assert len(breaker.window) <= WINDOW_BUCKETS + 1
+    assert 30_000 <= breaker.calls <= 32_000 and breaker.failures == 1
