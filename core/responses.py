@@ -143,13 +143,37 @@ async def with_first_chunk(stream: CompletionStream) -> CompletionStream:
         await stream.aclose()
         raise
 
-    async def replay() -> AsyncIterator[dict[str, Any]]:
-        if first is not None:
-            yield first
-        async for chunk in iterator:
-            yield chunk
+    return CompletionStream(_Replayed(first, iterator), close=stream.aclose, first_chunk_received=True)
 
-    return CompletionStream(replay(), close=stream.aclose, first_chunk_received=True)
+
+class _Replayed:
+    """A stream's first chunk again, then the rest straight from its iterator: each later chunk
+    costs one method call here, not a hop through a generator of its own."""
+
+    __slots__ = ("_first", "_rest")
+
+    def __init__(self, first: dict[str, Any] | None, rest: AsyncIterator[dict[str, Any]]) -> None:
+        self._first, self._rest = first, rest
+
+    def __aiter__(self) -> _Replayed:
+        return self
+
+    def __anext__(self) -> Awaitable[dict[str, Any]]:
+        first = self._first
+        if first is None:
+            return self._rest.__anext__()
+        self._first = None
+        return _ready(first)
+
+    async def aclose(self) -> None:
+        self._first = None
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _ready(value: dict[str, Any]) -> dict[str, Any]:
+    return value
 
 
 # -------------------------------------------------------------------------------------------------

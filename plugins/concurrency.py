@@ -124,7 +124,11 @@ class Concurrency:
             await release()
             raise
         if isinstance(response, CompletionStream):
-            return CompletionStream(_holding(response), close=_then(response.aclose, release), first_chunk_received=response.first_chunk_received)
+            # The slot is held until the stream is closed (the core always closes it); the chunks
+            # themselves pass straight through, without a generator of ours around each.
+            return CompletionStream(
+                response.__aiter__(), close=_then(response.aclose, release), first_chunk_received=response.first_chunk_received
+            )
         await release()
         return response
 
@@ -245,11 +249,6 @@ class KeyedSemaphore:
         users[0] -= 1
         if users[0] == 0:
             del self._semaphores[key]
-
-
-async def _holding(stream: CompletionStream) -> AsyncIterator[dict[str, Any]]:
-    async for chunk in stream:
-        yield chunk
 
 
 def _then(first: Callable[[], Awaitable[None]], second: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:

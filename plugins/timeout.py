@@ -115,20 +115,22 @@ class Timeout:
         iterator = stream.__aiter__()
         gap = self.config.chunk_gap_seconds
         watch = _ChunkWatch()
+        clock = watch.clock
+        deadline = ctx.get(DEADLINE)  # read once: the request's deadline, on the event loop's clock
+        end = float("inf") if deadline is None else clock() + (deadline - perf_counter())
         try:
             while True:
-                wait = min(gap, ctx.remaining())
-                started = perf_counter()
-                watch.arm(max(wait, 0.0))
+                waited_from = clock()
+                late = waited_from + gap >= end  # the request's deadline comes before the gap's end
+                watch.arm_at(end if late else waited_from + gap)
                 try:
-                    chunk = await anext(iterator)
+                    chunk = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
                 except asyncio.CancelledError:
                     if not watch.expired():
                         raise
-                    waited = perf_counter() - started
-                    reason = "the request's deadline passed" if wait < gap else f"no chunk arrived for {waited:.2f} s"
+                    reason = "the request's deadline passed" if late else f"no chunk arrived for {clock() - waited_from:.2f} s"
                     raise GatewayTimeout(f"The provider's stream stopped: {reason}.", code="timeout") from None
                 finally:
                     watch.disarm()
@@ -159,8 +161,16 @@ class _ChunkWatch:
         self._handle: asyncio.TimerHandle | None = None
         self._fired = False
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The event loop's clock, which :meth:`arm_at` takes its deadlines on."""
+        return self._loop.time
+
     def arm(self, seconds: float) -> None:
-        deadline = self._deadline = self._loop.time() + seconds
+        self.arm_at(self._loop.time() + seconds)
+
+    def arm_at(self, deadline: float) -> None:
+        self._deadline = deadline
         if self._handle is None:
             self._handle = self._loop.call_at(deadline, self._check)
 
