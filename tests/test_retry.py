@@ -60,6 +60,27 @@ async def test_non_retriable_statuses_are_one_call(gateway, emulator, fault):
     assert response.headers["x-hookgate-attempts"] == "1"
 
 
+async def test_one_attempt_allowed_is_one_call_and_its_error(gateway, emulator):
+    client = await gateway(upstream_config(emulator, ["retry"], retry={**FAST, "max_attempts": 1}))
+    emulator.settings.fault = Fault(status=500)
+    response = await client.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 502 and emulator.stats.calls == 1
+    assert response.headers["x-hookgate-attempts"] == "1"
+
+
+async def test_a_retry_after_one_success_is_judged_afresh(gateway, emulator):
+    """The first attempt runs without tenacity's loop; a request after a retried one starts from
+    scratch (one success is one call, a failure after it is retried as the first was)."""
+    client = await gateway(upstream_config(emulator, ["retry"], retry=FAST))
+    emulator.script(Fault(status=503), None, None, Fault(status=502), None)
+    first = await client.post("/v1/chat/completions", json=CHAT)
+    second = await client.post("/v1/chat/completions", json=CHAT)
+    third = await client.post("/v1/chat/completions", json=CHAT)
+    assert [r.status for r in (first, second, third)] == [200, 200, 200]
+    assert [r.headers["x-hookgate-attempts"] for r in (first, second, third)] == ["2", "1", "2"]
+    assert emulator.stats.calls == 5
+
+
 @pytest.mark.parametrize("fault", [Fault(status=408), Fault(status=429), Fault(status=502), Fault(status=504), Fault(malformed=False, drop_after=0)])
 async def test_other_transient_failures_are_retried(gateway, emulator, fault):
     client = await gateway(upstream_config(emulator, ["retry"], retry=FAST))
