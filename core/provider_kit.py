@@ -605,11 +605,11 @@ class OpenAIShapedProvider:
     async def _chunks(self, response: Any, relay: SSERelay | None = None) -> AsyncIterator[dict[str, Any]]:
         events = self.transport.events(response) if relay is None else self.transport.events(response, relay=relay)  # type: ignore[call-arg]
         async for _event, chunk in events:
-            if not _is_chunk(chunk):
-                if isinstance(chunk, dict) and "error" in chunk:
+            if type(chunk) is not dict or "error" in chunk:
+                if isinstance(chunk, dict):
                     raise error_from_upstream(self.name, 500, chunk)
                 raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
-            yield check_chunk(chunk, self.name)
+            yield check_chunk(chunk, self.name)  # its choices, when present, a list of objects, and the rest
 
 
 # ------------------------------------------------------------------------------- helpers ---
@@ -697,15 +697,6 @@ def endpoint_config(config: SDKProviderConfig, base_url: str | None, api_key_env
         changes["api_key_env"] = api_key_env
         changes["api_key"] = None
     return config.model_copy(update=changes)
-
-
-def _is_chunk(chunk: Any) -> bool:
-    """A ``chat.completion.chunk``: an object without ``error``, whose ``choices``, when
-    present, is a list of objects (a usage chunk has an empty one)."""
-    if not isinstance(chunk, dict) or "error" in chunk:
-        return False
-    choices = chunk.get("choices")
-    return choices is None or (isinstance(choices, list) and all(isinstance(choice, dict) for choice in choices))
 
 
 def _unreachable(provider: str) -> UpstreamError:
