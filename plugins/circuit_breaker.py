@@ -121,16 +121,17 @@ class Breaker:
 
     def _count(self, now: float, failed: bool) -> None:
         """Add one outcome to the window, first dropping the buckets wholly older than it."""
-        window, width = self.window, self.config.window_seconds / WINDOW_BUCKETS
-        oldest = int((now - self.config.window_seconds) / width)  # the bucket the window's start falls in
-        while window and window[0][0] < oldest:
-            _, calls, failures = window.popleft()
-            self.calls -= calls
-            self.failures -= failures
-        number = int(now / width)
-        if not window or window[-1][0] != number:
-            window.append([number, 0, 0])
-        bucket = window[-1]
+        window = self.window
+        number = int(now * WINDOW_BUCKETS / self.config.window_seconds)  # this outcome's bucket
+        if window and window[-1][0] == number:
+            bucket = window[-1]
+        else:
+            while window and window[0][0] < number - WINDOW_BUCKETS:  # wholly older than the window
+                _, calls, failures = window.popleft()
+                self.calls -= calls
+                self.failures -= failures
+            bucket = [number, 0, 0]
+            window.append(bucket)
         bucket[1] += 1
         self.calls += 1
         if failed:
