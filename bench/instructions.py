@@ -17,7 +17,8 @@ or ``forwarder`` (bench/forwarder.py). wrk (on core 1, with the OpenAI emulator)
 with ``--warmup`` requests, instrumentation is switched on (``callgrind_control -i on``) for
 ``-n`` requests at concurrency 32, and the counted total is divided by the responses wrk saw.
 Under valgrind a server runs some 30 times slower, so a target takes 20-40 s. Needs valgrind and
-wrk (Debian: ``apt-get install valgrind wrk``). Every process is stopped at the end; all traffic
+wrk (Debian: ``apt-get install valgrind wrk``); the ``redis_cache`` targets also redis-server, of
+which a throwaway one is started on the load core. Every process is stopped at the end; all traffic
 stays on 127.0.0.1.
 """
 from __future__ import annotations
@@ -76,23 +77,28 @@ def wrk(port: int, body: Path, count: int, core: int | None) -> dict:
     return json.loads(line.removeprefix("BENCH_RESULT "))
 
 
-def server_command(target: str, upstream: int, port: int, tmp: Path) -> list[str]:
+def server_command(target: str, upstream: int, port: int, tmp: Path, redis: int | None) -> list[str]:
     if target == "forwarder":
         return [sys.executable, str(BENCH / "forwarder.py"), "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream}"]
     path = Path(target) if target.endswith(".toml") else BENCH / "configs" / f"{target}.toml"
     if not path.is_file():
         raise SystemExit(f"no config {path}")
     config = tmp / f"{path.stem}.toml"
-    config.write_text(path.read_text().replace("UPSTREAM_PORT", str(upstream)))
+    text = path.read_text().replace("UPSTREAM_PORT", str(upstream))
+    if "REDIS_PORT" in text:
+        if redis is None:
+            raise SystemExit(f"{path.name} needs Redis: install redis-server")
+        text = text.replace("REDIS_PORT", str(redis))
+    config.write_text(text)
     return [sys.executable, "-m", "hookgate", "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
 
 
-def count(target: str, body: Path, args: argparse.Namespace, upstream: int, tmp: Path) -> tuple[int, int]:
+def count(target: str, body: Path, args: argparse.Namespace, upstream: int, tmp: Path, redis: int | None) -> tuple[int, int]:
     """(instructions counted, responses) for ``args.requests`` requests to ``target``."""
     port = free_port()
     out = tmp / f"callgrind.{port}.%p"
     command = [*pinned(args.server_core), "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-               *server_command(target, upstream, port, tmp)]  # fmt: skip
+               *server_command(target, upstream, port, tmp, redis)]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_ready(port, 120)
@@ -139,15 +145,26 @@ def main() -> None:
             [*pinned(args.load_core), sys.executable, "-m", "hookgate.testing.openai_emulator", "--port", str(upstream)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
+        redis = free_port() if shutil.which("redis-server") else None
+        redis_server = None
+        if redis is not None:  # a throwaway server for the redis_cache targets, on the load core, keeping nothing on disk
+            redis_server = subprocess.Popen(
+                [*pinned(args.load_core), "redis-server", "--port", str(redis), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
         try:
             wait_ready(upstream, 30, health=False)
+            if redis is not None:
+                wait_ready(redis, 30, health=False)
             print(f"{'target':32s} {'instructions/request':>22s}  ({args.requests} requests at c32{', streamed' if args.stream else ''})")
             for target in args.targets.split(","):
-                total, responses = count(target, body, args, upstream, tmp)
+                total, responses = count(target, body, args, upstream, tmp, redis)
                 print(f"{target:32s} {total // max(responses, 1):>22,d}", flush=True)
         finally:
-            emulator.terminate()
-            emulator.wait(30)
+            for process in (emulator, redis_server):
+                if process is not None:
+                    process.terminate()
+                    process.wait(30)
 
 
 if __name__ == "__main__":
