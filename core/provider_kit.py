@@ -237,9 +237,10 @@ class SDKTransport:
             raise self.translate(exc) from None
 
     def events(
-        self, response: Any, *, ends_with_done: bool = True, relay: SSERelay | None = None
-    ) -> AsyncIterator[tuple[str | None, Any]]:
-        """``(event name, parsed data)`` for each SSE event of a streamed response.
+        self, response: Any, *, ends_with_done: bool = True, relay: SSERelay | None = None, check: Callable[[Any], Any] | None = None
+    ) -> AsyncIterator[Any]:
+        """``(event name, parsed data)`` for each SSE event of a streamed response (with
+        ``check``: what ``check(parsed data)`` returns, or raises, for each).
 
         With ``ends_with_done`` (OpenAI's convention) the stream must end with ``data: [DONE]``:
         ending without it means the connection was cut. A broken connection or an unreadable
@@ -249,7 +250,8 @@ class SDKTransport:
         ``[DONE]`` event's bytes left out: the surface writes its own end).
         """
         return _decoded_events(
-            self.provider, response.aiter_bytes(), ends_with_done=ends_with_done, max_event_bytes=16 * 1024 * 1024, relay=relay
+            self.provider, response.aiter_bytes(), ends_with_done=ends_with_done, max_event_bytes=16 * 1024 * 1024, relay=relay,
+            check=check,
         )
 
     def translate(self, exc: Exception) -> GatewayError:
@@ -439,13 +441,13 @@ class HTTPTransport:
         return HTTPStream(await self._post(path, payload, sent))
 
     def events(
-        self, response: HTTPStream, *, ends_with_done: bool = True, relay: SSERelay | None = None
-    ) -> AsyncIterator[tuple[str | None, Any]]:
+        self, response: HTTPStream, *, ends_with_done: bool = True, relay: SSERelay | None = None, check: Callable[[Any], Any] | None = None
+    ) -> AsyncIterator[Any]:
         """``(event name, parsed data)`` for each SSE event, decoded from the bytes of each read
         as they arrive; the same contract as :meth:`SDKTransport.events`."""
         return _decoded_events(
             self.provider, response.response.content.iter_any(), ends_with_done=ends_with_done,
-            max_event_bytes=self.max_response_bytes, relay=relay,
+            max_event_bytes=self.max_response_bytes, relay=relay, check=check,
         )
 
     async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -589,12 +591,16 @@ class OpenAIShapedProvider:
         payload = orjson.dumps(upstream_body(ctx))
         if ctx.stream:
             response = await self.transport.post_stream(path, payload)
-            relay = None
             if isinstance(self.transport, (HTTPTransport, SDKTransport)):
                 # The chunks go to the client as the upstream's bytes, one write per read, when
                 # nothing in the chain changes them (hookgate.sse.SSERelay).
                 relay = ctx[SSE_RELAY] = SSERelay(_WIRES[ctx.kind])
-            return CompletionStream(self._chunks(response, relay), close=response.aclose)
+                # Each chunk is checked inside the transport's own generator: one generator per
+                # chunk fewer than a loop of ours around it.
+                chunks = self.transport.events(response, relay=relay, check=self._checked_chunk)
+            else:
+                chunks = self._chunks(response)
+            return CompletionStream(chunks, close=response.aclose)
         body = await self.transport.post_json(path, payload)
         if ctx.kind == "embeddings":
             if not isinstance(body, dict) or not isinstance(body.get("data"), list) or not all(isinstance(a, dict) for a in body["data"]):
@@ -602,14 +608,19 @@ class OpenAIShapedProvider:
             return Completion(body)
         return Completion(check_completion(body, self.name))
 
-    async def _chunks(self, response: Any, relay: SSERelay | None = None) -> AsyncIterator[dict[str, Any]]:
-        events = self.transport.events(response) if relay is None else self.transport.events(response, relay=relay)  # type: ignore[call-arg]
-        async for _event, chunk in events:
-            if type(chunk) is not dict or "error" in chunk:
-                if isinstance(chunk, dict):
-                    raise error_from_upstream(self.name, 500, chunk)
-                raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
-            yield check_chunk(chunk, self.name)  # its choices, when present, a list of objects, and the rest
+    async def _chunks(self, response: Any) -> AsyncIterator[dict[str, Any]]:
+        """The checked chunks of a transport that knows nothing of relays and checks."""
+        async for _event, chunk in self.transport.events(response):
+            yield self._checked_chunk(chunk)
+
+    def _checked_chunk(self, chunk: Any) -> dict[str, Any]:
+        """``chunk`` if it is a ``chat.completion.chunk`` (its choices, when present, a list of
+        objects, and the rest as :func:`check_chunk` says); an error event is the upstream's error."""
+        if type(chunk) is not dict or "error" in chunk:
+            if isinstance(chunk, dict):
+                raise error_from_upstream(self.name, 500, chunk)
+            raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
+        return check_chunk(chunk, self.name)
 
 
 # ------------------------------------------------------------------------------- helpers ---
@@ -620,9 +631,12 @@ _WIRES = {"chat": "openai.chat", "completions": "openai.completions", "embedding
 
 
 async def _decoded_events(
-    provider: str, reads: AsyncIterator[bytes], *, ends_with_done: bool, max_event_bytes: int, relay: SSERelay | None = None
-) -> AsyncIterator[tuple[str | None, Any]]:
-    """The SSE events of a response body given in reads, parsed; see :meth:`SDKTransport.events`."""
+    provider: str, reads: AsyncIterator[bytes], *, ends_with_done: bool, max_event_bytes: int, relay: SSERelay | None = None,
+    check: Callable[[Any], Any] | None = None,
+) -> AsyncIterator[Any]:
+    """The SSE events of a response body given in reads, parsed; see :meth:`SDKTransport.events`.
+    With ``check``, each event's data is passed to it and what it returns is yielded instead of
+    ``(event name, data)``."""
     decoder = SSEDecoder(max_event_bytes)
     try:
         async for data in reads:
@@ -640,7 +654,7 @@ async def _decoded_events(
                 elif failure is not None:
                     relay.abandon()
                 for item in parsed:
-                    yield item
+                    yield item if check is None else check(item[1])
                 if failure is not None:
                     raise failure
                 if done:
@@ -649,11 +663,13 @@ async def _decoded_events(
             for event, payload in decoder.feed(data):
                 if payload == b"[DONE]":
                     return
-                yield event, _parsed_event(provider, payload)
+                value = _parsed_event(provider, payload)
+                yield (event, value) if check is None else check(value)
         for event, payload in decoder.finish():
             if payload == b"[DONE]":
                 return
-            yield event, _parsed_event(provider, payload)
+            value = _parsed_event(provider, payload)
+            yield (event, value) if check is None else check(value)
     except GatewayError:
         raise
     except SSEEventTooLarge:
