@@ -133,7 +133,7 @@ class SSERelay:
         (a middleware holding chunks back cannot make it keep a whole stream).
     """
 
-    __slots__ = ("wire", "max_pending_bytes", "broken", "_groups", "_carry", "_held", "_size")
+    __slots__ = ("wire", "max_pending_bytes", "broken", "_groups", "_held", "_size")
 
     def __init__(self, wire: str, *, max_pending_bytes: int = 4 * 1024 * 1024) -> None:
         self.wire = wire
@@ -141,31 +141,24 @@ class SSERelay:
         self.broken = False
         """True once a chunk came that the relay cannot account for: render from then on."""
         self._groups: deque[tuple[Sequence[Any], list[bytes], bytes]] = deque()
-        self._carry = b""  # bytes of reads that made no chunk (comments): sent with the next read's
         self._held: list[Any] = []
         self._size = 0
 
     def add(self, chunks: Sequence[Any], raw: bytes) -> None:
         """Register one upstream read: the chunks made from it, in order, and its bytes (whole
-        events only)."""
-        if self.broken:
+        events only). A read that made no chunk (only comments) has nothing to relay."""
+        if self.broken or not chunks:
             return
         self._size += len(raw)
         if self._size > self.max_pending_bytes:
             self.abandon()
             return
-        if not chunks:
-            self._carry += raw
-            return
-        if self._carry:
-            raw, self._carry = self._carry + raw, b""
         self._groups.append((chunks, [orjson.dumps(chunk) for chunk in chunks], raw))
 
     def abandon(self) -> None:
         """Give up relaying bytes (a read the provider cannot account for): render from here."""
         self.broken = True
         self._groups.clear()
-        self._carry = b""
         self._size = 0
 
     def accept(self, chunk: Any) -> bytes:
