@@ -238,7 +238,7 @@ class Gateway:
             raise
         if isinstance(response, CompletionStream):
             lease.mark_first_token()
-            return CompletionStream(self._leased_chunks(response, lease), close=response.aclose, first_chunk_received=True)
+            return CompletionStream.of_batches(self._leased_batches(response, lease), close=response.aclose, first_chunk_received=True)
         usage = response.usage if isinstance(response, Completion) else None
         await self._settle(lease, None, TokenUsage.of(usage).total if usage else None)
         return response
@@ -282,17 +282,18 @@ class Gateway:
         else:
             await release
 
-    async def _leased_chunks(self, stream: CompletionStream, lease: Lease) -> AsyncIterator[dict[str, Any]]:
+    async def _leased_batches(self, stream: CompletionStream, lease: Lease) -> AsyncIterator[list[dict[str, Any]]]:
         """Relay a balanced stream, releasing its lease when it ends: its usage (the last chunk
         that reports one) corrects the tokens reserved; a stream closed before its end (the
         client went away) says nothing about the deployment."""
         error: BaseException | None = asyncio.CancelledError()
         usage: Any = None
         try:
-            async for chunk in stream:
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                yield chunk
+            async for batch in stream.batches():
+                for chunk in batch:
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                yield batch
             error = None
         except GeneratorExit:
             raise

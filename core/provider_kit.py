@@ -237,10 +237,12 @@ class SDKTransport:
             raise self.translate(exc) from None
 
     def events(
-        self, response: Any, *, ends_with_done: bool = True, relay: SSERelay | None = None, check: Callable[[Any], Any] | None = None
+        self, response: Any, *, ends_with_done: bool = True, relay: SSERelay | None = None, check: Callable[[Any], Any] | None = None,
+        batched: bool = False,
     ) -> AsyncIterator[Any]:
         """``(event name, parsed data)`` for each SSE event of a streamed response (with
-        ``check``: what ``check(parsed data)`` returns, or raises, for each).
+        ``check``: what ``check(parsed data)`` returns, or raises, for each; with ``batched``:
+        those of each read as one list, for :meth:`hookgate.CompletionStream.of_batches`).
 
         With ``ends_with_done`` (OpenAI's convention) the stream must end with ``data: [DONE]``:
         ending without it means the connection was cut. A broken connection or an unreadable
@@ -251,7 +253,7 @@ class SDKTransport:
         """
         return _decoded_events(
             self.provider, response.aiter_bytes(), ends_with_done=ends_with_done, max_event_bytes=16 * 1024 * 1024, relay=relay,
-            check=check,
+            check=check, batched=batched,
         )
 
     def translate(self, exc: Exception) -> GatewayError:
@@ -441,13 +443,14 @@ class HTTPTransport:
         return HTTPStream(await self._post(path, payload, sent))
 
     def events(
-        self, response: HTTPStream, *, ends_with_done: bool = True, relay: SSERelay | None = None, check: Callable[[Any], Any] | None = None
+        self, response: HTTPStream, *, ends_with_done: bool = True, relay: SSERelay | None = None, check: Callable[[Any], Any] | None = None,
+        batched: bool = False,
     ) -> AsyncIterator[Any]:
         """``(event name, parsed data)`` for each SSE event, decoded from the bytes of each read
         as they arrive; the same contract as :meth:`SDKTransport.events`."""
         return _decoded_events(
             self.provider, response.response.content.iter_any(), ends_with_done=ends_with_done,
-            max_event_bytes=self.max_response_bytes, relay=relay, check=check,
+            max_event_bytes=self.max_response_bytes, relay=relay, check=check, batched=batched,
         )
 
     async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -595,12 +598,11 @@ class OpenAIShapedProvider:
                 # The chunks go to the client as the upstream's bytes, one write per read, when
                 # nothing in the chain changes them (hookgate.sse.SSERelay).
                 relay = ctx[SSE_RELAY] = SSERelay(_WIRES[ctx.kind])
-                # Each chunk is checked inside the transport's own generator: one generator per
-                # chunk fewer than a loop of ours around it.
-                chunks = self.transport.events(response, relay=relay, check=self._checked_chunk)
-            else:
-                chunks = self._chunks(response)
-            return CompletionStream(chunks, close=response.aclose)
+                # Each chunk is checked inside the transport's own generator, and the chunks of
+                # one read are handed on together: the chain takes one step per read.
+                batches = self.transport.events(response, relay=relay, check=self._checked_chunk, batched=True)
+                return CompletionStream.of_batches(batches, close=response.aclose)
+            return CompletionStream(self._chunks(response), close=response.aclose)
         body = await self.transport.post_json(path, payload)
         if ctx.kind == "embeddings":
             if not isinstance(body, dict) or not isinstance(body.get("data"), list) or not all(isinstance(a, dict) for a in body["data"]):
@@ -632,44 +634,74 @@ _WIRES = {"chat": "openai.chat", "completions": "openai.completions", "embedding
 
 async def _decoded_events(
     provider: str, reads: AsyncIterator[bytes], *, ends_with_done: bool, max_event_bytes: int, relay: SSERelay | None = None,
-    check: Callable[[Any], Any] | None = None,
+    check: Callable[[Any], Any] | None = None, batched: bool = False,
 ) -> AsyncIterator[Any]:
     """The SSE events of a response body given in reads, parsed; see :meth:`SDKTransport.events`.
     With ``check``, each event's data is passed to it and what it returns is yielded instead of
-    ``(event name, data)``."""
+    ``(event name, data)``. With ``batched``, the items of each read are yielded as one list (a
+    read that completed no event yields nothing)."""
     decoder = SSEDecoder(max_event_bytes)
     try:
         async for data in reads:
-            if relay is not None and not relay.broken:
+            payloads = decoder.data_only(data)
+            if payloads is not None:
+                # The usual read: whole one-line data events and nothing else, whose bytes are
+                # already framed as the surface frames a chunk.
+                events: list[tuple[str | None, bytes]] | None = None
+            else:
                 events = decoder.feed(data)
-                parsed, done, failure = _parsed_read(provider, events)
-                if failure is None and parsed:
-                    # The read's events as the upstream wrote their data, framed as the surface
-                    # frames a chunk (comments, event names and ids are not relayed, as before).
-                    payloads = [payload for _, payload in events[: len(parsed)]]
-                    if not any(b"\n" in payload for payload in payloads):
-                        relay.add([item for _, item in parsed], b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n")
+                payloads = [payload for _, payload in events]
+            values, done, failure = _parsed_payloads(provider, payloads)
+            if relay is not None and not relay.broken:
+                if failure is not None:
+                    relay.abandon()
+                elif values:
+                    relayed = payloads[: len(values)]
+                    if events is None:
+                        relay.add(values, data if len(relayed) == len(payloads) else _framed(relayed), relayed)
+                    elif not any(b"\n" in payload for payload in relayed):
+                        # The read's events as the upstream wrote their data, framed as the
+                        # surface frames a chunk (comments, event names and ids are not relayed).
+                        relay.add(values, _framed(relayed), relayed)
                     else:
                         relay.abandon()  # a multi-line data field: rendered from here
-                elif failure is not None:
-                    relay.abandon()
-                for item in parsed:
-                    yield item if check is None else check(item[1])
-                if failure is not None:
-                    raise failure
-                if done:
-                    return
-                continue
-            for event, payload in decoder.feed(data):
-                if payload == b"[DONE]":
-                    return
-                value = _parsed_event(provider, payload)
-                yield (event, value) if check is None else check(value)
+            if batched:
+                if check is None:
+                    batch = _named(events, values)
+                else:
+                    batch = []
+                    try:
+                        for value in values:
+                            batch.append(check(value))
+                    except GatewayError as exc:
+                        failure, done = exc, False  # raised once the chunks before it are passed on
+                if batch:
+                    yield batch
+            elif check is not None:
+                for value in values:
+                    yield check(value)
+            else:
+                for item in _named(events, values):
+                    yield item
+            if failure is not None:
+                raise failure
+            if done:
+                return
+        last: list[Any] = []
         for event, payload in decoder.finish():
             if payload == b"[DONE]":
-                return
+                break
             value = _parsed_event(provider, payload)
-            yield (event, value) if check is None else check(value)
+            last.append((event, value) if check is None else check(value))
+        else:
+            payload = b""
+        if last and batched:
+            yield last
+        else:
+            for item in last:
+                yield item
+        if payload != b"[DONE]" and ends_with_done:
+            raise UpstreamError(f"The {provider} provider ended the stream without [DONE].", code="upstream_disconnected")
     except GatewayError:
         raise
     except SSEEventTooLarge:
@@ -678,22 +710,33 @@ async def _decoded_events(
         # A transport error while the body is read (a ReadError, a payload error, a read
         # timeout): whichever library raised it, the stream was cut.
         raise UpstreamError(f"The connection to the {provider} provider broke mid-stream.", code="upstream_disconnected") from None
-    if ends_with_done:
-        raise UpstreamError(f"The {provider} provider ended the stream without [DONE].", code="upstream_disconnected")
 
 
-def _parsed_read(provider: str, events: list[tuple[str | None, bytes]]) -> tuple[list[tuple[str | None, Any]], bool, UpstreamError | None]:
-    """The events of one read parsed, up to ``[DONE]`` (and whether it came) or to the first
-    unreadable one (returned, to be raised once the events before it were passed on)."""
-    parsed: list[tuple[str | None, Any]] = []
-    for event, payload in events:
+def _parsed_payloads(provider: str, payloads: list[bytes]) -> tuple[list[Any], bool, UpstreamError | None]:
+    """The events' data of one read parsed, up to ``[DONE]`` (and whether it came) or to the
+    first unreadable one (returned, to be raised once the events before it were passed on)."""
+    values: list[Any] = []
+    loads = orjson.loads
+    for payload in payloads:
         if payload == b"[DONE]":
-            return parsed, True, None
+            return values, True, None
         try:
-            parsed.append((event, _parsed_event(provider, payload)))
-        except UpstreamError as exc:
-            return parsed, False, exc
-    return parsed, False, None
+            values.append(loads(payload))
+        except orjson.JSONDecodeError:
+            return values, False, UpstreamError(f"The {provider} provider sent an unreadable stream event.", code="upstream_malformed")
+    return values, False, None
+
+
+def _named(events: list[tuple[str | None, bytes]] | None, values: list[Any]) -> list[tuple[str | None, Any]]:
+    """``(event name, value)`` for each parsed value (``events`` None: all data-only events)."""
+    if events is None:
+        return [(None, value) for value in values]
+    return [(event, value) for (event, _), value in zip(events, values)]
+
+
+def _framed(payloads: list[bytes]) -> bytes:
+    """Events' data framed as a surface frames a chunk: ``data: …`` and a blank line each."""
+    return b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
 
 
 def _parsed_event(provider: str, payload: bytes) -> Any:

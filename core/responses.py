@@ -90,9 +90,18 @@ class CompletionStream:
     chunks wraps the stream: ``CompletionStream(my_generator(stream), close=stream.aclose)``, and
     yields the chunks it wants sent, new dicts or the received ones edited (the core's byte relay
     of a pass-through stream, :class:`hookgate.sse.SSERelay`, notices either and renders from there).
+
+    **Batches.** A provider that reads its upstream in reads of many chunks can hand them over
+    as they came: ``CompletionStream.of_batches(batches)``, an iterator of non-empty lists of
+    chunks, one per read. Iterating the stream still gives one chunk at a time, so a middleware
+    written as above sees no difference. A middleware that only needs to know *when* chunks come
+    (a timeout, a slot held until the end) can wrap :meth:`batches` instead and build its
+    stream with :meth:`of_batches`: the chunks of one read arrive together anyway, and the
+    stream then costs it one step per read rather than per chunk. :meth:`batches` of a stream
+    made from chunks gives each chunk as a list of one.
     """
 
-    __slots__ = ("_chunks", "_close", "first_chunk_received")
+    __slots__ = ("_chunks", "_batches", "_close", "first_chunk_received")
 
     def __init__(
         self,
@@ -101,13 +110,54 @@ class CompletionStream:
         *,
         first_chunk_received: bool = False,
     ) -> None:
-        self._chunks = chunks
+        self._chunks: AsyncIterator[dict[str, Any]] | None = chunks
+        self._batches: AsyncIterator[list[dict[str, Any]]] | None = None
         self._close = close
         self.first_chunk_received = first_chunk_received
         """True once :func:`with_first_chunk` has the first chunk in hand (nothing sent yet)."""
 
+    @classmethod
+    def of_batches(
+        cls,
+        batches: AsyncIterator[list[dict[str, Any]]],
+        close: Callable[[], Awaitable[None]] | None = None,
+        *,
+        first_chunk_received: bool = False,
+    ) -> CompletionStream:
+        """A stream whose chunks come in groups (see Batches above): each item of ``batches`` a
+        non-empty list of chunks that arrived together."""
+        stream = cls.__new__(cls)
+        stream._chunks, stream._batches, stream._close = None, batches, close
+        stream.first_chunk_received = first_chunk_received
+        return stream
+
+    @property
+    def batched(self) -> bool:
+        """Whether the chunks come in groups (:meth:`of_batches`): :meth:`batches` then costs
+        nothing per chunk."""
+        return self._batches is not None
+
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        if self._chunks is None:
+            assert self._batches is not None
+            self._chunks = _flattened(self._batches)
         return self._chunks
+
+    def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The chunks in the groups they arrived in; one list per chunk for a stream made from
+        chunks. Iterate the stream one way only."""
+        if self._batches is None:
+            assert self._chunks is not None
+            self._batches = _singletons(self._chunks)
+        return self._batches
+
+    def with_close(self, close: Callable[[], Awaitable[None]]) -> CompletionStream:
+        """The same chunks, in the same groups, with ``close`` as what :meth:`aclose` runs
+        (which must close this stream in turn): for a middleware that holds something until
+        the stream ends and watches nothing else."""
+        if self._batches is not None and self._chunks is None:
+            return CompletionStream.of_batches(self._batches, close, first_chunk_received=self.first_chunk_received)
+        return CompletionStream(self.__aiter__(), close, first_chunk_received=self.first_chunk_received)
 
     async def aclose(self) -> None:
         """Release the upstream call. Safe to call more than once."""
@@ -116,9 +166,21 @@ class CompletionStream:
             if close is not None:
                 await close()
         finally:
-            aclose = getattr(self._chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            for iterator in (self._chunks, self._batches):
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+
+async def _flattened(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[dict[str, Any]]:
+    async for batch in batches:
+        for chunk in batch:
+            yield chunk
+
+
+async def _singletons(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+    async for chunk in chunks:
+        yield [chunk]
 
 
 ProviderResponse = Completion | CompletionStream
@@ -131,34 +193,37 @@ async def with_first_chunk(stream: CompletionStream) -> CompletionStream:
     plain HTTP error, so reliability middlewares call this inside their attempt: an upstream that
     accepted the request and then failed or stalled before its first chunk fails *here*. The
     upstream is closed when that happens. Idempotent: a stream already primed is returned as is.
+    A batched stream stays batched: its first batch is what is waited for.
     """
     if stream.first_chunk_received:
         return stream
-    iterator = stream.__aiter__()
+    batched = stream.batched
+    iterator: Any = stream.batches() if batched else stream.__aiter__()
     try:
-        first: dict[str, Any] | None = await anext(iterator)
+        first: Any = await anext(iterator)
     except StopAsyncIteration:
         first = None
     except BaseException:
         await stream.aclose()
         raise
-
+    if batched:
+        return CompletionStream.of_batches(_Replayed(first, iterator), close=stream.aclose, first_chunk_received=True)
     return CompletionStream(_Replayed(first, iterator), close=stream.aclose, first_chunk_received=True)
 
 
 class _Replayed:
-    """A stream's first chunk again, then the rest straight from its iterator: each later chunk
-    costs one method call here, not a hop through a generator of its own."""
+    """A stream's first chunk (or batch) again, then the rest straight from its iterator: each
+    later one costs one method call here, not a hop through a generator of its own."""
 
     __slots__ = ("_first", "_rest")
 
-    def __init__(self, first: dict[str, Any] | None, rest: AsyncIterator[dict[str, Any]]) -> None:
+    def __init__(self, first: Any, rest: AsyncIterator[Any]) -> None:
         self._first, self._rest = first, rest
 
     def __aiter__(self) -> _Replayed:
         return self
 
-    def __anext__(self) -> Awaitable[dict[str, Any]]:
+    def __anext__(self) -> Awaitable[Any]:
         first = self._first
         if first is None:
             return self._rest.__anext__()
@@ -172,7 +237,7 @@ class _Replayed:
             await aclose()
 
 
-async def _ready(value: dict[str, Any]) -> dict[str, Any]:
+async def _ready(value: Any) -> Any:
     return value
 
 
@@ -233,23 +298,39 @@ def check_chunk(chunk: Any, provider: str = "upstream") -> dict[str, Any]:
         if not isinstance(choices, list) or len(choices) > MAX_CHOICES:
             raise _malformed(provider, "a chunk's 'choices' is not an array (of at most 128)")
         for choice in choices:
-            if not isinstance(choice, dict):
-                raise _malformed(provider, "a chunk's choice is not an object")
-            _check_index(choice, MAX_CHOICES, "a chunk's choice", provider)
-            delta = choice.get("delta")
-            if delta is not None:
-                if not isinstance(delta, dict):
-                    raise _malformed(provider, "a chunk's delta is not an object")
-                _check_text(delta, "a chunk's delta", provider)
-                calls = delta.get("tool_calls")
-                if calls is not None:
-                    if not isinstance(calls, list):
-                        raise _malformed(provider, "a chunk's delta.tool_calls is not an array")
-                    for call in calls:
-                        _check_tool_call_delta(call, provider)
-            _check_finish(choice, "a chunk's choice", provider)
-    _check_usage(chunk, provider)
+            _check_chunk_choice(choice, provider)
+    usage = chunk.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise _malformed(provider, "'usage' is not an object")
     return chunk
+
+
+def _check_chunk_choice(choice: Any, provider: str) -> None:
+    """One choice of a chunk, as :func:`check_chunk` says; the checks of a usual text delta are
+    written out here rather than called (this runs for every chunk of every stream)."""
+    if not isinstance(choice, dict):
+        raise _malformed(provider, "a chunk's choice is not an object")
+    index = choice.get("index", 0)
+    if type(index) is not int or not 0 <= index < MAX_CHOICES:
+        raise _malformed(provider, f"a chunk's choice has an index that is not an integer from 0 to {MAX_CHOICES - 1}")
+    delta = choice.get("delta")
+    if delta is not None:
+        if not isinstance(delta, dict):
+            raise _malformed(provider, "a chunk's delta is not an object")
+        content, refusal = delta.get("content"), delta.get("refusal")
+        if content is not None and not isinstance(content, str):
+            raise _malformed(provider, "a chunk's delta.content is not a string")
+        if refusal is not None and not isinstance(refusal, str):
+            raise _malformed(provider, "a chunk's delta.refusal is not a string")
+        calls = delta.get("tool_calls")
+        if calls is not None:
+            if not isinstance(calls, list):
+                raise _malformed(provider, "a chunk's delta.tool_calls is not an array")
+            for call in calls:
+                _check_tool_call_delta(call, provider)
+    reason = choice.get("finish_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise _malformed(provider, "a chunk's choice.finish_reason is not a string")
 
 
 def _check_index(item: dict[str, Any], bound: int, where: str, provider: str) -> None:
@@ -298,16 +379,18 @@ def _malformed(provider: str, problem: str) -> UpstreamError:
 # -------------------------------------------------------------------------------------------------
 
 
-def assemble_stream(chunks: list[dict[str, Any]]) -> Completion:
+def assemble_stream(chunks: list[dict[str, Any]], *, checked: int = 0) -> Completion:
     """Build the ``chat.completion`` that a list of stream chunks amounts to.
 
     ``after_response`` hooks and caches see streamed answers in this form: content and tool-call
     arguments concatenated per choice, the last finish reason, and the usage chunk if one came.
     Each chunk is checked (:func:`check_chunk`) first: a malformed one raises
-    :class:`~hookgate.UpstreamError`, never a TypeError.
+    :class:`~hookgate.UpstreamError`, never a TypeError. ``checked`` says how many of the first
+    chunks are known to have passed that check unchanged (the core knows it of the chunks it
+    relayed as their provider's bytes): they are not checked again.
     """
-    for chunk in chunks:
-        check_chunk(chunk)
+    for index in range(checked, len(chunks)):
+        check_chunk(chunks[index])
     first = chunks[0] if chunks else {}
     if first.get("object") == "text_completion":
         return _assemble_text(chunks)

@@ -373,37 +373,42 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
     writer = surface.open_stream(ctx)
     native: bool | None = None  # decided by the first chunk
     relay: SSERelay | None = None  # likewise
-    iterator = stream.__aiter__()
+    vouched = 0  # how many of the first chunks the relay wrote as the provider's checked bytes
+    iterator = stream.batches()  # the chunks of one upstream read together, when the provider gives them so
     try:
         while True:
             waited_from = perf_counter()
             try:
-                chunk = await anext(iterator)
+                batch = await anext(iterator)
             except StopAsyncIteration:
                 break
             finally:
                 ctx.upstream_seconds += perf_counter() - waited_from
+            if not batch:
+                continue
             if response is None:
                 response = await _start_stream(request, ctx, surface)
-                native = NATIVE_EVENTS in chunk and not filters
+                native = NATIVE_EVENTS in batch[0] and not filters
                 if not native and not filters:
                     relay = ctx.get(SSE_RELAY)
                     if relay is not None and (relay.wire != surface.wire or relay.broken):
                         relay = None
-            chunks.append(chunk)
+            chunks.extend(batch)
             if native:
-                payload = chunk.get(NATIVE_EVENTS) or b""
+                payload = b"".join([chunk.get(NATIVE_EVENTS) or b"" for chunk in batch])
             elif relay is not None:
-                payload = relay.accept(chunk)
+                payload = relay.accept_all(batch)
                 if relay.broken:  # a chunk the chain made or changed: render from here on
-                    payload = _rendered(writer, relay.release())
+                    payload += _rendered(writer, relay.release())
                     relay = None
+                else:
+                    vouched = len(chunks)  # the provider's own chunks, checked by it and unchanged since
             elif filters:
-                filtered = _filtered_chunk(filters, chunk)
+                filtered = [out for chunk in batch for out in _filtered_chunk(filters, chunk)]
                 delivered.extend(filtered)
-                payload = b"".join(writer.feed(out) for out in filtered)
+                payload = b"".join([writer.feed(out) for out in filtered])
             else:
-                payload = writer.feed(chunk)
+                payload = b"".join([writer.feed(chunk) for chunk in batch])
             if payload:
                 await response.write(payload)
         if response is None:
@@ -418,7 +423,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
             held = b"".join(writer.feed(out) for out in released)
             if held:
                 await response.write(held)
-        completion = assemble_stream(chunks)
+        completion = assemble_stream(chunks, checked=vouched)
         if not is_complete(completion):
             raise UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete")
         if completion.body.get("usage") is None and USAGE in ctx:
@@ -534,8 +539,8 @@ async def _drain(ctx: RequestContext, stream: CompletionStream) -> Completion:
     chunks: list[dict[str, Any]] = []
     waited_from = perf_counter()
     try:
-        async for chunk in stream:
-            chunks.append(chunk)
+        async for batch in stream.batches():
+            chunks.extend(batch)
     finally:
         ctx.upstream_seconds += perf_counter() - waited_from
         await stream.aclose()

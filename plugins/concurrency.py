@@ -126,9 +126,7 @@ class Concurrency:
         if isinstance(response, CompletionStream):
             # The slot is held until the stream is closed (the core always closes it); the chunks
             # themselves pass straight through, without a generator of ours around each.
-            return CompletionStream(
-                response.__aiter__(), close=_then(response.aclose, release), first_chunk_received=response.first_chunk_received
-            )
+            return response.with_close(_then(response.aclose, release))
         await release()
         return response
 

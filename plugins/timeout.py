@@ -103,16 +103,20 @@ class Timeout:
         finally:
             watch.close()
         if isinstance(response, CompletionStream):
-            return CompletionStream(self._limited(ctx, response), close=response.aclose, first_chunk_received=True)
+            # A batched stream is watched batch by batch: a read's chunks arrive together, so
+            # the gap between two batches is the gap between their chunks.
+            if response.batched:
+                return CompletionStream.of_batches(self._limited(ctx, response.batches()), close=response.aclose, first_chunk_received=True)
+            return CompletionStream(self._limited(ctx, response.__aiter__()), close=response.aclose, first_chunk_received=True)
         return response
 
-    async def _limited(self, ctx: RequestContext, stream: CompletionStream) -> AsyncIterator[dict[str, Any]]:
-        """Relay chunks, failing when one is late or the deadline passes.
+    async def _limited(self, ctx: RequestContext, iterator: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """Relay a stream's chunks (or batches of them), failing when one is late or the
+        deadline passes.
 
         One timer watches the whole stream (:class:`_ChunkWatch`) rather than an
         ``asyncio.timeout`` per chunk: a stream's chunks mostly arrive many to a read, and a timer
         made and cancelled for each cost some 15 % of a streamed answer's CPU (py-spy, bench)."""
-        iterator = stream.__aiter__()
         gap = self.config.chunk_gap_seconds
         watch = _ChunkWatch()
         clock = watch.clock

@@ -63,3 +63,33 @@ def test_an_event_that_never_ends_is_bounded():
 def test_many_events_in_one_read_are_not_bounded_by_their_sum():
     many = b"".join(b"data: " + b"x" * 500 + b"\n\n" for _ in range(100))
     assert len(decoded([many], max_event_bytes=1000)) == 100
+
+
+def test_a_read_of_whole_one_line_data_events_is_split_without_feeding():
+    decoder = SSEDecoder()
+    assert decoder.data_only(b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n') == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        b'data: {"a":1}\n\n: comment\n\n',  # a comment
+        b"event: message\ndata: {}\n\n",  # an event name
+        b"data: one\ndata: two\n\n",  # a multi-line data field
+        b"data: {}\r\n\r\n",  # other line ends
+        b'data: {"a":1}\n\ndata: {"b"',  # an event not ended in this read
+        b'data: {"a":1}\n\n\n\ndata: {}\n\n',  # blank lines between events
+        b'data:{"a":1}\n\n',  # no space after the colon
+    ],
+)
+def test_any_other_read_is_left_to_feed_which_reads_it_as_before(read):
+    decoder = SSEDecoder()
+    assert decoder.data_only(read) is None
+    assert [event for event in decoder.feed(read) + decoder.finish()] == decoded([read])
+
+
+def test_a_read_after_a_part_read_event_is_left_to_feed():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: one") == []
+    assert decoder.data_only(b"\n\ndata: two\n\n") is None
+    assert decoder.feed(b"\n\ndata: two\n\n") == [(None, b"one"), (None, b"two")]

@@ -184,3 +184,105 @@ def test_the_bytes_a_relay_holds_are_bounded():
     for n in range(20):
         relay.add([{"n": n}], b"x" * 10)
     assert relay.broken
+
+
+# ------------------------------------------------------- compact upstreams and batched streams ---
+
+# What OpenAI and most servers write: orjson's own serialisation, so the relay's snapshot of a
+# chunk is the upstream's text itself.
+COMPACT = [orjson.dumps(orjson.loads(event)) for event in (ROLE, HELLO, WORLD)]
+
+
+def batch_watching(edit: Any) -> type:
+    """A middleware that watches the stream batch by batch (``CompletionStream.batches``) and
+    hands each batch to ``edit(batch) -> batch``."""
+
+    class BatchWatching:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        @hookimpl
+        async def call_provider(self, ctx, call_next):
+            response = await call_next(ctx)
+            if not isinstance(response, CompletionStream):
+                return response
+
+            async def edited() -> AsyncIterator[list[dict[str, Any]]]:
+                async for batch in response.batches():
+                    yield edit(batch)
+
+            return CompletionStream.of_batches(edited(), close=response.aclose, first_chunk_received=response.first_chunk_received)
+
+    return BatchWatching
+
+
+def shout_batch_in_place(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for chunk in batch:
+        shouted_in_place(chunk)
+    return batch
+
+
+def without_hello(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [chunk for chunk in batch if chunk["choices"][0]["delta"].get("content") != "hello "]
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_compact_upstreams_bytes_are_relayed_as_they_came(gateway, aiohttp_server, transport):
+    response, body = await streamed(gateway, aiohttp_server, [sse(*COMPACT[:2]), sse(COMPACT[2]) + DONE], transport)
+    assert response.status == 200 and body == sse(*COMPACT) + DONE
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_compact_chunk_edited_in_place_reaches_the_client_edited(gateway, aiohttp_server, transport):
+    reads = [sse(*COMPACT[:2]), sse(COMPACT[2]) + DONE]
+    response, body = await streamed(gateway, aiohttp_server, reads, transport, pipeline=("shouting",), local={"shouting": ShoutingInPlace})
+    assert response.status == 200
+    assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["spaced", "compact"])
+async def test_a_batch_edited_in_place_by_a_batch_watching_middleware_reaches_the_client(gateway, aiohttp_server, raw):
+    events = COMPACT if raw else [ROLE, HELLO, WORLD]
+    reads = [sse(*events[:2]), sse(events[2]) + DONE]
+    local = {"watching": batch_watching(shout_batch_in_place)}
+    response, body = await streamed(gateway, aiohttp_server, reads, pipeline=("watching", "timeout"), local=local)
+    assert response.status == 200
+    assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
+
+
+async def test_a_chunk_a_batch_watching_middleware_drops_does_not_reach_the_client(gateway, aiohttp_server):
+    local = {"watching": batch_watching(without_hello)}
+    response, body = await streamed(gateway, aiohttp_server, [sse(*COMPACT) + DONE], pipeline=("watching",), local=local)
+    assert response.status == 200
+    assert [event["choices"][0]["delta"].get("content") for event in data_of(body)[:-1]] == ["", "world"]
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_malformed_chunk_mid_read_ends_the_stream_after_the_chunks_before_it(gateway, aiohttp_server, transport):
+    """The chunk parses but fails the provider's check (its text is a number)."""
+    bad = b'{"id":"c1","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{"content":5}}]}'
+    response, body = await streamed(gateway, aiohttp_server, [sse(COMPACT[0]), sse(COMPACT[1], bad, COMPACT[2]) + DONE], transport, pipeline=("timeout",))
+    assert response.status == 200
+    events = data_of(body)
+    assert [event["choices"][0]["delta"].get("content") for event in events[:2]] == ["", "hello "]
+    assert events[2]["error"]["code"] == "upstream_malformed" and events[3] == "[DONE]"
+    assert len(events) == 4
+
+
+def test_a_whole_registered_read_is_accepted_at_once_and_an_edited_one_is_not():
+    relay = SSERelay("openai.chat")
+    first, second = orjson.loads(COMPACT[1]), orjson.loads(COMPACT[2])
+    relay.add([first, second], b"both", [COMPACT[1], COMPACT[2]])
+    assert relay.accept_all([first, second]) == b"both" and not relay.broken
+    third = orjson.loads(COMPACT[1])
+    relay.add([third], b"third", [COMPACT[1]])
+    third["choices"][0]["delta"]["content"] = "changed"
+    assert relay.accept_all([third]) == b"" and relay.broken
+    assert relay.release() == [third]
+
+
+def test_a_snapshot_in_another_spelling_is_compared_as_parsed():
+    relay = SSERelay("openai.chat")
+    chunk = orjson.loads(HELLO)
+    relay.add([chunk], b"spaced", [HELLO])  # not orjson's own text: compared by what it parses to
+    assert relay.accept(chunk) == b"spaced" and not relay.broken
