@@ -386,6 +386,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
                 ctx.upstream_seconds += perf_counter() - waited_from
             if not batch:
                 continue
+            started = response is None
             if response is None:
                 response = await _start_stream(request, ctx, surface)
                 native = NATIVE_EVENTS in batch[0] and not filters
@@ -409,7 +410,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
                 payload = b"".join([writer.feed(out) for out in filtered])
             else:
                 payload = b"".join([writer.feed(chunk) for chunk in batch])
-            if payload:
+            if payload or started:  # the first write sends the headers, with what there is
                 await response.write(payload)
         if response is None:
             response = await _start_stream(request, ctx, surface)
@@ -455,9 +456,19 @@ def _rendered(writer: Any, chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(writer.feed(chunk) for chunk in chunks)
 
 
+class _SSEAnswer(web.StreamResponse):
+    """A streamed answer whose headers go out with its first bytes, in one write, as aiohttp's
+    ``Response`` sends a body it has whole (a ``StreamResponse`` writes them alone at once). The
+    core writes right after :func:`_start_stream`, an empty write if it has nothing yet, so the
+    headers are never held back. Should aiohttp drop the attribute, the headers simply go first."""
+
+    _send_headers_immediately = False
+
+
 async def _start_stream(request: web.Request, ctx: RequestContext, surface: Surface) -> web.StreamResponse:
-    """Send the SSE response's headers: the first byte of the answer."""
-    response = web.StreamResponse(headers={"Content-Type": surface.content_type, **_SSE_HEADERS, **_headers(ctx)})
+    """Start the SSE response: its headers, the first byte of the answer, go out with the first
+    write, which the caller makes at once."""
+    response = _SSEAnswer(headers={"Content-Type": surface.content_type, **_SSE_HEADERS, **_headers(ctx)})
     await response.prepare(request)
     request[_STREAM] = response
     ctx.first_byte_at = perf_counter()
@@ -482,8 +493,7 @@ async def _replay_as_stream(request: web.Request, exchange: Exchange, surface: S
         payload = b"".join(writer.feed(chunk) for chunk in replayed) + writer.finish()
     try:
         response = await _start_stream(request, ctx, surface)
-        await response.write(payload)
-        await response.write_eof()
+        await response.write_eof(payload)  # headers, events and the end in one write
     except ConnectionError:
         await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
         return request.get(_STREAM) or web.Response(status=499)
@@ -552,9 +562,7 @@ async def _drain(ctx: RequestContext, stream: CompletionStream) -> Completion:
 
 async def _end_stream(exchange: Exchange, response: web.StreamResponse, closing: bytes) -> None:
     try:
-        if closing:
-            await response.write(closing)
-        await response.write_eof()
+        await response.write_eof(closing)  # the closing events and the end of the body in one write
     except ConnectionError:
         await exchange.fail(ClientDisconnected("The client closed the connection during the stream."))
 

@@ -215,12 +215,14 @@ class SSERelay:
         groups = self._groups
         if groups and not self._held and not self.broken:
             registered, snapshots, raw = groups[0]
-            if len(registered) == len(chunks) and all(
-                mine is theirs and _unchanged(theirs, snapshot) for mine, theirs, snapshot in zip(registered, chunks, snapshots)
-            ):
-                groups.popleft()
-                self._size -= len(raw)
-                return raw
+            if len(registered) == len(chunks):
+                for mine, theirs, snapshot in zip(registered, chunks, snapshots):
+                    if mine is not theirs or not _unchanged(theirs, snapshot):
+                        break
+                else:
+                    groups.popleft()
+                    self._size -= len(raw)
+                    return raw
         return b"".join([self.accept(chunk) for chunk in chunks])
 
     def release(self) -> list[Any]:

@@ -286,3 +286,65 @@ def test_a_snapshot_in_another_spelling_is_compared_as_parsed():
     chunk = orjson.loads(HELLO)
     relay.add([chunk], b"spaced", [HELLO])  # not orjson's own text: compared by what it parses to
     assert relay.accept(chunk) == b"spaced" and not relay.broken
+
+
+# ------------------------------------------------------------------- headers with the first bytes ---
+
+
+class HoldingEverything:
+    """An output filter that sends nothing until the stream's end."""
+
+    def __init__(self) -> None:
+        self.held: list[dict[str, Any]] = []
+
+    def body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    def chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        self.held.append(chunk)
+        return []
+
+    def end(self) -> list[dict[str, Any]]:
+        return self.held
+
+
+class Holding:
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    async def before_request(self, ctx):
+        from hookgate.output import add_output_filter
+
+        add_output_filter(ctx, HoldingEverything())
+
+
+async def test_the_headers_go_out_with_the_first_chunk_even_when_nothing_of_it_is_sent_yet(gateway, aiohttp_server):
+    """The answer's headers are written with its first bytes; a first chunk that an output filter
+    holds back still sends them, so the client knows the stream began while the upstream is slow."""
+    import asyncio
+
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(sse(*COMPACT[:2]))
+        await release.wait()  # until the client has the headers
+        await response.write(sse(COMPACT[2]) + DONE)
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", answer)
+    server = await aiohttp_server(upstream)
+    openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"]}
+    client = await gateway(pipeline_config(["holding", "openai"], openai=openai), local={"holding": Holding})
+    try:
+        response = await asyncio.wait_for(client.post("/v1/chat/completions", json=ASKED), 10)
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/event-stream")
+    finally:
+        release.set()
+    body = await response.read()
+    assert [event["choices"][0]["delta"].get("content") for event in data_of(body)[:-1]] == ["", "hello ", "world"]
