@@ -687,20 +687,21 @@ async def _decoded_events(
                 raise failure
             if done:
                 return
+        # The body ended: an event whose closing blank line never came is read leniently.
         last: list[Any] = []
+        ended = False
         for event, payload in decoder.finish():
             if payload == b"[DONE]":
+                ended = True
                 break
             value = _parsed_event(provider, payload)
             last.append((event, value) if check is None else check(value))
-        else:
-            payload = b""
         if last and batched:
             yield last
         else:
             for item in last:
                 yield item
-        if payload != b"[DONE]" and ends_with_done:
+        if not ended and ends_with_done:
             raise UpstreamError(f"The {provider} provider ended the stream without [DONE].", code="upstream_disconnected")
     except GatewayError:
         raise

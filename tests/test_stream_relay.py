@@ -348,3 +348,20 @@ async def test_the_headers_go_out_with_the_first_chunk_even_when_nothing_of_it_i
         release.set()
     body = await response.read()
     assert [event["choices"][0]["delta"].get("content") for event in data_of(body)[:-1]] == ["", "hello ", "world"]
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_stream_that_ends_without_done_ends_with_an_error_after_its_chunks(gateway, aiohttp_server, transport):
+    response, body = await streamed(gateway, aiohttp_server, [sse(*COMPACT)], transport)
+    assert response.status == 200
+    events = data_of(body)
+    assert [event["choices"][0]["delta"].get("content") for event in events[:3]] == ["", "hello ", "world"]
+    assert events[3]["error"]["code"] == "upstream_disconnected" and events[4] == "[DONE]"
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_a_last_event_without_its_blank_line_is_read(gateway, aiohttp_server, transport):
+    """``[DONE]`` (and the chunk before it) with no closing blank line: read when the body ends."""
+    response, body = await streamed(gateway, aiohttp_server, [sse(*COMPACT[:2]), b"data: " + COMPACT[2] + b"\n\ndata: [DONE]"], transport)
+    assert response.status == 200
+    assert body == sse(*COMPACT) + DONE
