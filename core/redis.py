@@ -384,8 +384,9 @@ def _open_client(identity: _Identity, max_operations: int) -> Any:
         # No socket timeout of redis-py's own: every operation runs under its caller's deadline
         # (SharedRedis.run), and a cancelled command closes its connection (redis-py disconnects
         # on any exception mid-send or mid-read). With one, redis-py wraps each write in
-        # asyncio.wait_for, a task per command on Python 3.11, and each read in a timeout: 36-39
-        # against 61-74 µs of CPU per GET at 32 at once (docs/performance.md, "The Redis hit").
+        # asyncio.wait_for, a task per command on Python 3.11, and each read in a timeout: 63.5
+        # against 43.0 µs of client CPU per GET at 32 at once (bench/redis_command_cost.py;
+        # docs/performance.md, "The Redis hit").
         "socket_timeout": None,
         "socket_connect_timeout": _CONNECT_BACKSTOP_SECONDS,
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
