@@ -81,8 +81,10 @@ async def test_the_usage_chunk_is_relayed_when_the_client_asked_for_it(gateway, 
     assert body == sse(ROLE, HELLO, WORLD, USAGE) + DONE
 
 
-def rewriting(rewrite: Any) -> type:
-    """A middleware plugin that passes every streamed chunk through ``rewrite(chunk) -> chunk``."""
+def rewriting(rewrite: Any, *, batched: bool = False) -> type:
+    """A middleware plugin that passes every streamed chunk through ``rewrite(chunk) -> chunk``;
+    with ``batched``, it watches the stream batch by batch (``CompletionStream.batches``) and
+    passes each batch through ``rewrite(batch) -> batch``."""
 
     class Rewriting:
         def __init__(self, config: Any) -> None:
@@ -94,11 +96,12 @@ def rewriting(rewrite: Any) -> type:
             if not isinstance(response, CompletionStream):
                 return response
 
-            async def rewritten() -> AsyncIterator[dict[str, Any]]:
-                async for chunk in response:
-                    yield rewrite(chunk)
+            async def rewritten() -> AsyncIterator[Any]:
+                async for item in (response.batches() if batched else response):
+                    yield rewrite(item)
 
-            return CompletionStream(rewritten(), close=response.aclose, first_chunk_received=response.first_chunk_received)
+            make = CompletionStream.of_batches if batched else CompletionStream
+            return make(rewritten(), close=response.aclose, first_chunk_received=response.first_chunk_received)
 
     return Rewriting
 
@@ -193,29 +196,6 @@ def test_the_bytes_a_relay_holds_are_bounded():
 COMPACT = [orjson.dumps(orjson.loads(event)) for event in (ROLE, HELLO, WORLD)]
 
 
-def batch_watching(edit: Any) -> type:
-    """A middleware that watches the stream batch by batch (``CompletionStream.batches``) and
-    hands each batch to ``edit(batch) -> batch``."""
-
-    class BatchWatching:
-        def __init__(self, config: Any) -> None:
-            pass
-
-        @hookimpl
-        async def call_provider(self, ctx, call_next):
-            response = await call_next(ctx)
-            if not isinstance(response, CompletionStream):
-                return response
-
-            async def edited() -> AsyncIterator[list[dict[str, Any]]]:
-                async for batch in response.batches():
-                    yield edit(batch)
-
-            return CompletionStream.of_batches(edited(), close=response.aclose, first_chunk_received=response.first_chunk_received)
-
-    return BatchWatching
-
-
 def shout_batch_in_place(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for chunk in batch:
         shouted_in_place(chunk)
@@ -244,14 +224,14 @@ async def test_a_compact_chunk_edited_in_place_reaches_the_client_edited(gateway
 async def test_a_batch_edited_in_place_by_a_batch_watching_middleware_reaches_the_client(gateway, aiohttp_server, raw):
     events = COMPACT if raw else [ROLE, HELLO, WORLD]
     reads = [sse(*events[:2]), sse(events[2]) + DONE]
-    local = {"watching": batch_watching(shout_batch_in_place)}
+    local = {"watching": rewriting(shout_batch_in_place, batched=True)}
     response, body = await streamed(gateway, aiohttp_server, reads, pipeline=("watching", "timeout"), local=local)
     assert response.status == 200
     assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
 
 
 async def test_a_chunk_a_batch_watching_middleware_drops_does_not_reach_the_client(gateway, aiohttp_server):
-    local = {"watching": batch_watching(without_hello)}
+    local = {"watching": rewriting(without_hello, batched=True)}
     response, body = await streamed(gateway, aiohttp_server, [sse(*COMPACT) + DONE], pipeline=("watching",), local=local)
     assert response.status == 200
     assert [event["choices"][0]["delta"].get("content") for event in data_of(body)[:-1]] == ["", "world"]
