@@ -90,6 +90,64 @@ async def test_a_stream_holds_its_slot_until_it_ends(gateway, emulator):
     assert emulator.stats.peak_in_flight == 1
 
 
+# ------------------------------------------------------------------- the per-instance slots ---
+
+
+async def test_slots_go_to_waiters_first_come_first_served_and_a_newcomer_never_overtakes():
+    from hookgate.plugins.concurrency import KeyedSemaphore
+
+    slots = KeyedSemaphore(1)
+    assert slots.try_acquire("k")
+    order: list[str] = []
+
+    async def wait(name: str) -> None:
+        assert await slots.acquire("k", timeout=5)
+        order.append(name)
+
+    first = asyncio.ensure_future(wait("first"))
+    await asyncio.sleep(0)  # first is now waiting
+    second = asyncio.ensure_future(wait("second"))
+    await asyncio.sleep(0)
+    slots.release("k")  # to first, not to whoever asks next
+    assert not slots.try_acquire("k"), "a newcomer must not take the slot handed to a waiter"
+    await first
+    slots.release("k")
+    await second
+    slots.release("k")
+    assert order == ["first", "second"]
+    assert len(slots) == 0, "a key nobody holds or waits for is dropped"
+
+
+async def test_a_waiter_that_times_out_gets_false_and_leaves_no_trace():
+    from hookgate.plugins.concurrency import KeyedSemaphore
+
+    slots = KeyedSemaphore(2)
+    assert slots.try_acquire("k") and slots.try_acquire("k")
+    assert not await slots.acquire("k", timeout=0.01)
+    slots.release("k")
+    slots.release("k")
+    assert len(slots) == 0
+    assert slots.try_acquire("k") and slots.try_acquire("k") and not slots.try_acquire("k"), "still two slots, not more"
+
+
+async def test_a_waiter_cancelled_after_being_handed_a_slot_passes_it_on():
+    from hookgate.plugins.concurrency import KeyedSemaphore
+
+    slots = KeyedSemaphore(1)
+    assert slots.try_acquire("k")
+    handed_over = asyncio.ensure_future(slots.acquire("k", timeout=5))
+    await asyncio.sleep(0)
+    next_in_line = asyncio.ensure_future(slots.acquire("k", timeout=5))
+    await asyncio.sleep(0)
+    slots.release("k")  # the slot is handed to the first waiter...
+    handed_over.cancel()  # ...which is cancelled before it could run again
+    with pytest.raises(asyncio.CancelledError):
+        await handed_over
+    assert await next_in_line, "the slot went on to the next waiter"
+    slots.release("k")
+    assert len(slots) == 0, "and no slot was lost or made up"
+
+
 # ------------------------------------------------------------------------------- distributed ---
 
 
