@@ -49,11 +49,18 @@ class RequestLog:
     def __init__(self, config: RequestLogConfig) -> None:
         self.config = config
         self.log = structlog.get_logger("hookgate.request")
+        self._answers_logged: bool | None = None
+        """Whether the configured level keeps an answered request's info line; read at the first
+        request, when structlog fixes this logger's level too (``cache_logger_on_first_use``)."""
 
     @hookimpl
     def request_finished(self, ctx: RequestContext, outcome: Outcome) -> None:
-        if outcome.error is None and not self.log.is_enabled_for(logging.INFO):
-            return  # an answered request is an info line, which the configured level discards
+        if outcome.error is None:
+            logged = self._answers_logged
+            if logged is None:
+                logged = self._answers_logged = self.log.is_enabled_for(logging.INFO)
+            if not logged:
+                return  # an answered request is an info line, which the configured level discards
         fields: dict[str, Any] = {
             "request_id": ctx.request_id,
             "model": _clip(ctx.model),
