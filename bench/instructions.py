@@ -103,11 +103,11 @@ def main() -> None:
         ctx.upstream.start()
         try:
             ctx.upstream.wait_ready("post", bodies[(ov.OPENAI_API, False)].read_bytes(), args.startup_timeout)
-            print(f"{'target':32s} {'instructions/request':>22s}  {'cache HITs':>10s}  ({a.requests} requests at c32{', streamed' if a.stream else ''})")
+            print(f"{'target':32s} {'instructions/request':>22s}  {'cache HITs':>10s}  {'not 200':>8s}  ({a.requests} requests at c32{', streamed' if a.stream else ''})")
             for target in a.targets.split(","):
                 total, result = count(ctx, target, a.stream)
                 hits = result.cache.get("hit", 0)
-                print(f"{target:32s} {total // max(result.completed, 1):>22,d}  {hits:>10,d}", flush=True)
+                print(f"{target:32s} {total // max(result.completed, 1):>22,d}  {hits:>10,d}  {result.non200:>8,d}", flush=True)
         finally:
             for server in (ctx.upstream, ctx.redis):
                 if server is not None:
