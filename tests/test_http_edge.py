@@ -150,3 +150,14 @@ async def test_healthz_and_models(gateway):
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["echo"]
     assert_conforms("ListModelsResponse", models)
+
+
+async def test_new_request_ids_are_distinct_128_bit_tokens_past_one_batch_of_random_bytes(gateway):
+    import re
+
+    client = await gateway(ECHO_ONLY)
+    ids = [(await client.get("/healthz")).headers["x-request-id"] for _ in range(300)]  # more than one read of 256
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", request_id) for request_id in ids), ids[:3]
+    assert len(set(ids)) == 300
+    given = (await client.get("/healthz", headers={"x-request-id": "client-chosen-7"})).headers["x-request-id"]
+    assert given == "client-chosen-7"
