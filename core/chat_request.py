@@ -13,9 +13,10 @@ not know), each a 400 naming the parameter.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import NotRequired, TypedDict
 
 from .bounds import clip
 from .errors import InvalidRequest
@@ -29,46 +30,50 @@ _LIMIT = 2**63
 
 _STRICT_OPEN = ConfigDict(extra="allow", strict=True)
 
-
-class ContentPart(BaseModel):
-    model_config = _STRICT_OPEN
-    type: str = Field(min_length=1)
-    text: str | None = None
+# TypedDicts rather than models: the body is checked, never kept as an object (the client's JSON
+# is what goes upstream), and validating into dicts took half the time of building models
+# (1.5 µs against 3.0 for the bench's request).
 
 
-class ChatMessage(BaseModel):
-    model_config = _STRICT_OPEN
+@with_config(_STRICT_OPEN)
+class ContentPart(TypedDict):
+    type: Annotated[str, Field(min_length=1)]
+    text: NotRequired[str | None]
+
+
+@with_config(_STRICT_OPEN)
+class ChatMessage(TypedDict):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: NotRequired[str | list[ContentPart] | None]
+    name: NotRequired[str | None]
 
 
-class StreamOptions(BaseModel):
-    model_config = _STRICT_OPEN
-    include_usage: bool | None = None
+@with_config(_STRICT_OPEN)
+class StreamOptions(TypedDict):
+    include_usage: NotRequired[bool | None]
 
 
-class ChatCompletionRequest(BaseModel):
+@with_config(_STRICT_OPEN)
+class ChatCompletionRequest(TypedDict):
     """The parts of OpenAI's ``CreateChatCompletionRequest`` the gateway checks."""
 
-    model_config = _STRICT_OPEN
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    n: int | None = Field(None, ge=1, le=128)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-    user: str | None = None
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    stream: NotRequired[bool | None]
+    stream_options: NotRequired[StreamOptions | None]
+    temperature: NotRequired[Annotated[float, Field(ge=0, le=2)] | None]
+    top_p: NotRequired[Annotated[float, Field(ge=0, le=1)] | None]
+    n: NotRequired[Annotated[int, Field(ge=1, le=128)] | None]
+    max_tokens: NotRequired[Annotated[int, Field(ge=1)] | None]
+    max_completion_tokens: NotRequired[Annotated[int, Field(ge=1)] | None]
+    stop: NotRequired[str | list[str] | None]
+    seed: NotRequired[int | None]
+    presence_penalty: NotRequired[Annotated[float, Field(ge=-2, le=2)] | None]
+    frequency_penalty: NotRequired[Annotated[float, Field(ge=-2, le=2)] | None]
+    tools: NotRequired[list[dict[str, Any]] | None]
+    tool_choice: NotRequired[str | dict[str, Any] | None]
+    response_format: NotRequired[dict[str, Any] | None]
+    user: NotRequired[str | None]
 
 
 _validator = TypeAdapter(ChatCompletionRequest)
