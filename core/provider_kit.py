@@ -601,7 +601,7 @@ class OpenAIShapedProvider:
                 # Each chunk is checked inside the transport's own generator, and the chunks of
                 # one read are handed on together: the chain takes one step per read.
                 batches = self.transport.events(response, relay=relay, check=self._checked_chunk, batched=True)
-                return CompletionStream.of_batches(batches, close=response.aclose)
+                return CompletionStream.of_batches(batches, close=response.aclose, relay=relay)
             return CompletionStream(self._chunks(response), close=response.aclose)
         body = await self.transport.post_json(path, payload)
         if ctx.kind == "embeddings":

@@ -11,11 +11,15 @@ never a TypeError in whatever plugin reads the answer next.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from .errors import UpstreamError
+
+if TYPE_CHECKING:
+    from .sse import SSERelay
 
 __all__ = [
     "Completion",
@@ -95,13 +99,15 @@ class CompletionStream:
     as they came: ``CompletionStream.of_batches(batches)``, an iterator of non-empty lists of
     chunks, one per read. Iterating the stream still gives one chunk at a time, so a middleware
     written as above sees no difference. A middleware that only needs to know *when* chunks come
-    (a timeout, a slot held until the end) can wrap :meth:`batches` instead and build its
-    stream with :meth:`of_batches`: the chunks of one read arrive together anyway, and the
-    stream then costs it one step per read rather than per chunk. :meth:`batches` of a stream
+    can wrap :meth:`batches` instead and build its stream with :meth:`of_batches`: the chunks
+    of one read arrive together anyway, and the stream then costs it one step per read rather
+    than per chunk. One that touches no chunk uses :meth:`with_close` (a slot held until the
+    end) or :meth:`with_guard` (a limit on each wait): the stream then stays the provider's
+    own (:attr:`relay`). :meth:`batches` of a stream
     made from chunks gives each chunk as a list of one.
     """
 
-    __slots__ = ("_chunks", "_batches", "_close", "first_chunk_received")
+    __slots__ = ("_chunks", "_batches", "_close", "first_chunk_received", "relay")
 
     def __init__(
         self,
@@ -115,6 +121,11 @@ class CompletionStream:
         self._close = close
         self.first_chunk_received = first_chunk_received
         """True once :func:`with_first_chunk` has the first chunk in hand (nothing sent yet)."""
+        self.relay: SSERelay | None = None
+        """The provider's :class:`~hookgate.sse.SSERelay` while this stream is its chunk objects as
+        it made them, passed on only by :meth:`with_close`, :meth:`with_guard` and
+        :func:`with_first_chunk`: no plugin code had them, so the core writes the relay's bytes
+        without comparing each chunk with them. Any stream a middleware builds has None."""
 
     @classmethod
     def of_batches(
@@ -123,12 +134,15 @@ class CompletionStream:
         close: Callable[[], Awaitable[None]] | None = None,
         *,
         first_chunk_received: bool = False,
+        relay: SSERelay | None = None,
     ) -> CompletionStream:
         """A stream whose chunks come in groups (see Batches above): each item of ``batches`` a
-        non-empty list of chunks that arrived together."""
+        non-empty list of chunks that arrived together. ``relay``: for a provider, the relay
+        its ``batches`` register their reads with (see :attr:`relay`)."""
         stream = cls.__new__(cls)
         stream._chunks, stream._batches, stream._close = None, batches, close
         stream.first_chunk_received = first_chunk_received
+        stream.relay = relay
         return stream
 
     @property
@@ -156,8 +170,21 @@ class CompletionStream:
         (which must close this stream in turn): for a middleware that holds something until
         the stream ends and watches nothing else."""
         if self._batches is not None and self._chunks is None:
-            return CompletionStream.of_batches(self._batches, close, first_chunk_received=self.first_chunk_received)
+            return CompletionStream.of_batches(self._batches, close, first_chunk_received=self.first_chunk_received, relay=self.relay)
         return CompletionStream(self.__aiter__(), close, first_chunk_received=self.first_chunk_received)
+
+    def with_guard(self, guard: Callable[[], AbstractContextManager[Any]], *, done: Callable[[], None] | None = None) -> CompletionStream:
+        """The same chunks, in the same groups, each wait for the next chunk (or group) made
+        inside ``with guard():``, left with the wait's exception if it raised (which
+        ``__exit__`` may replace by raising its own); ``done()`` is called once the stream
+        ended or was closed. For a middleware that limits or measures the waits and touches no
+        chunk: ``timeout`` watches a stream's gaps this way. The stream stays its provider's
+        own (:attr:`relay`), and closing it closes this one."""
+        if self._batches is not None and self._chunks is None:
+            guarded = CompletionStream.of_batches(_guarded(self._batches, guard, done), self.aclose, first_chunk_received=self.first_chunk_received)
+            guarded.relay = self.relay
+            return guarded
+        return CompletionStream(_guarded(self.__aiter__(), guard, done), self.aclose, first_chunk_received=self.first_chunk_received)
 
     async def aclose(self) -> None:
         """Release the upstream call. Safe to call more than once."""
@@ -181,6 +208,21 @@ async def _flattened(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncItera
 async def _singletons(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
     async for chunk in chunks:
         yield [chunk]
+
+
+async def _guarded(items: AsyncIterator[Any], guard: Callable[[], AbstractContextManager[Any]], done: Callable[[], None] | None) -> AsyncIterator[Any]:
+    """``items`` (chunks or batches), each wait for the next inside ``guard()``."""
+    try:
+        while True:
+            with guard():
+                try:
+                    item = await items.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield item
+    finally:
+        if done is not None:
+            done()
 
 
 ProviderResponse = Completion | CompletionStream
@@ -207,7 +249,7 @@ async def with_first_chunk(stream: CompletionStream) -> CompletionStream:
         await stream.aclose()
         raise
     if batched:
-        return CompletionStream.of_batches(_Replayed(first, iterator), close=stream.aclose, first_chunk_received=True)
+        return CompletionStream.of_batches(_Replayed(first, iterator), close=stream.aclose, first_chunk_received=True, relay=stream.relay)
     return CompletionStream(_Replayed(first, iterator), close=stream.aclose, first_chunk_received=True)
 
 

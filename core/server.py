@@ -374,6 +374,7 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
     writer = surface.open_stream(ctx)
     native: bool | None = None  # decided by the first chunk
     relay: SSERelay | None = None  # likewise
+    intact = False  # whether the stream is its provider's chunks as it made them (CompletionStream.relay)
     vouched = 0  # how many of the first chunks the relay wrote as the provider's checked bytes
     iterator = stream.batches()  # the chunks of one upstream read together, when the provider gives them so
     try:
@@ -395,11 +396,12 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
                     relay = ctx.get(SSE_RELAY)
                     if relay is not None and (relay.wire != surface.wire or relay.broken):
                         relay = None
+                    intact = relay is not None and stream.relay is relay
             chunks.extend(batch)
             if native:
                 payload = b"".join([chunk.get(NATIVE_EVENTS) or b"" for chunk in batch])
             elif relay is not None:
-                payload = relay.accept_all(batch)
+                payload = relay.accept_all(batch, intact=intact)
                 if relay.broken:  # a chunk the chain made or changed: render from here on
                     payload += _rendered(writer, relay.release())
                     relay = None

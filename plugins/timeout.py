@@ -21,7 +21,7 @@ import asyncio
 import heapq
 import itertools
 from time import perf_counter
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from pydantic import Field, model_validator
 
@@ -117,44 +117,58 @@ class Timeout:
             watch.close()
         if isinstance(response, CompletionStream):
             # A batched stream is watched batch by batch: a read's chunks arrive together, so
-            # the gap between two batches is the gap between their chunks.
-            if response.batched:
-                return CompletionStream.of_batches(self._limited(ctx, response.batches()), close=response.aclose, first_chunk_received=True)
-            return CompletionStream(self._limited(ctx, response.__aiter__()), close=response.aclose, first_chunk_received=True)
+            # the gap between two batches is the gap between their chunks. The guard sees only
+            # the waits, never a chunk, so the stream stays the provider's own.
+            gaps = _StreamGaps(self, ctx)
+            return response.with_guard(gaps, done=gaps.close)
         return response
 
-    async def _limited(self, ctx: RequestContext, iterator: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        """Relay a stream's chunks (or batches of them), failing when one is late or the
-        deadline passes.
 
-        One watch follows the whole stream, its deadline moved on with each wait (on the timer
-        every wait shares, :class:`_Deadlines`), rather than an ``asyncio.timeout`` per chunk: a
-        timer made and cancelled for each chunk cost some 15 % of a streamed answer's CPU (py-spy,
-        bench)."""
-        gap = self.config.chunk_gap_seconds
-        watch = self._watch()
-        clock = watch.clock
-        deadline = ctx.get(DEADLINE)  # read once: the request's deadline, on the event loop's clock
-        end = float("inf") if deadline is None else clock() + (deadline - perf_counter())
-        try:
-            while True:
-                waited_from = clock()
-                late = waited_from + gap >= end  # the request's deadline comes before the gap's end
-                watch.arm_at(end if late else waited_from + gap)
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if not watch.expired():
-                        raise
-                    reason = "the request's deadline passed" if late else f"no chunk arrived for {clock() - waited_from:.2f} s"
-                    raise GatewayTimeout(f"The provider's stream stopped: {reason}.", code="timeout") from None
-                finally:
-                    watch.disarm()
-                yield chunk
-        finally:
-            watch.close()
+class _StreamGaps:
+    """The waits of one stream (:meth:`hookgate.CompletionStream.with_guard`): each for at most
+    ``chunk_gap_seconds``, and all of them before the request's deadline.
+
+    One watch follows the whole stream, its deadline moved on with each wait (on the timer every
+    wait shares, :class:`_Deadlines`), rather than an ``asyncio.timeout`` per chunk: a timer
+    made and cancelled for each chunk cost some 15 % of a streamed answer's CPU (py-spy, bench).
+    It is made at the first wait, in the task that reads the stream.
+    """
+
+    __slots__ = ("_plugin", "_gap", "_deadline", "_watch", "_end", "_waited_from", "_late")
+
+    def __init__(self, plugin: Timeout, ctx: RequestContext) -> None:
+        self._plugin = plugin
+        self._gap = plugin.config.chunk_gap_seconds
+        self._deadline = ctx.get(DEADLINE)  # read once: the request's deadline, on perf_counter's clock
+        self._watch: _Watch | None = None
+        self._end = float("inf")
+        self._waited_from = 0.0
+        self._late = False
+
+    def __call__(self) -> _StreamGaps:
+        return self
+
+    def __enter__(self) -> None:
+        watch = self._watch
+        if watch is None:
+            watch = self._watch = self._plugin._watch()
+            if self._deadline is not None:
+                self._end = watch.clock() + (self._deadline - perf_counter())
+        self._waited_from = now = watch.clock()
+        self._late = late = now + self._gap >= self._end  # the request's deadline comes before the gap's end
+        watch.arm_at(self._end if late else now + self._gap)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        watch = self._watch
+        assert watch is not None
+        watch.disarm()
+        if kind is asyncio.CancelledError and watch.expired():
+            reason = "the request's deadline passed" if self._late else f"no chunk arrived for {watch.clock() - self._waited_from:.2f} s"
+            raise GatewayTimeout(f"The provider's stream stopped: {reason}.", code="timeout") from None
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
 
 
 class _Deadlines:

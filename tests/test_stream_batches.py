@@ -100,3 +100,74 @@ def test_chunks_known_to_be_checked_are_not_checked_again_and_the_rest_are():
     with pytest.raises(UpstreamError, match="delta.content is not a string"):
         assemble_stream([*ok, bad], checked=2)
     assert assemble_stream(ok, checked=2).body["choices"][0]["message"]["content"] == "a"
+
+
+class Guard:
+    """Counts the waits it was entered for, and turns a ValueError raised by one into a
+    LookupError, as a timeout turns its own cancellation into a 504."""
+
+    def __init__(self) -> None:
+        self.entered = self.left = 0
+        self.done = 0
+
+    def __call__(self) -> Guard:
+        return self
+
+    def __enter__(self) -> None:
+        self.entered += 1
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self.left += 1
+        if kind is ValueError:
+            raise LookupError("replaced") from None
+
+    def finished(self) -> None:
+        self.done += 1
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batches", "chunks"])
+async def test_a_guarded_stream_gives_the_same_chunks_in_the_same_groups_each_wait_inside_the_guard(batched):
+    groups = [[chunk("a"), chunk("b")], [chunk("c")]]
+    stream = CompletionStream.of_batches(Source([list(g) for g in groups])) if batched else CompletionStream(chunks_of(groups))
+    guard = Guard()
+    guarded = stream.with_guard(guard, done=guard.finished)
+    assert guarded.batched is batched
+    got = [batch async for batch in guarded.batches()]
+    assert got == (groups if batched else [[c] for g in groups for c in g])
+    waits = len(got) + 1  # the last wait is the one that finds the end
+    assert (guard.entered, guard.left, guard.done) == (waits, waits, 1)
+
+
+async def test_a_guard_may_replace_what_a_wait_raised_and_is_done_when_the_stream_is_closed_early():
+    async def failing() -> AsyncIterator[list[dict[str, Any]]]:
+        yield [chunk("a")]
+        raise ValueError("the upstream broke")
+
+    guard = Guard()
+    guarded = CompletionStream.of_batches(failing()).with_guard(guard, done=guard.finished)
+    iterator = guarded.batches()
+    assert await anext(iterator) == [chunk("a")]
+    with pytest.raises(LookupError, match="replaced"):
+        await anext(iterator)
+    assert guard.done == 1
+
+    early = Guard()
+    source = Source([[chunk("a")], [chunk("b")]])
+    stream = CompletionStream.of_batches(source, close=source.aclose).with_guard(early, done=early.finished)
+    assert await anext(stream.batches()) == [chunk("a")]
+    await stream.aclose()
+    assert source.closed and early.done == 1
+
+
+async def test_only_the_core_and_guards_pass_a_providers_relay_on():
+    from hookgate.sse import SSERelay
+
+    relay = SSERelay("openai.chat")
+    provider_stream = CompletionStream.of_batches(Source([[chunk("a")], [chunk("b")]]), relay=relay)
+    primed = await with_first_chunk(provider_stream)
+    assert primed.relay is relay
+    assert primed.with_close(primed.aclose).relay is relay
+    assert primed.with_guard(Guard()).relay is relay
+    rebuilt = CompletionStream.of_batches(primed.batches(), close=primed.aclose, first_chunk_received=True)
+    assert rebuilt.relay is None, "a stream a middleware builds is not the provider's own"
+    assert CompletionStream(chunks_of([[chunk("a")]])).relay is None

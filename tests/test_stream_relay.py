@@ -4,10 +4,12 @@ or adds reaches the client, usage and finish reasons are read on the way, and a 
 breaks mid-read still delivers the chunks before the break."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any, AsyncIterator
 
 import orjson
 import pytest
+from aiohttp import web
 from conftest import UPSTREAM_TRANSPORTS, pipeline_config
 from hookgate import CompletionStream, hookimpl
 from hookgate.sse import SSERelay
@@ -345,3 +347,62 @@ async def test_a_last_event_without_its_blank_line_is_read(gateway, aiohttp_serv
     response, body = await streamed(gateway, aiohttp_server, [sse(*COMPACT[:2]), b"data: " + COMPACT[2] + b"\n\ndata: [DONE]"], transport)
     assert response.status == 200
     assert body == sse(*COMPACT) + DONE
+
+
+def eating_the_first_read() -> tuple[type, Any]:
+    """A middleware that takes the stream's first read for itself (edited in place) and passes
+    the same stream on with ``with_close``: what reaches the core descends from the provider's
+    stream, but it is not every chunk the relay registered. And an upstream whose second read
+    waits until the first was eaten, so the two are never one read."""
+    eaten = asyncio.Event()
+
+    class EatsTheFirstRead:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        @hookimpl
+        async def call_provider(self, ctx, call_next):
+            response = await call_next(ctx)
+            if isinstance(response, CompletionStream):
+                shout_batch_in_place(await anext(response.batches()))
+                eaten.set()
+                return response.with_close(response.aclose)
+            return response
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(sse(*COMPACT[:2]))
+        await eaten.wait()
+        await response.write(sse(COMPACT[2]) + DONE)
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", answer)
+    return EatsTheFirstRead, upstream
+
+
+async def test_a_read_a_middleware_took_from_an_intact_stream_never_reaches_the_client_as_bytes(gateway, aiohttp_server):
+    plugin, upstream = eating_the_first_read()
+    server = await aiohttp_server(upstream)
+    openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"]}
+    client = await gateway(pipeline_config(["eats", "timeout", "openai"], openai=openai), local={"eats": plugin})
+    response = await client.post("/v1/chat/completions", json=ASKED)
+    body = await response.read()
+    assert response.status == 200
+    assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["world"]
+
+
+@pytest.mark.parametrize("order", [("watching", "concurrency", "timeout"), ("concurrency", "timeout", "watching")], ids=["outside", "inside"])
+async def test_an_in_place_edit_reaches_the_client_wherever_the_editor_sits_among_stream_guards(gateway, aiohttp_server, order):
+    reads = [sse(*COMPACT[:2]), sse(COMPACT[2]) + DONE]
+    local = {"watching": rewriting(shout_batch_in_place, batched=True)}
+    response, body = await streamed(gateway, aiohttp_server, reads, pipeline=order, local=local)
+    assert response.status == 200
+    assert [event["choices"][0]["delta"]["content"] for event in data_of(body)[:-1]] == ["", "HELLO ", "WORLD"]
+
+
+async def test_the_default_reliability_chain_relays_the_upstreams_bytes_as_they_came(gateway, aiohttp_server):
+    reads = [sse(*COMPACT[:2]), sse(COMPACT[2]) + DONE]
+    response, body = await streamed(gateway, aiohttp_server, reads, pipeline=("retry", "circuit_breaker", "concurrency", "timeout"))
+    assert response.status == 200 and body == sse(*COMPACT) + DONE
