@@ -25,6 +25,7 @@ them apart.
 from __future__ import annotations
 
 import os
+from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Protocol
 
@@ -40,7 +41,7 @@ from .errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamEr
 from .health import Readiness
 from .http import HTTPService, env_proxy, http_service
 from .markers import hookimpl
-from .responses import Completion, CompletionStream, check_chunk, check_completion
+from .responses import Completion, CompletionStream, StreamAssembly, check_chunk, check_completion
 from .routing import upstream_body
 from .sse import SSE_RELAY, SSEDecoder, SSEEventTooLarge, SSERelay
 from .upstream import error_from_upstream
@@ -598,9 +599,12 @@ class OpenAIShapedProvider:
                 # The chunks go to the client as the upstream's bytes, one write per read, when
                 # nothing in the chain changes them (hookgate.sse.SSERelay).
                 relay = ctx[SSE_RELAY] = SSERelay(_WIRES[ctx.kind])
-                # Each chunk is checked inside the transport's own generator, and the chunks of
-                # one read are handed on together: the chain takes one step per read.
-                batches = self.transport.events(response, relay=relay, check=self._checked_chunk, batched=True)
+                # Each chunk is checked inside the transport's own generator, and assembled into
+                # the answer as it is (the core's, while the relay vouches for every chunk); the
+                # chunks of one read are handed on together: the chain takes one step per read.
+                assembly = relay.assembly = StreamAssembly(self.name)
+                check = partial(self._checked_chunk, check=assembly.checked)
+                batches = self.transport.events(response, relay=relay, check=check, batched=True)
                 return CompletionStream.of_batches(batches, close=response.aclose, relay=relay)
             return CompletionStream(self._chunks(response), close=response.aclose)
         body = await self.transport.post_json(path, payload)
@@ -615,14 +619,15 @@ class OpenAIShapedProvider:
         async for _event, chunk in self.transport.events(response):
             yield self._checked_chunk(chunk)
 
-    def _checked_chunk(self, chunk: Any) -> dict[str, Any]:
+    def _checked_chunk(self, chunk: Any, check: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
         """``chunk`` if it is a ``chat.completion.chunk`` (its choices, when present, a list of
-        objects, and the rest as :func:`check_chunk` says); an error event is the upstream's error."""
+        objects, and the rest as :func:`check_chunk` says, or ``check``); an error event is the
+        upstream's error."""
         if type(chunk) is not dict or "error" in chunk:
             if isinstance(chunk, dict):
                 raise error_from_upstream(self.name, 500, chunk)
             raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
-        return check_chunk(chunk, self.name)
+        return check_chunk(chunk, self.name) if check is None else check(chunk)
 
 
 # ------------------------------------------------------------------------------- helpers ---

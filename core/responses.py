@@ -347,9 +347,10 @@ def check_chunk(chunk: Any, provider: str = "upstream") -> dict[str, Any]:
     return chunk
 
 
-def _check_chunk_choice(choice: Any, provider: str) -> None:
+def _check_chunk_choice(choice: Any, provider: str, assembling: dict[int, _Assembling] | None = None) -> None:
     """One choice of a chunk, as :func:`check_chunk` says; the checks of a usual text delta are
-    written out here rather than called (this runs for every chunk of every stream)."""
+    written out here rather than called (this runs for every chunk of every stream). With
+    ``assembling``, the choice is also added to its answer (:class:`StreamAssembly`)."""
     if not isinstance(choice, dict):
         raise _malformed(provider, "a chunk's choice is not an object")
     index = choice.get("index", 0)
@@ -373,6 +374,19 @@ def _check_chunk_choice(choice: Any, provider: str) -> None:
     reason = choice.get("finish_reason")
     if reason is not None and not isinstance(reason, str):
         raise _malformed(provider, "a chunk's choice.finish_reason is not a string")
+    if assembling is not None:
+        slot = assembling.get(index)
+        if slot is None:
+            slot = assembling[index] = _Assembling()
+        if delta:
+            if content is not None:
+                slot.content.append(content)
+            if refusal is not None:
+                slot.refusal.append(refusal)
+            for call in calls or ():
+                slot.merge_tool_call(call)
+        if reason is not None:
+            slot.finish_reason = reason
 
 
 def _check_index(item: dict[str, Any], bound: int, where: str, provider: str) -> None:
@@ -457,6 +471,10 @@ def assemble_stream(chunks: list[dict[str, Any]], *, checked: int = 0) -> Comple
                 slot.merge_tool_call(call)
             if choice.get("finish_reason") is not None:
                 slot.finish_reason = choice["finish_reason"]
+    return _assembled(first, choices, usage)
+
+
+def _assembled(first: dict[str, Any], choices: dict[int, _Assembling], usage: Any) -> Completion:
     body: dict[str, Any] = {
         "id": first.get("id", ""),
         "object": "chat.completion",
@@ -469,6 +487,57 @@ def assemble_stream(chunks: list[dict[str, Any]], *, checked: int = 0) -> Comple
     if usage is not None:
         body["usage"] = usage
     return Completion(body)
+
+
+class StreamAssembly:
+    """A chat stream's answer, assembled as its chunks are checked (:meth:`checked`, a provider's
+    check of each chunk): what :func:`assemble_stream` of the same chunks gives, without a second
+    walk through them at the end. It holds only while the chunks that reach the core are those
+    it checked, as they were: the core uses it when the provider's relay vouched for every one,
+    and assembles the chunks it has otherwise.
+    """
+
+    __slots__ = ("provider", "count", "_first", "_choices", "_usage")
+
+    def __init__(self, provider: str = "upstream") -> None:
+        self.provider = provider
+        self.count = 0
+        """Chunks checked and assembled so far."""
+        self._first: dict[str, Any] | None = None
+        self._choices: dict[int, _Assembling] = {}
+        self._usage: Any = None
+
+    def checked(self, chunk: Any) -> dict[str, Any]:
+        """:func:`check_chunk` of ``chunk``, which is then part of the answer. A text
+        completion's chunks are only checked: :meth:`completion` is then None."""
+        if not isinstance(chunk, dict):
+            raise _malformed(self.provider, "a stream chunk is not a JSON object")
+        first = self._first
+        if first is None:
+            first = chunk
+        assembling = self._choices if first.get("object") != "text_completion" else None
+        choices = chunk.get("choices")
+        if choices is not None:
+            if not isinstance(choices, list) or len(choices) > MAX_CHOICES:
+                raise _malformed(self.provider, "a chunk's 'choices' is not an array (of at most 128)")
+            for choice in choices:
+                _check_chunk_choice(choice, self.provider, assembling)
+        usage = chunk.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise _malformed(self.provider, "'usage' is not an object")
+        if usage:
+            self._usage = usage
+        self._first = first
+        self.count += 1
+        return chunk
+
+    def completion(self) -> Completion | None:
+        """The ``chat.completion`` the chunks checked so far amount to (None for none, or for a
+        text completion)."""
+        first = self._first
+        if first is None or first.get("object") == "text_completion":
+            return None
+        return _assembled(first, self._choices, self._usage)
 
 
 class _Assembling:

@@ -152,13 +152,16 @@ class SSERelay:
         (a middleware holding chunks back cannot make it keep a whole stream).
     """
 
-    __slots__ = ("wire", "max_pending_bytes", "broken", "_groups", "_held", "_size")
+    __slots__ = ("wire", "max_pending_bytes", "broken", "assembly", "_groups", "_held", "_size")
 
     def __init__(self, wire: str, *, max_pending_bytes: int = 4 * 1024 * 1024) -> None:
         self.wire = wire
         self.max_pending_bytes = max_pending_bytes
         self.broken = False
         """True once a chunk came that the relay cannot account for: render from then on."""
+        self.assembly: Any = None
+        """The provider's :class:`hookgate.responses.StreamAssembly` of the chunks it registers,
+        if it keeps one: the answer, when the relay vouched for every chunk the core got."""
         self._groups: deque[tuple[Sequence[Any], list[bytes], bytes]] = deque()
         self._held: list[Any] = []
         self._size = 0

@@ -171,3 +171,47 @@ async def test_only_the_core_and_guards_pass_a_providers_relay_on():
     rebuilt = CompletionStream.of_batches(primed.batches(), close=primed.aclose, first_chunk_received=True)
     assert rebuilt.relay is None, "a stream a middleware builds is not the provider's own"
     assert CompletionStream(chunks_of([[chunk("a")]])).relay is None
+
+
+def tool_chunk(index: int, **function: str) -> dict[str, Any]:
+    call = {"index": index, "function": function}
+    if "name" in function:
+        call.update(id=f"call_{index}", type="function")
+    return {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+
+
+STREAMS = {
+    "text": [chunk("hel"), chunk("lo"), {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}],
+    "two choices, usage": [
+        {"id": "c", "object": "chat.completion.chunk", "created": 7, "model": "m", "system_fingerprint": "fp",
+         "choices": [{"index": 1, "delta": {"content": "b"}, "finish_reason": None}, {"index": 0, "delta": {"refusal": "no"}, "finish_reason": None}]},
+        {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}, {"index": 1, "delta": None, "finish_reason": "length"}]},
+        {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+    ],
+    "tool calls": [tool_chunk(0, name="get_", arguments=""), tool_chunk(0, name="weather", arguments='{"city"'), tool_chunk(1, name="now"),
+                   tool_chunk(0, arguments=': "Oslo"}'),
+                   {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}],
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_stream_assembled_as_it_is_checked_is_the_answer_its_chunks_amount_to(name):
+    from hookgate.responses import StreamAssembly
+
+    assembly = StreamAssembly()
+    for item in STREAMS[name]:
+        assert assembly.checked(item) is item
+    assert assembly.count == len(STREAMS[name])
+    assert assembly.completion() == assemble_stream(STREAMS[name])
+
+
+def test_a_stream_assembly_checks_as_check_chunk_does_and_leaves_text_completions_to_assemble_stream():
+    from hookgate.responses import StreamAssembly
+
+    with pytest.raises(UpstreamError):
+        StreamAssembly().checked({"choices": [{"index": 0, "delta": {"content": 5}}]})
+    with pytest.raises(UpstreamError):
+        StreamAssembly().checked(["not", "an", "object"])
+    text = StreamAssembly()
+    text.checked({"id": "t", "object": "text_completion", "choices": [{"index": 0, "text": "hi", "finish_reason": "stop"}]})
+    assert text.completion() is None and StreamAssembly().completion() is None

@@ -406,3 +406,28 @@ async def test_the_default_reliability_chain_relays_the_upstreams_bytes_as_they_
     reads = [sse(*COMPACT[:2]), sse(COMPACT[2]) + DONE]
     response, body = await streamed(gateway, aiohttp_server, reads, pipeline=("retry", "circuit_breaker", "concurrency", "timeout"))
     assert response.status == 200 and body == sse(*COMPACT) + DONE
+
+
+@pytest.mark.parametrize("editor", ["chunks", "batches"])
+async def test_the_answer_after_response_sees_is_what_the_client_got_after_an_in_place_edit(gateway, aiohttp_server, editor):
+    server = await aiohttp_server(raw_upstream(b"", chunks=[sse(*COMPACT) + DONE]))
+    openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"]}
+    local = {"watching": rewriting(shout_batch_in_place, batched=True) if editor == "batches" else ShoutingInPlace}
+    client = await gateway(pipeline_config(["memory_cache", "watching", "timeout", "openai"], openai=openai), local=local)
+    streamed_body = await (await client.post("/v1/chat/completions", json=ASKED)).read()
+    assert [event["choices"][0]["delta"]["content"] for event in data_of(streamed_body)[:-1]] == ["", "HELLO ", "WORLD"]
+    again = await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": USER})
+    assert again.headers["x-hookgate-cache"] == "HIT"
+    assert (await again.json())["choices"][0]["message"]["content"] == "HELLO WORLD", "the cache holds what was sent, not what the upstream said"
+
+
+async def test_an_untouched_streams_answer_is_assembled_for_after_response(gateway, aiohttp_server):
+    server = await aiohttp_server(raw_upstream(b"", chunks=[sse(*COMPACT[:2]), sse(COMPACT[2], orjson.dumps(orjson.loads(USAGE))) + DONE]))
+    openai = {"base_url": str(server.make_url("/v1")), "api_key": "sk-upstream", "models": ["gpt-4o-mini"]}
+    client = await gateway(pipeline_config(["memory_cache", "retry", "concurrency", "timeout", "openai"], openai=openai))
+    body = await (await client.post("/v1/chat/completions", json={**ASKED, "stream_options": {"include_usage": True}})).read()
+    assert body == sse(*COMPACT, orjson.dumps(orjson.loads(USAGE))) + DONE
+    answer = await (await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": USER})).json()
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "hello world", "refusal": None}
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
