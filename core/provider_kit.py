@@ -25,7 +25,6 @@ them apart.
 from __future__ import annotations
 
 import os
-from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Protocol
 
@@ -602,9 +601,8 @@ class OpenAIShapedProvider:
                 # Each chunk is checked inside the transport's own generator, and assembled into
                 # the answer as it is (the core's, while the relay vouches for every chunk); the
                 # chunks of one read are handed on together: the chain takes one step per read.
-                assembly = relay.assembly = StreamAssembly(self.name)
-                check = partial(self._checked_chunk, check=assembly.checked)
-                batches = self.transport.events(response, relay=relay, check=check, batched=True)
+                assembly = relay.assembly = StreamAssembly(self.name, error_event=self._error_event)
+                batches = self.transport.events(response, relay=relay, check=assembly.checked, batched=True)
                 return CompletionStream.of_batches(batches, close=response.aclose, relay=relay)
             return CompletionStream(self._chunks(response), close=response.aclose)
         body = await self.transport.post_json(path, payload)
@@ -619,15 +617,19 @@ class OpenAIShapedProvider:
         async for _event, chunk in self.transport.events(response):
             yield self._checked_chunk(chunk)
 
-    def _checked_chunk(self, chunk: Any, check: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+    def _checked_chunk(self, chunk: Any) -> dict[str, Any]:
         """``chunk`` if it is a ``chat.completion.chunk`` (its choices, when present, a list of
-        objects, and the rest as :func:`check_chunk` says, or ``check``); an error event is the
-        upstream's error."""
+        objects, and the rest as :func:`check_chunk` says); an error event is the upstream's
+        error. (:class:`~hookgate.responses.StreamAssembly` checks the same way.)"""
         if type(chunk) is not dict or "error" in chunk:
             if isinstance(chunk, dict):
-                raise error_from_upstream(self.name, 500, chunk)
+                raise self._error_event(chunk)
             raise UpstreamError(f"The {self.name} provider sent an unexpected stream chunk.", code="upstream_malformed")
-        return check_chunk(chunk, self.name) if check is None else check(chunk)
+        return check_chunk(chunk, self.name)
+
+    def _error_event(self, event: dict[str, Any]) -> GatewayError:
+        """The upstream's error sent as a stream event."""
+        return error_from_upstream(self.name, 500, event)
 
 
 # ------------------------------------------------------------------------------- helpers ---

@@ -497,10 +497,13 @@ class StreamAssembly:
     and assembles the chunks it has otherwise.
     """
 
-    __slots__ = ("provider", "count", "_first", "_choices", "_usage")
+    __slots__ = ("provider", "count", "_error_event", "_first", "_choices", "_usage")
 
-    def __init__(self, provider: str = "upstream") -> None:
+    def __init__(self, provider: str = "upstream", *, error_event: Callable[[dict[str, Any]], Exception] | None = None) -> None:
+        """``error_event``: the exception for an event that is an ``{"error": …}`` object (the
+        upstream's own error mid-stream), raised instead of checking it as a chunk."""
         self.provider = provider
+        self._error_event = error_event
         self.count = 0
         """Chunks checked and assembled so far."""
         self._first: dict[str, Any] | None = None
@@ -510,8 +513,10 @@ class StreamAssembly:
     def checked(self, chunk: Any) -> dict[str, Any]:
         """:func:`check_chunk` of ``chunk``, which is then part of the answer. A text
         completion's chunks are only checked: :meth:`completion` is then None."""
-        if not isinstance(chunk, dict):
+        if type(chunk) is not dict:
             raise _malformed(self.provider, "a stream chunk is not a JSON object")
+        if "error" in chunk and self._error_event is not None:
+            raise self._error_event(chunk)
         first = self._first
         if first is None:
             first = chunk

@@ -431,3 +431,15 @@ async def test_an_untouched_streams_answer_is_assembled_for_after_response(gatew
     assert answer["choices"][0]["message"] == {"role": "assistant", "content": "hello world", "refusal": None}
     assert answer["choices"][0]["finish_reason"] == "stop"
     assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+@pytest.mark.parametrize("transport", UPSTREAM_TRANSPORTS)
+async def test_an_error_event_mid_stream_ends_it_with_the_upstreams_error_after_the_chunks_before_it(gateway, aiohttp_server, transport):
+    failure = b'{"error": {"message": "The engine is overloaded.", "type": "server_error", "code": "overloaded"}}'
+    response, body = await streamed(gateway, aiohttp_server, [sse(*COMPACT[:2]), sse(failure)], transport)
+    assert response.status == 200
+    events = data_of(body)
+    assert body.startswith(sse(*COMPACT[:2])), "the chunks before the error went out as the upstream wrote them"
+    assert events[-1] == "[DONE]"
+    error = events[-2]["error"]
+    assert error["message"] == "The openai provider failed (upstream status 500)." and error["type"] != "invalid_request_error"
