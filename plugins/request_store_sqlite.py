@@ -63,12 +63,25 @@ class _ConnectionThread:
             if self._read_only:
                 conn.execute("PRAGMA query_only = ON")
             else:
-                self.journal_mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+                self.journal_mode = self._wal(conn)
                 conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        """Ask for WAL, retrying a busy answer within the busy timeout: SQLite answers busy at
+        once, without its busy handler, where waiting could deadlock (``sqlite3_busy_handler``),
+        and instances opening one new file together met that in a loaded CI run."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)  # on the connection's own thread, never the event loop
 
     async def run(self, job: Callable[[sqlite3.Connection], T], *, timeout: float) -> T:
         """Run ``job(connection)`` on the thread, within ``timeout`` seconds of its start.

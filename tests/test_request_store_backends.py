@@ -288,3 +288,26 @@ async def test_the_store_prunes_old_rows_in_the_background_from_start_up(make_ba
         assert sorted(await all_pages(store)) == sorted(f"recent-{i}" for i in range(5))
     finally:
         await store.close()
+
+
+def test_a_busy_answer_to_wal_is_retried_within_the_busy_timeout_and_then_given_up(tmp_path):
+    """SQLite may answer busy at once, without its busy handler, where waiting could deadlock."""
+    import sqlite3
+
+    from hookgate.plugins.request_store_sqlite import _ConnectionThread
+
+    class Busy:
+        def __init__(self, times: int) -> None:
+            self.times = times
+
+        def execute(self, sql: str):
+            if self.times:
+                self.times -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return sqlite3.connect(":memory:").execute("SELECT 'wal'")
+
+    thread = _ConnectionThread(tmp_path / "x.db", "t", busy_timeout_s=1.0, read_only=False)
+    assert thread._wal(Busy(3)) == "wal"  # type: ignore[arg-type]
+    never = _ConnectionThread(tmp_path / "x.db", "t", busy_timeout_s=0.05, read_only=False)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        never._wal(Busy(10_000))  # type: ignore[arg-type]
