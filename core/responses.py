@@ -333,6 +333,13 @@ def check_chunk(chunk: Any, provider: str = "upstream") -> dict[str, Any]:
     ``function.name`` and ``function.arguments``; a string-or-null ``finish_reason``; an
     object-or-null ``usage``. Called by providers on every chunk: a few type checks.
     """
+    _check_chunk(chunk, provider, None)
+    return chunk
+
+
+def _check_chunk(chunk: Any, provider: str, assembling: dict[int, _Assembling] | None) -> Any:
+    """:func:`check_chunk`'s checks, each choice also added to ``assembling`` when given
+    (:class:`StreamAssembly`); the chunk's usage."""
     if not isinstance(chunk, dict):
         raise _malformed(provider, "a stream chunk is not a JSON object")
     choices = chunk.get("choices")
@@ -340,11 +347,11 @@ def check_chunk(chunk: Any, provider: str = "upstream") -> dict[str, Any]:
         if not isinstance(choices, list) or len(choices) > MAX_CHOICES:
             raise _malformed(provider, "a chunk's 'choices' is not an array (of at most 128)")
         for choice in choices:
-            _check_chunk_choice(choice, provider)
+            _check_chunk_choice(choice, provider, assembling)
     usage = chunk.get("usage")
     if usage is not None and not isinstance(usage, dict):
         raise _malformed(provider, "'usage' is not an object")
-    return chunk
+    return usage
 
 
 def _check_chunk_choice(choice: Any, provider: str, assembling: dict[int, _Assembling] | None = None) -> None:
@@ -497,7 +504,7 @@ class StreamAssembly:
     and assembles the chunks it has otherwise.
     """
 
-    __slots__ = ("provider", "count", "_error_event", "_first", "_choices", "_usage")
+    __slots__ = ("provider", "count", "_error_event", "_first", "_assembling", "_usage")
 
     def __init__(self, provider: str = "upstream", *, error_event: Callable[[dict[str, Any]], Exception] | None = None) -> None:
         """``error_event``: the exception for an event that is an ``{"error": …}`` object (the
@@ -507,42 +514,32 @@ class StreamAssembly:
         self.count = 0
         """Chunks checked and assembled so far."""
         self._first: dict[str, Any] | None = None
-        self._choices: dict[int, _Assembling] = {}
+        self._assembling: dict[int, _Assembling] | None = {}
+        """The choices so far; None for a text completion, whose chunks are only checked."""
         self._usage: Any = None
 
     def checked(self, chunk: Any) -> dict[str, Any]:
         """:func:`check_chunk` of ``chunk``, which is then part of the answer. A text
         completion's chunks are only checked: :meth:`completion` is then None."""
-        if type(chunk) is not dict:
-            raise _malformed(self.provider, "a stream chunk is not a JSON object")
-        if "error" in chunk and self._error_event is not None:
-            raise self._error_event(chunk)
-        first = self._first
-        if first is None:
-            first = chunk
-        assembling = self._choices if first.get("object") != "text_completion" else None
-        choices = chunk.get("choices")
-        if choices is not None:
-            if not isinstance(choices, list) or len(choices) > MAX_CHOICES:
-                raise _malformed(self.provider, "a chunk's 'choices' is not an array (of at most 128)")
-            for choice in choices:
-                _check_chunk_choice(choice, self.provider, assembling)
-        usage = chunk.get("usage")
-        if usage is not None and not isinstance(usage, dict):
-            raise _malformed(self.provider, "'usage' is not an object")
+        if isinstance(chunk, dict):
+            if "error" in chunk and self._error_event is not None:
+                raise self._error_event(chunk)
+            if self._first is None:  # the first chunk says what the answer is
+                self._first = chunk
+                if chunk.get("object") == "text_completion":
+                    self._assembling = None
+        usage = _check_chunk(chunk, self.provider, self._assembling)
         if usage:
             self._usage = usage
-        self._first = first
         self.count += 1
         return chunk
 
     def completion(self) -> Completion | None:
         """The ``chat.completion`` the chunks checked so far amount to (None for none, or for a
         text completion)."""
-        first = self._first
-        if first is None or first.get("object") == "text_completion":
+        if not self.count or self._first is None or self._assembling is None:
             return None
-        return _assembled(first, self._choices, self._usage)
+        return _assembled(self._first, self._assembling, self._usage)
 
 
 class _Assembling:

@@ -427,10 +427,12 @@ async def _relay_stream(request: web.Request, exchange: Exchange, surface: Surfa
             held = b"".join(writer.feed(out) for out in released)
             if held:
                 await response.write(held)
-        assembly = ctx[SSE_RELAY].assembly if vouched and SSE_RELAY in ctx else None
-        assembled = assembly.completion() if assembly is not None and vouched == len(chunks) == assembly.count else None
-        # The provider's assembly while its relay vouched for every chunk; else the chunks as they came.
-        completion = assembled if assembled is not None else assemble_stream(chunks, checked=vouched)
+        # The provider's assembly while its relay (never broken, then) vouched for every chunk;
+        # else the chunks as they came.
+        assembly = relay.assembly if relay is not None else None
+        completion = assembly.completion() if assembly is not None and vouched == len(chunks) == assembly.count else None
+        if completion is None:
+            completion = assemble_stream(chunks, checked=vouched)
         if not is_complete(completion):
             raise UpstreamError("The provider ended the stream before the answer was complete.", code="upstream_incomplete")
         if completion.body.get("usage") is None and USAGE in ctx:

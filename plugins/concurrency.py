@@ -213,7 +213,7 @@ class KeyedSemaphore:
 
     Not ``asyncio.Semaphore``: a request that finds a free slot (nearly every one) takes it
     with :meth:`try_acquire`, a plain function, where the semaphore needs a coroutine and two
-    scans of its waiters; that was about 1 % of a miss's instructions (bench/instructions.py).
+    scans of its waiters on every request's path.
     Only a request that must wait awaits a future, first come first served. A released slot
     goes straight to the first waiter, so a newcomer never overtakes one, and a waiter that
     gives up (its timeout, a cancellation) after being handed a slot passes it on.

@@ -71,9 +71,10 @@ class _ConnectionThread:
         self._conn = conn
 
     def _wal(self, conn: sqlite3.Connection) -> str:
-        """Ask for WAL, retrying a busy answer within the busy timeout: SQLite answers busy at
-        once, without its busy handler, where waiting could deadlock (``sqlite3_busy_handler``),
-        and instances opening one new file together met that in a loaded CI run."""
+        """Ask for WAL, retrying a busy answer within the busy timeout: SQLite may answer busy
+        at once, without its busy handler, where waiting could deadlock
+        (``sqlite3_busy_handler``), and instances opening one new file together got a busy
+        answer here once in a loaded CI run (not reproduced since)."""
         deadline = time.monotonic() + self._busy_timeout_s
         while True:
             try:

@@ -80,10 +80,14 @@ async def test_a_stream_gap_is_watched_on_the_shared_timer_next_to_attempts():
     ctx.body["stream"] = True
     stream = await plugin.call_provider(ctx, streams)
     received = []
-    started = time.monotonic()
-    with pytest.raises(GatewayTimeout, match="no chunk arrived"):
+
+    async def read_all() -> None:
         async for chunk in stream:
             received.append(chunk)
+
+    started = time.monotonic()
+    with pytest.raises(GatewayTimeout, match="no chunk arrived"):
+        await asyncio.wait_for(read_all(), timeout=5)  # a TimeoutError instead if the gap were not watched
     assert len(received) == 1 and time.monotonic() - started < 1.0
     assert not hanging_attempt.done()
     hanging_attempt.cancel()
